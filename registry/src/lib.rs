@@ -1,1 +1,21 @@
-//! placeholder
+//! berth-registry: an OCI Distribution registry server, a drop-in for CNCF
+//! Distribution (same API, same storage layout, a compatible config file).
+//!
+//! Data flows one way: [`api`] (HTTP) -> [`service`] (registry semantics) ->
+//! [`storage`] (bytes at paths). [`layout`] maps registry objects to paths;
+//! [`config`], [`tls`], [`logging`] and [`maintenance`] sit beside them, and
+//! [`server`] wires everything into a process.
+
+pub mod api;
+pub mod config;
+pub mod digest;
+pub mod error;
+pub mod layout;
+pub mod logging;
+pub mod maintenance;
+pub mod manifest;
+pub mod names;
+pub mod server;
+pub mod service;
+pub mod storage;
+pub mod tls;

@@ -1,0 +1,76 @@
+//! `GET`/`HEAD`/`DELETE /v2/<name>/blobs/<digest>`.
+
+use axum::body::Body;
+use axum::response::Response;
+use http::header::{ACCEPT_RANGES, CONTENT_RANGE, RANGE};
+use http::{Method, StatusCode};
+
+use super::response::Reply;
+use super::Call;
+use crate::digest::Digest;
+use crate::error::{Code, RegistryError, Result};
+use crate::names::RepoName;
+use crate::service::BlobRange;
+
+/// Parses a digest from a URL or query, as DIGEST_INVALID when malformed.
+pub(super) fn parse_digest(text: &str) -> Result<Digest> {
+    text.parse().map_err(|e| RegistryError::new(Code::DigestInvalid, format!("{e}")))
+}
+
+/// Parses a single-range `Range: bytes=...` header.
+fn parse_range(header: &str) -> Result<BlobRange> {
+    let invalid = || RegistryError::new(Code::RangeInvalid, format!("unsupported Range {header:?}"));
+    let spec = header.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
+    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
+    let num = |s: &str| s.trim().parse::<u64>().map_err(|_| invalid());
+    match (a.trim().is_empty(), b.trim().is_empty()) {
+        (false, false) => Ok(BlobRange::Between(num(a)?, num(b)?)),
+        (false, true) => Ok(BlobRange::From(num(a)?)),
+        (true, false) => Ok(BlobRange::Suffix(num(b)?)),
+        (true, true) => Err(invalid()),
+    }
+}
+
+pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Response> {
+    let digest = parse_digest(&digest)?;
+    let reply = |status| {
+        Reply::new(status)
+            .digest(&digest)
+            .content_type("application/octet-stream")
+            .header(ACCEPT_RANGES, "bytes")
+    };
+    if call.method == Method::HEAD {
+        let size = call.registry.blob_size(&repo, &digest).await?;
+        return Ok(reply(StatusCode::OK).length(size).body(Body::empty()));
+    }
+    let range = call.header(RANGE.as_str()).map(parse_range).transpose()?;
+    let blob = call.registry.blob_get(&repo, &digest, range).await?;
+    let response = match blob.range {
+        Some((a, b)) => reply(StatusCode::PARTIAL_CONTENT)
+            .header(CONTENT_RANGE, format!("bytes {a}-{b}/{}", blob.size))
+            .length(b - a + 1),
+        None => reply(StatusCode::OK).length(blob.size),
+    };
+    Ok(response.body(Body::from_stream(blob.body)))
+}
+
+pub(super) async fn delete(call: Call, repo: RepoName, digest: String) -> Result<Response> {
+    let digest = parse_digest(&digest)?;
+    call.registry.blob_delete(&repo, &digest).await?;
+    Ok(Reply::new(StatusCode::ACCEPTED).digest(&digest).empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9").unwrap(), BlobRange::Between(0, 9));
+        assert_eq!(parse_range("bytes=5-").unwrap(), BlobRange::From(5));
+        assert_eq!(parse_range("bytes=-5").unwrap(), BlobRange::Suffix(5));
+        for bad in ["bytes=-", "0-9", "bytes=a-b", "bytes=0-1,3-4"] {
+            assert!(parse_range(bad).is_err(), "{bad}");
+        }
+    }
+}

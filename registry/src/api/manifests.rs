@@ -1,0 +1,58 @@
+//! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
+
+use axum::body::{to_bytes, Body};
+use axum::response::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, StatusCode};
+
+use super::blobs::parse_digest;
+use super::response::{Reply, OCI_SUBJECT};
+use super::Call;
+use crate::error::{Code, RegistryError, Result};
+use crate::names::{Reference, RepoName, Tag};
+
+/// Parses a tag or digest reference.
+fn parse_reference(text: &str) -> Result<Reference> {
+    if text.contains(':') {
+        return parse_digest(text).map(Reference::Digest);
+    }
+    Tag::parse(text)
+        .map(Reference::Tag)
+        .ok_or_else(|| RegistryError::new(Code::TagInvalid, format!("invalid tag {text:?}")))
+}
+
+pub(super) async fn get(call: Call, repo: RepoName, reference: String) -> Result<Response> {
+    let reference = parse_reference(&reference)?;
+    let manifest = call.registry.manifest_get(&repo, &reference).await?;
+    let reply = Reply::new(StatusCode::OK)
+        .digest(&manifest.digest)
+        .content_type(&manifest.media_type)
+        .length(manifest.content.len() as u64);
+    Ok(if call.method == Method::HEAD { reply.body(Body::empty()) } else { reply.body(manifest.content) })
+}
+
+pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result<Response> {
+    let reference = parse_reference(&reference)?;
+    let limit = call.registry.options().manifest_max_bytes;
+    let too_large = || RegistryError::new(Code::SizeInvalid, format!("manifest exceeds the limit of {limit} bytes"));
+    if call.header(CONTENT_LENGTH.as_str()).and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > limit) {
+        return Err(too_large());
+    }
+    let content_type = call.header(CONTENT_TYPE.as_str()).map(str::to_owned);
+    let registry = call.registry.clone();
+    let content = to_bytes(call.body, limit as usize).await.map_err(|_| too_large())?;
+    let pushed = registry.manifest_put(&repo, &reference, content_type.as_deref(), content).await?;
+    let mut reply = Reply::new(StatusCode::CREATED)
+        .location(format!("/v2/{repo}/manifests/{}", pushed.digest))
+        .digest(&pushed.digest);
+    if let Some(subject) = &pushed.subject {
+        reply = reply.header(OCI_SUBJECT, subject.to_string());
+    }
+    Ok(reply.empty())
+}
+
+pub(super) async fn delete(call: Call, repo: RepoName, reference: String) -> Result<Response> {
+    let reference = parse_reference(&reference)?;
+    call.registry.manifest_delete(&repo, &reference).await?;
+    Ok(Reply::new(StatusCode::ACCEPTED).empty())
+}

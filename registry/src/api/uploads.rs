@@ -1,0 +1,118 @@
+//! Blob uploads: `POST /v2/<name>/blobs/uploads/` (new session, single-request
+//! upload with `?digest=`, or cross-repository `?mount=&from=`), and
+//! `GET`/`PATCH`/`PUT`/`DELETE` on a session.
+
+use axum::response::Response;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
+use http::StatusCode;
+
+use super::blobs::parse_digest;
+use super::response::{Reply, DOCKER_UPLOAD_UUID};
+use super::Call;
+use crate::error::{Code, RegistryError, Result};
+use crate::names::RepoName;
+use crate::service::UploadStatus;
+
+/// The `Range` header value for an upload of `size` bytes (Distribution's form).
+fn range_header(size: u64) -> String {
+    format!("0-{}", size.saturating_sub(1))
+}
+
+/// The 202 answer that tells a client where to continue a session.
+fn session_reply(repo: &RepoName, status: &UploadStatus, code: StatusCode) -> Response {
+    Reply::new(code)
+        .location(format!("/v2/{repo}/blobs/uploads/{}", status.id))
+        .header(RANGE, range_header(status.size))
+        .header(DOCKER_UPLOAD_UUID, &status.id)
+        .empty()
+}
+
+fn blob_created(repo: &RepoName, digest: &crate::digest::Digest) -> Response {
+    Reply::new(StatusCode::CREATED).location(format!("/v2/{repo}/blobs/{digest}")).digest(digest).empty()
+}
+
+/// Parses `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`),
+/// checking it against `Content-Length` when both are given.
+fn chunk_start(call: &Call) -> Result<Option<u64>> {
+    let Some(header) = call.header(CONTENT_RANGE.as_str()) else { return Ok(None) };
+    let invalid = || RegistryError::new(Code::RangeInvalid, format!("invalid Content-Range {header:?}"));
+    let spec = header.trim().trim_start_matches("bytes").trim_start_matches('=').trim();
+    let spec = spec.split('/').next().unwrap_or("");
+    let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
+    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| invalid())?, b.trim().parse().map_err(|_| invalid())?);
+    if b < a {
+        return Err(invalid());
+    }
+    if let Some(length) = call.header(CONTENT_LENGTH.as_str()).and_then(|l| l.parse::<u64>().ok()) {
+        if length != b - a + 1 {
+            return Err(RegistryError::new(
+                Code::RangeInvalid,
+                format!("Content-Range {header:?} does not match Content-Length {length}"),
+            ));
+        }
+    }
+    Ok(Some(a))
+}
+
+pub(super) async fn start(call: Call, repo: RepoName) -> Result<Response> {
+    if let Some(mount) = call.query.get("mount") {
+        let digest = parse_digest(mount)?;
+        let from = call.query.get("from").and_then(RepoName::parse);
+        if let Some(from) = from {
+            if call.registry.blob_mount(&repo, &from, &digest).await? {
+                return Ok(blob_created(&repo, &digest));
+            }
+        }
+        // Not mountable: the client uploads it instead, into a new session.
+        let status = call.registry.upload_start(&repo).await?;
+        return Ok(session_reply(&repo, &status, StatusCode::ACCEPTED));
+    }
+    if let Some(digest) = call.query.get("digest") {
+        let digest = parse_digest(digest)?;
+        let registry = call.registry.clone();
+        let done = registry.upload_monolithic(&repo, &digest, call.body_stream()).await?;
+        return Ok(blob_created(&repo, &done.digest));
+    }
+    let status = call.registry.upload_start(&repo).await?;
+    Ok(session_reply(&repo, &status, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn status(call: Call, repo: RepoName, id: String) -> Result<Response> {
+    let status = call.registry.upload_status(&repo, &id).await?;
+    Ok(session_reply(&repo, &status, StatusCode::NO_CONTENT))
+}
+
+pub(super) async fn patch(call: Call, repo: RepoName, id: String) -> Result<Response> {
+    let start = chunk_start(&call)?;
+    let registry = call.registry.clone();
+    let status = registry.upload_append(&repo, &id, start, call.body_stream()).await?;
+    Ok(session_reply(&repo, &status, StatusCode::ACCEPTED))
+}
+
+pub(super) async fn put(call: Call, repo: RepoName, id: String) -> Result<Response> {
+    let digest = call
+        .query
+        .get("digest")
+        .ok_or_else(|| RegistryError::new(Code::DigestInvalid, "the digest query parameter is required"))?;
+    let digest = parse_digest(digest)?;
+    let start = chunk_start(&call)?;
+    let registry = call.registry.clone();
+    let done = registry.upload_complete(&repo, &id, &digest, start, Some(call.body_stream())).await?;
+    Ok(blob_created(&repo, &done.digest))
+}
+
+pub(super) async fn cancel(call: Call, repo: RepoName, id: String) -> Result<Response> {
+    call.registry.upload_cancel(&repo, &id).await?;
+    Ok(Reply::new(StatusCode::NO_CONTENT).empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_headers() {
+        assert_eq!(range_header(0), "0-0");
+        assert_eq!(range_header(10), "0-9");
+    }
+}

@@ -1,0 +1,525 @@
+//! The configuration file: a compatible subset of CNCF Distribution's
+//! `config.yml`, plus `REGISTRY_SECTION_KEY` environment overrides.
+//!
+//! Parsing is strict: an unknown key, a value of the wrong type, or a value
+//! out of range is an error that names the key (and the environment variable
+//! when one set it), so a typo never silently falls back to a default.
+
+use std::collections::BTreeMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde_yaml::Value;
+
+/// Prefix of environment variables that override config keys.
+const ENV_PREFIX: &str = "REGISTRY_";
+
+/// A configuration error, naming the key at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("reading {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The YAML is malformed.
+    #[error("{path}: {message}")]
+    Syntax {
+        /// The file.
+        path: String,
+        /// The parser's message.
+        message: String,
+    },
+    /// A key is unknown or its value invalid.
+    #[error("{key}: {message}")]
+    Invalid {
+        /// The dotted key, e.g. `storage.filesystem.rootdirectory`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.to_owned(), message: message.into() }
+}
+
+/// The whole configuration.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Config format version; Distribution's is `0.1`.
+    pub version: Option<Value>,
+    /// Logging.
+    #[serde(default)]
+    pub log: Log,
+    /// HTTP listener.
+    #[serde(default)]
+    pub http: Http,
+    /// Storage backend and its maintenance.
+    #[serde(default)]
+    pub storage: Storage,
+    /// Health checks (Distribution's `health` section).
+    #[serde(default)]
+    pub health: Health,
+    /// Berth's own settings.
+    #[serde(default)]
+    pub berth: Berth,
+}
+
+/// `log`: level, format, fields and access log.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Log {
+    /// `error`, `warn`, `info` (default), `debug` or `trace`.
+    #[serde(default = "default_level")]
+    pub level: String,
+    /// `text` (default) or `json`.
+    #[serde(default = "default_formatter")]
+    pub formatter: String,
+    /// Static fields added to every log line.
+    #[serde(default)]
+    pub fields: BTreeMap<String, Value>,
+    /// Access log settings.
+    #[serde(default)]
+    pub accesslog: AccessLog,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log { level: default_level(), formatter: default_formatter(), fields: BTreeMap::new(), accesslog: AccessLog::default() }
+    }
+}
+
+fn default_level() -> String {
+    "info".to_owned()
+}
+
+fn default_formatter() -> String {
+    "text".to_owned()
+}
+
+/// `log.accesslog`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLog {
+    /// Turns the per-request access log off.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `http`: where and how to listen.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http {
+    /// Listen address, `host:port` or `:port` (all interfaces). Default `:5000`.
+    pub addr: Option<String>,
+    /// Network; only `tcp` is supported.
+    pub net: Option<String>,
+    /// Externally visible host; accepted for compatibility (Berth answers relative URLs).
+    pub host: Option<String>,
+    /// Upload state secret; accepted for compatibility (upload state lives in storage).
+    pub secret: Option<String>,
+    /// Accepted for compatibility; Berth always answers relative URLs.
+    pub relativeurls: Option<bool>,
+    /// How long to let in-flight requests finish on shutdown (default 30s).
+    pub draintimeout: Option<String>,
+    /// Extra headers added to every response.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// TLS, enabled when set.
+    pub tls: Option<Tls>,
+    /// HTTP/2 settings.
+    #[serde(default)]
+    pub http2: Http2,
+}
+
+/// `http.tls`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    /// PEM certificate chain file.
+    pub certificate: Option<PathBuf>,
+    /// PEM private key file.
+    pub key: Option<PathBuf>,
+    /// Lowest TLS version: `tls1.2` (default) or `tls1.3`.
+    pub minimumtls: Option<String>,
+}
+
+/// `http.http2`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Http2 {
+    /// Serve HTTP/1.1 only.
+    #[serde(default)]
+    pub disabled: bool,
+}
+
+/// `storage`: exactly one driver, plus delete, maintenance and cache settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Storage {
+    /// The filesystem driver.
+    pub filesystem: Option<Filesystem>,
+    /// Deletes.
+    #[serde(default)]
+    pub delete: Enabled,
+    /// Upload purging and read-only mode.
+    #[serde(default)]
+    pub maintenance: Maintenance,
+    /// Distribution's descriptor cache; accepted and not needed (Berth reads links directly).
+    pub cache: Option<BTreeMap<String, Value>>,
+}
+
+/// `storage.filesystem`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Filesystem {
+    /// Root directory of the layout (default `/var/lib/registry`).
+    #[serde(default = "default_rootdirectory")]
+    pub rootdirectory: PathBuf,
+    /// Distribution's thread limit; accepted for compatibility.
+    pub maxthreads: Option<u64>,
+}
+
+fn default_rootdirectory() -> PathBuf {
+    PathBuf::from("/var/lib/registry")
+}
+
+/// A section with a single `enabled` switch.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Enabled {
+    /// Whether the feature is on.
+    #[serde(default)]
+    pub enabled: bool,
+}
+
+/// `storage.maintenance`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Removal of abandoned upload sessions.
+    #[serde(default)]
+    pub uploadpurging: UploadPurging,
+    /// Refuse writes while serving reads.
+    #[serde(default)]
+    pub readonly: Enabled,
+}
+
+/// `storage.maintenance.uploadpurging`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UploadPurging {
+    /// Whether to purge (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Age past which an upload is purged (default 168h).
+    #[serde(default = "default_purge_age")]
+    pub age: String,
+    /// How often to look (default 24h).
+    #[serde(default = "default_purge_interval")]
+    pub interval: String,
+    /// Only log what would be purged.
+    #[serde(default)]
+    pub dryrun: bool,
+}
+
+impl Default for UploadPurging {
+    fn default() -> Self {
+        UploadPurging { enabled: true, age: default_purge_age(), interval: default_purge_interval(), dryrun: false }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_purge_age() -> String {
+    "168h".to_owned()
+}
+
+fn default_purge_interval() -> String {
+    "24h".to_owned()
+}
+
+/// `health`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// Storage checks behind `/readyz`.
+    #[serde(default)]
+    pub storagedriver: StorageHealth,
+}
+
+/// `health.storagedriver`: whether `/readyz` checks storage.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageHealth {
+    /// Check storage on `/readyz` (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Accepted for compatibility: Berth checks on each `/readyz` request.
+    pub interval: Option<String>,
+    /// Accepted for compatibility.
+    pub threshold: Option<u64>,
+}
+
+impl Default for StorageHealth {
+    fn default() -> Self {
+        StorageHealth { enabled: true, interval: None, threshold: None }
+    }
+}
+
+/// `berth`: settings Distribution does not have.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Berth {
+    /// Largest manifest accepted on push, in bytes (default 4 MiB).
+    #[serde(default = "default_manifest_max_bytes")]
+    pub manifestmaxbytes: u64,
+}
+
+impl Default for Berth {
+    fn default() -> Self {
+        Berth { manifestmaxbytes: default_manifest_max_bytes() }
+    }
+}
+
+fn default_manifest_max_bytes() -> u64 {
+    4 * 1024 * 1024
+}
+
+/// Settings resolved and checked, ready to run with.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The parsed file.
+    pub config: Config,
+    /// Address to listen on.
+    pub addr: SocketAddr,
+    /// Filesystem root.
+    pub rootdirectory: PathBuf,
+    /// Shutdown drain timeout.
+    pub drain_timeout: Duration,
+    /// Upload purge age and interval, when purging is on.
+    pub purge: Option<(Duration, Duration)>,
+}
+
+impl Config {
+    /// The configuration used when no file is given: 127.0.0.1:5000, `./data`.
+    pub fn development() -> Config {
+        Config {
+            http: Http { addr: Some("127.0.0.1:5000".to_owned()), ..Http::default() },
+            storage: Storage {
+                filesystem: Some(Filesystem { rootdirectory: PathBuf::from("./data"), maxthreads: None }),
+                delete: Enabled { enabled: true },
+                ..Storage::default()
+            },
+            ..Config::default()
+        }
+    }
+
+    /// Reads `path`, applies `REGISTRY_*` overrides from `env`, and checks the result.
+    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, &path.display().to_string(), env)
+    }
+
+    /// Parses config text (named `origin` in errors) with environment overrides.
+    pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+        let mut tree: Value = serde_yaml::from_str(text)
+            .map_err(|e| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+        if tree.is_null() {
+            tree = Value::Mapping(Default::default());
+        }
+        let overrides = apply_env(&mut tree, env)?;
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let key = e.path().to_string();
+            let var = overrides.iter().find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(&key)).map(|(_, v)| v.clone());
+            let message = e.into_inner().to_string();
+            match var {
+                Some(var) => invalid(&key, format!("{message} (set by {var})")),
+                None => invalid(&key, message),
+            }
+        })?;
+        config.settle()
+    }
+
+    /// Checks values and resolves defaults.
+    pub fn settle(self) -> Result<Settings, ConfigError> {
+        match &self.version {
+            None => return Err(invalid("version", "missing; Distribution's format is version 0.1")),
+            Some(Value::String(s)) if s == "0.1" => {}
+            Some(Value::Number(n)) if n.as_f64() == Some(0.1) => {}
+            Some(other) => return Err(invalid("version", format!("unsupported version {other:?}; expected 0.1"))),
+        }
+        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
+            return Err(invalid("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+        }
+        if !["text", "json"].contains(&self.log.formatter.as_str()) {
+            return Err(invalid("log.formatter", format!("{:?} is not one of text, json", self.log.formatter)));
+        }
+        if let Some(net) = self.http.net.as_deref().filter(|n| *n != "tcp") {
+            return Err(invalid("http.net", format!("{net:?} is not supported; only tcp")));
+        }
+        let addr = parse_addr(self.http.addr.as_deref().unwrap_or(":5000"))?;
+        let drain_timeout = match &self.http.draintimeout {
+            Some(d) => parse_duration("http.draintimeout", d)?,
+            None => Duration::from_secs(30),
+        };
+        if let Some(tls) = &self.http.tls {
+            check_readable("http.tls.certificate", tls.certificate.as_deref())?;
+            check_readable("http.tls.key", tls.key.as_deref())?;
+            if let Some(v) = tls.minimumtls.as_deref().filter(|v| !["tls1.2", "tls1.3"].contains(v)) {
+                return Err(invalid("http.tls.minimumtls", format!("{v:?} is not one of tls1.2, tls1.3")));
+            }
+        }
+        let rootdirectory = match &self.storage.filesystem {
+            Some(fs) => fs.rootdirectory.clone(),
+            None => return Err(invalid("storage", "no storage driver configured (supported: filesystem)")),
+        };
+        if rootdirectory.as_os_str().is_empty() {
+            return Err(invalid("storage.filesystem.rootdirectory", "must not be empty"));
+        }
+        let purging = &self.storage.maintenance.uploadpurging;
+        let purge = if purging.enabled {
+            let age = parse_duration("storage.maintenance.uploadpurging.age", &purging.age)?;
+            let interval = parse_duration("storage.maintenance.uploadpurging.interval", &purging.interval)?;
+            if interval.is_zero() {
+                return Err(invalid("storage.maintenance.uploadpurging.interval", "must be greater than zero"));
+            }
+            Some((age, interval))
+        } else {
+            None
+        };
+        if self.berth.manifestmaxbytes == 0 {
+            return Err(invalid("berth.manifestmaxbytes", "must be greater than zero"));
+        }
+        Ok(Settings { config: self, addr, rootdirectory, drain_timeout, purge })
+    }
+}
+
+/// Parses Go-style listen addresses: `host:port`, `[v6]:port`, `:port`.
+fn parse_addr(addr: &str) -> Result<SocketAddr, ConfigError> {
+    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_owned() };
+    full.to_socket_addrs()
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(|| invalid("http.addr", format!("{addr:?} is not a host:port address")))
+}
+
+/// Parses Go-style durations such as `10s`, `1h30m`, `168h`.
+pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(text).map_err(|e| invalid(key, format!("{text:?} is not a duration: {e}")))
+}
+
+fn check_readable(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+    let path = path.ok_or_else(|| invalid(key, "missing"))?;
+    std::fs::metadata(path).map(|_| ()).map_err(|e| invalid(key, format!("{}: {e}", path.display())))
+}
+
+/// Applies `REGISTRY_A_B_C=value` as `a.b.c: value`, returning each
+/// overridden dotted key with the variable that set it.
+fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<(String, String)>, ConfigError> {
+    let mut applied = Vec::new();
+    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    vars.sort();
+    for (var, raw) in vars {
+        let keys: Vec<String> = var[ENV_PREFIX.len()..].split('_').map(str::to_lowercase).collect();
+        if keys.iter().any(String::is_empty) {
+            return Err(invalid(&var, "malformed override variable"));
+        }
+        let value: Value = serde_yaml::from_str(&raw).unwrap_or(Value::String(raw.clone()));
+        let value = if value.is_null() { Value::String(raw) } else { value };
+        let mut node = &mut *tree;
+        for (i, key) in keys.iter().enumerate() {
+            let map = match node {
+                Value::Mapping(m) => m,
+                _ => return Err(invalid(&keys[..i].join("."), format!("cannot set {var}: not a section"))),
+            };
+            let entry = map.entry(Value::String(key.clone())).or_insert(Value::Null);
+            if i + 1 < keys.len() && entry.is_null() {
+                *entry = Value::Mapping(Default::default());
+            }
+            node = entry;
+        }
+        *node = value;
+        applied.push((keys.join("."), var));
+    }
+    Ok(applied)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BASIC: &str = "version: 0.1\nhttp:\n  addr: 127.0.0.1:5001\nstorage:\n  filesystem:\n    rootdirectory: /tmp/r\n  delete:\n    enabled: true\n";
+
+    fn parse(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+        Config::parse(text, "test.yml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn reads_distribution_config() {
+        let s = parse(BASIC, &[]).unwrap();
+        assert_eq!(s.addr, "127.0.0.1:5001".parse().unwrap());
+        assert_eq!(s.rootdirectory, PathBuf::from("/tmp/r"));
+        assert!(s.config.storage.delete.enabled);
+        assert_eq!(s.purge, Some((Duration::from_secs(168 * 3600), Duration::from_secs(24 * 3600))));
+    }
+
+    #[test]
+    fn accepts_debian_default_config_sections() {
+        let text = "version: 0.1\nlog:\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\n  delete:\n    enabled: true\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n";
+        let s = parse(text, &[]).unwrap();
+        assert_eq!(s.addr, "0.0.0.0:5000".parse().unwrap());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = parse(&BASIC.replace("rootdirectory", "rootdir"), &[]).unwrap_err().to_string();
+        assert!(err.contains("storage.filesystem") && err.contains("rootdir"), "{err}");
+        let err = parse(&format!("{BASIC}bogus: 1\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("bogus"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_are_named() {
+        let err = parse(&BASIC.replace("enabled: true", "enabled: maybe"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("storage.delete.enabled"), "{err}");
+        let err = parse(&BASIC.replace("127.0.0.1:5001", "nowhere"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("http.addr"), "{err}");
+        let err = parse(&BASIC.replace("version: 0.1", "version: 2"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("version"), "{err}");
+    }
+
+    #[test]
+    fn environment_overrides() {
+        let s = parse(
+            BASIC,
+            &[
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "false"),
+                ("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.addr.port(), 6000);
+        assert!(!s.config.storage.delete.enabled);
+        assert!(s.config.storage.maintenance.readonly.enabled);
+        let err = parse(BASIC, &[("REGISTRY_HTTP_ADR", "x")]).unwrap_err().to_string();
+        assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
+    }
+
+    #[test]
+    fn requires_a_driver() {
+        let err = parse("version: 0.1\n", &[]).unwrap_err().to_string();
+        assert!(err.starts_with("storage"), "{err}");
+    }
+}

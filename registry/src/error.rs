@@ -1,0 +1,145 @@
+//! Registry errors: the OCI Distribution error codes, each with its HTTP status.
+//!
+//! The service layer returns these; the API layer turns them into the spec's
+//! `{"errors":[{"code","message","detail"}]}` body. Storage failures that are
+//! not a client's fault become `Internal` and are logged, never shown in full.
+
+use http::StatusCode;
+
+use crate::storage::StorageError;
+
+/// An OCI Distribution error code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Code {
+    /// Blob unknown to registry.
+    BlobUnknown,
+    /// Blob upload invalid.
+    BlobUploadInvalid,
+    /// Blob upload unknown to registry.
+    BlobUploadUnknown,
+    /// Provided digest did not match uploaded content, or is malformed.
+    DigestInvalid,
+    /// A manifest references a blob unknown to the registry.
+    ManifestBlobUnknown,
+    /// The manifest is invalid.
+    ManifestInvalid,
+    /// Manifest unknown to the registry.
+    ManifestUnknown,
+    /// Invalid repository name.
+    NameInvalid,
+    /// Repository name not known to registry.
+    NameUnknown,
+    /// Provided length did not match content length, or content too large.
+    SizeInvalid,
+    /// The requested range cannot be satisfied.
+    RangeInvalid,
+    /// Manifest tag is invalid.
+    TagInvalid,
+    /// The operation is unsupported (for example deletes when disabled).
+    Unsupported,
+    /// Authentication required.
+    Unauthorized,
+    /// Requested access to the resource is denied.
+    Denied,
+    /// Too many requests.
+    TooManyRequests,
+    /// Server-side failure.
+    Unknown,
+}
+
+impl Code {
+    /// The code string used in error bodies.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "BLOB_UNKNOWN",
+            Code::BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            Code::BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            Code::DigestInvalid => "DIGEST_INVALID",
+            Code::ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            Code::ManifestInvalid => "MANIFEST_INVALID",
+            Code::ManifestUnknown => "MANIFEST_UNKNOWN",
+            Code::NameInvalid => "NAME_INVALID",
+            Code::NameUnknown => "NAME_UNKNOWN",
+            Code::SizeInvalid => "SIZE_INVALID",
+            Code::RangeInvalid => "RANGE_INVALID",
+            Code::TagInvalid => "TAG_INVALID",
+            Code::Unsupported => "UNSUPPORTED",
+            Code::Unauthorized => "UNAUTHORIZED",
+            Code::Denied => "DENIED",
+            Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The HTTP status the spec (or Distribution, where the spec is silent) pairs with it.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
+                StatusCode::NOT_FOUND
+            }
+            Code::BlobUploadInvalid
+            | Code::DigestInvalid
+            | Code::ManifestBlobUnknown
+            | Code::ManifestInvalid
+            | Code::NameInvalid
+            | Code::SizeInvalid
+            | Code::TagInvalid => StatusCode::BAD_REQUEST,
+            Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            Code::Unauthorized => StatusCode::UNAUTHORIZED,
+            Code::Denied => StatusCode::FORBIDDEN,
+            Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The spec's one-line message for the code.
+    pub fn message(self) -> &'static str {
+        match self {
+            Code::BlobUnknown => "blob unknown to registry",
+            Code::BlobUploadInvalid => "blob upload invalid",
+            Code::BlobUploadUnknown => "blob upload unknown to registry",
+            Code::DigestInvalid => "provided digest did not match uploaded content",
+            Code::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
+            Code::ManifestInvalid => "manifest invalid",
+            Code::ManifestUnknown => "manifest unknown to registry",
+            Code::NameInvalid => "invalid repository name",
+            Code::NameUnknown => "repository name not known to registry",
+            Code::SizeInvalid => "provided length did not match content length",
+            Code::RangeInvalid => "invalid content range",
+            Code::TagInvalid => "manifest tag is invalid",
+            Code::Unsupported => "the operation is unsupported",
+            Code::Unauthorized => "authentication required",
+            Code::Denied => "requested access to the resource is denied",
+            Code::TooManyRequests => "too many requests",
+            Code::Unknown => "unknown error",
+        }
+    }
+}
+
+/// A registry error: a code, and a detail for the client.
+#[derive(Debug, thiserror::Error)]
+#[error("{}: {detail}", code.as_str())]
+pub struct RegistryError {
+    /// The OCI error code.
+    pub code: Code,
+    /// Human-readable detail; for `Unknown`, only a generic text (the cause is logged).
+    pub detail: String,
+}
+
+impl RegistryError {
+    /// An error with `code` and a detail text.
+    pub fn new(code: Code, detail: impl Into<String>) -> Self {
+        RegistryError { code, detail: detail.into() }
+    }
+}
+
+/// Results of registry operations.
+pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+impl From<StorageError> for RegistryError {
+    fn from(e: StorageError) -> Self {
+        tracing::error!(error = %e, "storage error");
+        RegistryError::new(Code::Unknown, "storage error")
+    }
+}

@@ -1,0 +1,135 @@
+//! Blob reads, deletes and cross-repository mounts.
+//!
+//! A blob is served through a repository only when that repository links it
+//! (as a layer or as a manifest revision), so repositories cannot read each
+//! other's content by guessing digests.
+
+use crate::digest::Digest;
+use crate::error::{Code, RegistryError, Result};
+use crate::layout;
+use crate::names::RepoName;
+use crate::storage::ByteStream;
+
+use super::Registry;
+
+/// A byte range requested with an HTTP `Range` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobRange {
+    /// `bytes=a-b`: from `a` to `b` inclusive (clamped to the end).
+    Between(u64, u64),
+    /// `bytes=a-`: from `a` to the end.
+    From(u64),
+    /// `bytes=-n`: the last `n` bytes.
+    Suffix(u64),
+}
+
+impl BlobRange {
+    /// The inclusive byte positions this range selects in a blob of `size`
+    /// bytes, or `None` when it selects nothing.
+    pub fn resolve(self, size: u64) -> Option<(u64, u64)> {
+        let last = size.checked_sub(1)?;
+        match self {
+            BlobRange::Between(a, b) if a <= b && a <= last => Some((a, b.min(last))),
+            BlobRange::From(a) if a <= last => Some((a, last)),
+            BlobRange::Suffix(n) if n > 0 => Some((size.saturating_sub(n), last)),
+            _ => None,
+        }
+    }
+}
+
+/// A blob being read.
+pub struct BlobRead {
+    /// Total size of the blob.
+    pub size: u64,
+    /// The inclusive range served, for a partial read.
+    pub range: Option<(u64, u64)>,
+    /// The bytes.
+    pub body: ByteStream,
+}
+
+impl Registry {
+    /// Whether `repo` links the blob `digest`, as a layer or as a manifest.
+    pub(super) async fn is_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
+        if self.read_link(&layout::layer_link(repo, digest)).await?.as_ref() == Some(digest) {
+            return Ok(true);
+        }
+        Ok(self.read_link(&layout::revision_link(repo, digest)).await?.as_ref() == Some(digest))
+    }
+
+    /// The size of a stored blob, or `None` when its data is absent.
+    pub(super) async fn stored_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
+        match self.storage.stat(&layout::blob_data(digest)).await {
+            Ok(info) if !info.is_dir => Ok(Some(info.size)),
+            Ok(_) => Ok(None),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The size of a blob that `repo` links, or BLOB_UNKNOWN.
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        let unknown = || RegistryError::new(Code::BlobUnknown, format!("blob {digest} is unknown to {repo}"));
+        if !self.is_linked(repo, digest).await? {
+            return Err(unknown());
+        }
+        self.stored_blob_size(digest).await?.ok_or_else(unknown)
+    }
+
+    /// Streams a blob (or the requested range of it) that `repo` links.
+    pub async fn blob_get(&self, repo: &RepoName, digest: &Digest, range: Option<BlobRange>) -> Result<BlobRead> {
+        let size = self.blob_size(repo, digest).await?;
+        let range = match range {
+            None => None,
+            Some(r) => Some(r.resolve(size).ok_or_else(|| {
+                RegistryError::new(Code::RangeInvalid, format!("range not satisfiable for a blob of {size} bytes"))
+            })?),
+        };
+        let (offset, len) = match range {
+            Some((a, b)) => (a, Some(b - a + 1)),
+            None => (0, None),
+        };
+        let body = self.storage.reader(&layout::blob_data(digest), offset, len).await.map_err(|e| {
+            if e.is_not_found() { RegistryError::new(Code::BlobUnknown, format!("blob {digest} vanished")) } else { e.into() }
+        })?;
+        Ok(BlobRead { size, range, body })
+    }
+
+    /// Unlinks a blob from `repo` (the data stays for other repositories
+    /// until garbage collection).
+    pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.ensure_delete_enabled()?;
+        if self.read_link(&layout::layer_link(repo, digest)).await?.as_ref() != Some(digest) {
+            return Err(RegistryError::new(Code::BlobUnknown, format!("blob {digest} is unknown to {repo}")));
+        }
+        self.delete_if_exists(&layout::layer_link_dir(repo, digest)).await
+    }
+
+    /// Links into `repo` a blob that `from` links. Returns whether it did;
+    /// `false` means the client should upload the blob instead.
+    pub async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+        self.ensure_writable()?;
+        if !self.is_linked(from, digest).await? || self.stored_blob_size(digest).await?.is_none() {
+            return Ok(false);
+        }
+        self.write_link(&layout::layer_link(repo, digest), digest).await?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BlobRange::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(Between(0, 9).resolve(5), Some((0, 4)));
+        assert_eq!(Between(2, 3).resolve(5), Some((2, 3)));
+        assert_eq!(Between(5, 9).resolve(5), None);
+        assert_eq!(Between(3, 2).resolve(5), None);
+        assert_eq!(From(4).resolve(5), Some((4, 4)));
+        assert_eq!(Suffix(2).resolve(5), Some((3, 4)));
+        assert_eq!(Suffix(9).resolve(5), Some((0, 4)));
+        assert_eq!(Suffix(0).resolve(5), None);
+        assert_eq!(From(0).resolve(0), None);
+    }
+}

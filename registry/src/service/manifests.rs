@@ -1,0 +1,191 @@
+//! Manifest push, pull and delete, with tags.
+//!
+//! A manifest is stored as a blob and linked into its repository as a
+//! revision; a tag is a link to a revision. A push is accepted only when
+//! everything it references is present in the repository, and is written in
+//! an order that never exposes a dangling reference: blob, revision link,
+//! then tag and referrer entries.
+
+use bytes::Bytes;
+
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Code, RegistryError, Result};
+use crate::layout;
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::names::{Reference, RepoName, Tag};
+
+use super::Registry;
+
+/// A manifest read from a repository.
+#[derive(Debug, Clone)]
+pub struct ManifestRead {
+    /// Its digest.
+    pub digest: Digest,
+    /// The media type to serve it with.
+    pub media_type: String,
+    /// The exact bytes pushed.
+    pub content: Bytes,
+}
+
+/// The result of a manifest push.
+#[derive(Debug, Clone)]
+pub struct PushedManifest {
+    /// The manifest's digest.
+    pub digest: Digest,
+    /// The subject it refers to, if any (answered as `OCI-Subject`).
+    pub subject: Option<Digest>,
+}
+
+fn unknown_manifest(repo: &RepoName, reference: &dyn std::fmt::Display) -> RegistryError {
+    RegistryError::new(Code::ManifestUnknown, format!("manifest {reference} is unknown to {repo}"))
+}
+
+impl Registry {
+    /// The digest a reference names in `repo`, if the repository has it.
+    async fn resolve(&self, repo: &RepoName, reference: &Reference) -> Result<Digest> {
+        let digest = match reference {
+            Reference::Digest(d) => d.clone(),
+            Reference::Tag(t) => self
+                .read_link(&layout::tag_current_link(repo, t))
+                .await?
+                .ok_or_else(|| unknown_manifest(repo, t))?,
+        };
+        if self.read_link(&layout::revision_link(repo, &digest)).await?.as_ref() != Some(&digest) {
+            return Err(unknown_manifest(repo, reference));
+        }
+        Ok(digest)
+    }
+
+    async fn read_manifest_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Bytes> {
+        // Read with a generous cap: manifests written by other registries may
+        // exceed our push limit, and must still be served.
+        let cap = self.options.manifest_max_bytes.max(manifest::READ_CAP_BYTES);
+        self.storage.get_content(&layout::blob_data(digest), cap).await.map_err(|e| {
+            if e.is_not_found() { unknown_manifest(repo, digest) } else { e.into() }
+        })
+    }
+
+    /// Reads a manifest by tag or digest.
+    pub async fn manifest_get(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRead> {
+        let digest = self.resolve(repo, reference).await?;
+        let content = self.read_manifest_blob(repo, &digest).await?;
+        let media_type = manifest::served_media_type(&content);
+        Ok(ManifestRead { digest, media_type, content })
+    }
+
+    /// Stores a manifest under a tag or its digest.
+    pub async fn manifest_put(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        content_type: Option<&str>,
+        content: Bytes,
+    ) -> Result<PushedManifest> {
+        self.ensure_writable()?;
+        if content.len() as u64 > self.options.manifest_max_bytes {
+            return Err(RegistryError::new(
+                Code::SizeInvalid,
+                format!("manifest exceeds the limit of {} bytes", self.options.manifest_max_bytes),
+            ));
+        }
+        let parsed = manifest::parse(content_type, &content).map_err(|e| RegistryError::new(Code::ManifestInvalid, e))?;
+        let digest = match reference {
+            Reference::Digest(expected) => {
+                let actual = Digest::of(expected.algorithm(), &content);
+                if actual != *expected {
+                    return Err(RegistryError::new(
+                        Code::DigestInvalid,
+                        format!("manifest has digest {actual}, not {expected}"),
+                    ));
+                }
+                actual
+            }
+            Reference::Tag(_) => Digest::of(Algorithm::Sha256, &content),
+        };
+        self.check_references(repo, &parsed).await?;
+
+        if self.stored_blob_size(&digest).await? != Some(content.len() as u64) {
+            self.storage.put_content(&layout::blob_data(&digest), content.clone()).await?;
+        }
+        self.write_link(&layout::revision_link(repo, &digest), &digest).await?;
+        if let Reference::Tag(tag) = reference {
+            self.write_link(&layout::tag_index_link(repo, tag, &digest), &digest).await?;
+            self.write_link(&layout::tag_current_link(repo, tag), &digest).await?;
+        }
+        let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+        if let Some(subject) = &subject {
+            self.add_referrer(repo, subject, &referrer_descriptor(&parsed, &digest, content.len() as u64)).await?;
+        }
+        Ok(PushedManifest { digest, subject })
+    }
+
+    /// Fails with MANIFEST_BLOB_UNKNOWN unless everything `m` needs is in `repo`.
+    async fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<()> {
+        let missing = |d: &Descriptor| {
+            RegistryError::new(Code::ManifestBlobUnknown, format!("{} {} is not in {repo}", d.media_type, d.digest))
+        };
+        for blob in m.required_blobs() {
+            if !self.is_linked(repo, &blob.digest).await? || self.stored_blob_size(&blob.digest).await?.is_none() {
+                return Err(missing(blob));
+            }
+        }
+        for child in &m.manifests {
+            let linked = self.read_link(&layout::revision_link(repo, &child.digest)).await?;
+            if linked.as_ref() != Some(&child.digest) || self.stored_blob_size(&child.digest).await?.is_none() {
+                return Err(missing(child));
+            }
+        }
+        Ok(())
+    }
+
+    /// Deletes a tag, or a manifest (with every tag pointing at it).
+    pub async fn manifest_delete(&self, repo: &RepoName, reference: &Reference) -> Result<()> {
+        self.ensure_delete_enabled()?;
+        match reference {
+            Reference::Tag(tag) => {
+                if self.read_link(&layout::tag_current_link(repo, tag)).await?.is_none() {
+                    return Err(unknown_manifest(repo, tag));
+                }
+                self.delete_if_exists(&layout::tag_dir(repo, tag)).await
+            }
+            Reference::Digest(digest) => {
+                let digest = self.resolve(repo, &Reference::Digest(digest.clone())).await?;
+                let subject = match self.read_manifest_blob(repo, &digest).await {
+                    Ok(content) => manifest::parse(None, &content).ok().and_then(|m| m.subject).map(|s| s.digest),
+                    Err(_) => None,
+                };
+                self.delete_if_exists(&layout::revision_dir(repo, &digest)).await?;
+                for tag in self.tags_pointing_at(repo, &digest).await? {
+                    self.delete_if_exists(&layout::tag_dir(repo, &tag)).await?;
+                }
+                if let Some(subject) = subject {
+                    self.remove_referrer(repo, &subject, &digest).await?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Tag>> {
+        let mut tags = Vec::new();
+        for tag in self.tag_names(repo).await?.unwrap_or_default() {
+            let Some(tag) = Tag::parse(&tag) else { continue };
+            if self.read_link(&layout::tag_current_link(repo, &tag)).await?.as_ref() == Some(digest) {
+                tags.push(tag);
+            }
+        }
+        Ok(tags)
+    }
+}
+
+/// The descriptor by which a referrer is listed under its subject.
+fn referrer_descriptor(m: &Manifest, digest: &Digest, size: u64) -> Descriptor {
+    Descriptor {
+        media_type: m.media_type.clone(),
+        digest: digest.clone(),
+        size,
+        artifact_type: m.artifact_type.clone(),
+        annotations: m.annotations.clone(),
+        urls: None,
+    }
+}

@@ -1,0 +1,113 @@
+//! Registry semantics over a storage driver: repositories, blobs, uploads,
+//! manifests, tags and referrers.
+//!
+//! The service speaks in names, tags and digests and returns OCI errors; it
+//! never sees HTTP. Each concern is a submodule adding methods to [`Registry`].
+
+mod blobs;
+mod catalog;
+mod manifests;
+mod referrers;
+mod uploads;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::digest::Digest;
+use crate::error::{Code, RegistryError, Result};
+use crate::storage::StorageDriver;
+
+pub use blobs::{BlobRange, BlobRead};
+pub use catalog::Page;
+pub use manifests::{ManifestRead, PushedManifest};
+pub use uploads::{UploadCompletion, UploadStatus};
+
+/// Longest link file read (a digest string is far shorter).
+const LINK_MAX_BYTES: u64 = 1024;
+
+/// Behaviour switches from the config file.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Whether DELETE of manifests, tags and blobs is allowed.
+    pub delete_enabled: bool,
+    /// Whether every write is refused (maintenance mode).
+    pub read_only: bool,
+    /// Largest manifest accepted, in bytes.
+    pub manifest_max_bytes: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { delete_enabled: false, read_only: false, manifest_max_bytes: 4 * 1024 * 1024 }
+    }
+}
+
+/// The registry: storage plus the rules of the OCI Distribution API.
+pub struct Registry {
+    storage: Arc<dyn StorageDriver>,
+    options: Options,
+    uploads: uploads::Sessions,
+}
+
+impl Registry {
+    /// A registry over `storage`.
+    pub fn new(storage: Arc<dyn StorageDriver>, options: Options) -> Self {
+        Registry { storage, options, uploads: uploads::Sessions::default() }
+    }
+
+    /// The storage driver (for health checks and maintenance).
+    pub fn storage(&self) -> &Arc<dyn StorageDriver> {
+        &self.storage
+    }
+
+    /// The options in force.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    fn ensure_writable(&self) -> Result<()> {
+        if self.options.read_only {
+            return Err(RegistryError::new(Code::Unsupported, "registry is in read-only mode"));
+        }
+        Ok(())
+    }
+
+    fn ensure_delete_enabled(&self) -> Result<()> {
+        self.ensure_writable()?;
+        if !self.options.delete_enabled {
+            return Err(RegistryError::new(Code::Unsupported, "deletes are disabled (storage.delete.enabled)"));
+        }
+        Ok(())
+    }
+
+    /// Reads a link file; `None` when it does not exist or holds no valid digest.
+    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+        match self.storage.get_content(path, LINK_MAX_BYTES).await {
+            Ok(content) => Ok(std::str::from_utf8(&content).ok().and_then(|s| s.trim().parse().ok())),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
+        Ok(self.storage.put_content(path, Bytes::from(digest.to_string())).await?)
+    }
+
+    /// Whether `path` exists.
+    async fn exists(&self, path: &str) -> Result<bool> {
+        match self.storage.stat(path).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Deletes `path`, treating "already gone" as success.
+    async fn delete_if_exists(&self, path: &str) -> Result<()> {
+        match self.storage.delete(path).await {
+            Err(e) if !e.is_not_found() => Err(e.into()),
+            _ => Ok(()),
+        }
+    }
+}

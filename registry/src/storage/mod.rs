@@ -1,0 +1,114 @@
+//! Storage drivers: a small async interface over bytes at paths.
+//!
+//! Drivers know nothing about manifests, repositories or digests; the
+//! [`layout`](crate::layout) module decides which path holds what, and the
+//! service layer decides when to read and write. Paths are `/`-separated,
+//! absolute within the driver's root (`/docker/registry/v2/...`), and are
+//! always built from validated components.
+
+pub mod filesystem;
+
+use std::io;
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures_util::Stream;
+
+pub use filesystem::FilesystemDriver;
+
+/// A stream of bytes read from storage.
+pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
+
+/// What a driver reports about a path.
+#[derive(Debug, Clone)]
+pub struct FileInfo {
+    /// Size in bytes (0 for directories).
+    pub size: u64,
+    /// Last modification time.
+    pub modified: SystemTime,
+    /// Whether the path is a directory (a prefix, on object stores).
+    pub is_dir: bool,
+}
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// Nothing exists at the path.
+    #[error("path not found: {0}")]
+    NotFound(String),
+    /// The content is larger than the caller allows.
+    #[error("{path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The path read.
+        path: String,
+        /// The caller's limit.
+        limit: u64,
+    },
+    /// Any other I/O failure.
+    #[error("{path}: {source}")]
+    Io {
+        /// The path involved.
+        path: String,
+        /// The underlying error.
+        source: io::Error,
+    },
+}
+
+impl StorageError {
+    /// Whether this error means "the path does not exist".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound(_))
+    }
+}
+
+/// Results of driver operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// The operations every storage backend provides.
+#[async_trait]
+pub trait StorageDriver: Send + Sync + 'static {
+    /// The driver's name, as in the config file (`filesystem`, `s3`).
+    fn name(&self) -> &'static str;
+
+    /// Reads a small file whole, failing with `TooLarge` past `limit` bytes.
+    async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes>;
+
+    /// Writes a small file whole; readers see the old or the new content, never a mix.
+    async fn put_content(&self, path: &str, content: Bytes) -> Result<()>;
+
+    /// Streams `len` bytes (or to the end) of the file at `path` from `offset`.
+    async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream>;
+
+    /// Opens a writer that appends to the file at `path` (created if missing).
+    async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>>;
+
+    /// Size, modification time and kind of `path`.
+    async fn stat(&self, path: &str) -> Result<FileInfo>;
+
+    /// Names of the direct children of the directory `path`.
+    async fn list(&self, path: &str) -> Result<Vec<String>>;
+
+    /// Moves a file, replacing `to` atomically if it exists.
+    async fn rename(&self, from: &str, to: &str) -> Result<()>;
+
+    /// Deletes a file or a whole directory tree.
+    async fn delete(&self, path: &str) -> Result<()>;
+
+    /// Checks that the backend is reachable and usable (for `/readyz`).
+    async fn check(&self) -> Result<()>;
+}
+
+/// An append-only writer to one file.
+#[async_trait]
+pub trait FileWriter: Send {
+    /// Appends bytes.
+    async fn write(&mut self, chunk: Bytes) -> Result<()>;
+
+    /// The file's size including everything written so far.
+    fn size(&self) -> u64;
+
+    /// Makes everything written durable and closes the writer.
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
