@@ -1,5 +1,7 @@
 //! Structured logs with `tracing`, as text or JSON on stderr.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 use crate::config::Log;
@@ -8,7 +10,10 @@ use crate::config::Log;
 /// overrides `log.level` when set.
 pub fn init(log: &Log) {
     let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests, embedding) keeps the first subscriber.
     let _ = if log.formatter == "json" { builder.json().try_init() } else { builder.try_init() };
 }

@@ -55,13 +55,14 @@ impl Registry {
         Ok(paginate(names, n, last))
     }
 
-    /// A page of the names of all repositories (directories holding `_manifests`).
+    /// A page of the names of all repositories: directories holding
+    /// `_manifests` or (as Distribution counts them) `_layers`.
     pub async fn catalog(&self, n: Option<usize>, last: Option<&str>) -> Result<Page> {
         let repos = self
             .repository_dirs()
             .await?
             .into_iter()
-            .filter(|(_, children)| children.iter().any(|c| c == "_manifests"))
+            .filter(|(_, children)| children.iter().any(|c| c == "_manifests" || c == "_layers"))
             .map(|(name, _)| name)
             .collect();
         Ok(paginate(repos, Some(n.unwrap_or(DEFAULT_CATALOG_PAGE)), last))
