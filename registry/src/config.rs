@@ -67,6 +67,12 @@ pub struct Config {
     /// Health checks (Distribution's `health` section).
     #[serde(default)]
     pub health: Health,
+    /// Authentication.
+    #[serde(default)]
+    pub auth: Auth,
+    /// Webhook notifications.
+    #[serde(default)]
+    pub notifications: Notifications,
     /// Berth's own settings.
     #[serde(default)]
     pub berth: Berth,
@@ -137,6 +143,113 @@ pub struct Http {
     /// HTTP/2 settings.
     #[serde(default)]
     pub http2: Http2,
+    /// A second listener for `/metrics` (Distribution's debug server).
+    pub debug: Option<Debug>,
+}
+
+/// `http.debug`: where `/metrics` is also served.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Debug {
+    /// Listen address of the debug server.
+    pub addr: Option<String>,
+    /// Prometheus settings.
+    #[serde(default)]
+    pub prometheus: Prometheus,
+}
+
+/// `http.debug.prometheus`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Prometheus {
+    /// Serve metrics on the debug server (default true).
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Path of the metrics endpoint (default `/metrics`).
+    #[serde(default = "default_metrics_path")]
+    pub path: String,
+}
+
+impl Default for Prometheus {
+    fn default() -> Self {
+        Prometheus { enabled: true, path: default_metrics_path() }
+    }
+}
+
+fn default_metrics_path() -> String {
+    "/metrics".to_owned()
+}
+
+/// `auth`: who may use the registry.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Auth {
+    /// Basic authentication against an htpasswd file of bcrypt entries.
+    pub htpasswd: Option<Htpasswd>,
+}
+
+/// `auth.htpasswd`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Htpasswd {
+    /// Realm named in the `WWW-Authenticate` challenge.
+    #[serde(default = "default_realm")]
+    pub realm: String,
+    /// The htpasswd file; re-read when it changes.
+    pub path: PathBuf,
+}
+
+fn default_realm() -> String {
+    "basic-realm".to_owned()
+}
+
+/// `notifications`: webhook endpoints.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Notifications {
+    /// The endpoints events are sent to.
+    #[serde(default)]
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// `notifications.endpoints[]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Endpoint {
+    /// A name for logs and metrics.
+    pub name: String,
+    /// URL events are POSTed to.
+    pub url: String,
+    /// Skip this endpoint.
+    #[serde(default)]
+    pub disabled: bool,
+    /// Headers added to each delivery.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Time allowed for one delivery (default 5s).
+    pub timeout: Option<String>,
+    /// Consecutive failures after which the retry delay starts doubling (default 10).
+    pub threshold: Option<u32>,
+    /// Delay before retrying a failed delivery (default 1s).
+    pub backoff: Option<String>,
+    /// Media types whose events are not sent (Distribution's older key).
+    #[serde(default)]
+    pub ignoredmediatypes: Vec<String>,
+    /// Events not sent.
+    #[serde(default)]
+    pub ignore: Ignore,
+}
+
+/// `notifications.endpoints[].ignore`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ignore {
+    /// Media types whose events are not sent.
+    #[serde(default)]
+    pub mediatypes: Vec<String>,
+    /// Actions (`push`, `pull`, `mount`, `delete`) whose events are not sent.
+    #[serde(default)]
+    pub actions: Vec<String>,
 }
 
 /// `http.tls`.
@@ -149,6 +262,9 @@ pub struct Tls {
     pub key: Option<PathBuf>,
     /// Lowest TLS version: `tls1.2` (default) or `tls1.3`.
     pub minimumtls: Option<String>,
+    /// PEM files of CAs whose client certificates are required (mutual TLS).
+    #[serde(default)]
+    pub clientcas: Vec<PathBuf>,
 }
 
 /// `http.http2`.
@@ -283,12 +399,26 @@ pub struct Berth {
     /// Largest manifest accepted on push, in bytes (default 4 MiB).
     #[serde(default = "default_manifest_max_bytes")]
     pub manifestmaxbytes: u64,
+    /// With `auth`, let clients without credentials pull (GET and HEAD).
+    #[serde(default)]
+    pub anonymouspull: bool,
+    /// Events queued per notification endpoint before the oldest are dropped (default 10000).
+    #[serde(default = "default_queue_size")]
+    pub notificationqueuesize: usize,
 }
 
 impl Default for Berth {
     fn default() -> Self {
-        Berth { manifestmaxbytes: default_manifest_max_bytes() }
+        Berth {
+            manifestmaxbytes: default_manifest_max_bytes(),
+            anonymouspull: false,
+            notificationqueuesize: default_queue_size(),
+        }
     }
+}
+
+fn default_queue_size() -> usize {
+    10_000
 }
 
 fn default_manifest_max_bytes() -> u64 {
@@ -308,6 +438,23 @@ pub struct Settings {
     pub drain_timeout: Duration,
     /// Upload purge age and interval, when purging is on.
     pub purge: Option<(Duration, Duration)>,
+    /// Address of the separate metrics listener, if any.
+    pub debug_addr: Option<SocketAddr>,
+    /// Notification endpoints, checked.
+    pub endpoints: Vec<EndpointSettings>,
+}
+
+/// A notification endpoint with its durations parsed.
+#[derive(Debug, Clone)]
+pub struct EndpointSettings {
+    /// The endpoint's configuration.
+    pub config: Endpoint,
+    /// Time allowed per delivery.
+    pub timeout: Duration,
+    /// Consecutive failures before the retry delay doubles.
+    pub threshold: u32,
+    /// Delay before a retry.
+    pub backoff: Duration,
 }
 
 impl Config {
@@ -367,7 +514,18 @@ impl Config {
         if let Some(net) = self.http.net.as_deref().filter(|n| *n != "tcp") {
             return Err(invalid("http.net", format!("{net:?} is not supported; only tcp")));
         }
-        let addr = parse_addr(self.http.addr.as_deref().unwrap_or(":5000"))?;
+        let addr = parse_addr("http.addr", self.http.addr.as_deref().unwrap_or(":5000"))?;
+        let debug_addr = match &self.http.debug {
+            Some(debug) if debug.prometheus.enabled => match &debug.addr {
+                Some(a) => Some(parse_addr("http.debug.addr", a)?),
+                None => None,
+            },
+            _ => None,
+        };
+        if let Some(h) = &self.auth.htpasswd {
+            check_readable("auth.htpasswd.path", Some(&h.path))?;
+        }
+        let endpoints = self.endpoints()?;
         let drain_timeout = match &self.http.draintimeout {
             Some(d) => parse_duration("http.draintimeout", d)?,
             None => Duration::from_secs(30),
@@ -377,6 +535,9 @@ impl Config {
             check_readable("http.tls.key", tls.key.as_deref())?;
             if let Some(v) = tls.minimumtls.as_deref().filter(|v| !["tls1.2", "tls1.3"].contains(v)) {
                 return Err(invalid("http.tls.minimumtls", format!("{v:?} is not one of tls1.2, tls1.3")));
+            }
+            for (i, ca) in tls.clientcas.iter().enumerate() {
+                check_readable(&format!("http.tls.clientcas[{i}]"), Some(ca))?;
             }
         }
         let rootdirectory = match &self.storage.filesystem {
@@ -400,17 +561,62 @@ impl Config {
         if self.berth.manifestmaxbytes == 0 {
             return Err(invalid("berth.manifestmaxbytes", "must be greater than zero"));
         }
-        Ok(Settings { config: self, addr, rootdirectory, drain_timeout, purge })
+        if self.berth.notificationqueuesize == 0 {
+            return Err(invalid("berth.notificationqueuesize", "must be greater than zero"));
+        }
+        Ok(Settings { config: self, addr, rootdirectory, drain_timeout, purge, debug_addr, endpoints })
+    }
+
+    /// The enabled notification endpoints, with durations parsed.
+    fn endpoints(&self) -> Result<Vec<EndpointSettings>, ConfigError> {
+        let mut out = Vec::new();
+        for (i, e) in self.notifications.endpoints.iter().enumerate() {
+            let key = |field: &str| format!("notifications.endpoints[{i}].{field}");
+            if e.name.is_empty() {
+                return Err(invalid(&key("name"), "must not be empty"));
+            }
+            let uri: http::Uri = e.url.parse().map_err(|err| invalid(&key("url"), format!("{:?}: {err}", e.url)))?;
+            if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+                return Err(invalid(&key("url"), format!("{:?} is not an http(s) URL", e.url)));
+            }
+            for (name, values) in &e.headers {
+                http::HeaderName::try_from(name.as_str()).map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
+                for v in values {
+                    http::HeaderValue::try_from(v.as_str()).map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
+                }
+            }
+            for action in &e.ignore.actions {
+                if !["push", "pull", "mount", "delete"].contains(&action.as_str()) {
+                    return Err(invalid(&key("ignore.actions"), format!("{action:?} is not one of push, pull, mount, delete")));
+                }
+            }
+            if e.disabled {
+                continue;
+            }
+            let timeout = match &e.timeout {
+                Some(t) => parse_duration(&key("timeout"), t)?,
+                None => Duration::from_secs(5),
+            };
+            let backoff = match &e.backoff {
+                Some(b) => parse_duration(&key("backoff"), b)?,
+                None => Duration::from_secs(1),
+            };
+            if timeout.is_zero() {
+                return Err(invalid(&key("timeout"), "must be greater than zero"));
+            }
+            out.push(EndpointSettings { config: e.clone(), timeout, threshold: e.threshold.unwrap_or(10), backoff });
+        }
+        Ok(out)
     }
 }
 
 /// Parses Go-style listen addresses: `host:port`, `[v6]:port`, `:port`.
-fn parse_addr(addr: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_addr(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
     let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_owned() };
     full.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
-        .ok_or_else(|| invalid("http.addr", format!("{addr:?} is not a host:port address")))
+        .ok_or_else(|| invalid(key, format!("{addr:?} is not a host:port address")))
 }
 
 /// Parses Go-style durations such as `10s`, `1h30m`, `168h`.
@@ -515,6 +721,26 @@ mod tests {
         assert!(s.config.storage.maintenance.readonly.enabled);
         let err = parse(BASIC, &[("REGISTRY_HTTP_ADR", "x")]).unwrap_err().to_string();
         assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
+    }
+
+    #[test]
+    fn notifications_and_auth() {
+        let dir = tempfile::tempdir().unwrap();
+        let htpasswd = dir.path().join("htpasswd");
+        std::fs::write(&htpasswd, "").unwrap();
+        let text = format!(
+            "{BASIC}auth:\n  htpasswd:\n    realm: r\n    path: {}\nnotifications:\n  endpoints:\n    - name: ci\n      url: http://127.0.0.1:9/hook\n      timeout: 500ms\n      threshold: 3\n      backoff: 1s\n      ignore:\n        actions: [pull]\n",
+            htpasswd.display()
+        );
+        let s = parse(&text, &[]).unwrap();
+        assert_eq!(s.endpoints.len(), 1);
+        assert_eq!(s.endpoints[0].timeout, Duration::from_millis(500));
+        let err = parse(&text.replace("[pull]", "[fetch]"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("notifications.endpoints[0].ignore.actions"), "{err}");
+        let err = parse(&text.replace("http://127.0.0.1:9/hook", "ftp://x"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("notifications.endpoints[0].url"), "{err}");
+        let err = parse(&text.replace(&htpasswd.display().to_string(), "/nonexistent/htpasswd"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("auth.htpasswd.path"), "{err}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! [`server`] wires everything into a process.
 
 pub mod api;
+pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
@@ -14,7 +15,9 @@ pub mod layout;
 pub mod logging;
 pub mod maintenance;
 pub mod manifest;
+pub mod metrics;
 pub mod names;
+pub mod notify;
 pub mod server;
 pub mod service;
 pub mod storage;

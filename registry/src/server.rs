@@ -13,12 +13,15 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, AppState};
+use crate::api::{self, AppState, PeerAddr};
+use crate::auth::{Htpasswd, HtpasswdError};
 use crate::config::{ConfigError, Settings};
 use crate::logging;
 use crate::maintenance;
+use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::service::{Options, Registry};
-use crate::storage::FilesystemDriver;
+use crate::storage::{FilesystemDriver, Instrumented};
 use crate::tls::{self, TlsError};
 
 /// How long a client may take to send request headers.
@@ -33,6 +36,9 @@ pub enum ServerError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The htpasswd file could not be loaded.
+    #[error(transparent)]
+    Htpasswd(#[from] HtpasswdError),
     /// The listen address could not be bound.
     #[error("http.addr: cannot listen on {addr}: {source}")]
     Bind {
@@ -58,49 +64,39 @@ fn extra_headers(settings: &Settings) -> Result<HeaderMap, ConfigError> {
     Ok(headers)
 }
 
-/// Builds the registry service described by `settings`.
-pub fn registry(settings: &Settings) -> Arc<Registry> {
+/// Builds the registry service described by `settings`, its storage
+/// operations recorded in `metrics`.
+pub fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registry> {
     let storage = &settings.config.storage;
     let options = Options {
         delete_enabled: storage.delete.enabled,
         read_only: storage.maintenance.readonly.enabled,
         manifest_max_bytes: settings.config.berth.manifestmaxbytes,
     };
-    Arc::new(Registry::new(Arc::new(FilesystemDriver::new(&settings.rootdirectory)), options))
+    let driver = Arc::new(FilesystemDriver::new(&settings.rootdirectory));
+    Arc::new(Registry::new(Arc::new(Instrumented::new(driver, metrics)), options))
 }
 
-/// Serves until `shutdown` resolves, then drains in-flight requests for up
-/// to `http.draintimeout`.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
-    let config = &settings.config;
-    let registry = registry(&settings);
-    let state = AppState {
-        registry: registry.clone(),
-        extra_headers: Arc::new(extra_headers(&settings)?),
-        check_storage: config.health.storagedriver.enabled,
-        access_log: !config.log.accesslog.disabled,
-        log_fields: Arc::from(logging::static_fields(&config.log)),
-    };
-    let http2 = !config.http.http2.disabled;
-    let acceptor = match &config.http.tls {
-        Some(t) => Some(TlsAcceptor::from(tls::server_config(t, http2)?)),
-        None => None,
-    };
-    let listener = TcpListener::bind(settings.addr).await.map_err(|source| ServerError::Bind { addr: settings.addr, source })?;
-    let local = listener.local_addr().unwrap_or(settings.addr);
-    tracing::info!(
-        addr = %local,
-        tls = acceptor.is_some(),
-        storage = registry.storage().name(),
-        root = %settings.rootdirectory.display(),
-        "berth-registry listening"
-    );
-    let maintenance = settings.purge.map(|(age, interval)| {
-        let dry_run = config.storage.maintenance.uploadpurging.dryrun;
-        tokio::spawn(maintenance::purge_uploads_forever(registry.clone(), age, interval, dry_run))
-    });
+/// This instance's name in notification events: `hostname:port`.
+fn source_addr(port: u16) -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned());
+    format!("{host}:{port}")
+}
 
-    let app = api::router(state);
+/// Serves `router` on `listener` until `shutdown`, then drains connections
+/// until `deadline`.
+async fn serve_listener(
+    listener: TcpListener,
+    router: axum::Router,
+    acceptor: Option<TlsAcceptor>,
+    http2: bool,
+    shutdown: impl Future<Output = ()>,
+) -> GracefulShutdown {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
     if !http2 {
@@ -122,7 +118,8 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(app.clone());
+        let app = router.clone().layer(axum::Extension(PeerAddr(peer)));
+        let service = TowerToHyperService::new(app);
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let acceptor = acceptor.clone();
@@ -142,12 +139,92 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             }
         });
     }
-    drop(listener);
+    graceful
+}
+
+/// Serves until `shutdown` resolves, then lets in-flight requests finish and
+/// notification queues flush, both within `http.draintimeout`.
+pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+    let config = &settings.config;
+    let metrics = Arc::new(Metrics::new());
+    let registry = registry(&settings, metrics.clone());
+    let http2 = !config.http.http2.disabled;
+    let (acceptor, cert_reloader) = match &config.http.tls {
+        Some(t) => {
+            let (server_config, reloader) = tls::server_config(t, http2)?;
+            (Some(TlsAcceptor::from(server_config)), Some(reloader))
+        }
+        None => (None, None),
+    };
+    let auth = match &config.auth.htpasswd {
+        Some(h) => Some(Htpasswd::load(&h.path, &h.realm)?),
+        None => None,
+    };
+    let listener = TcpListener::bind(settings.addr).await.map_err(|source| ServerError::Bind { addr: settings.addr, source })?;
+    let local = listener.local_addr().unwrap_or(settings.addr);
+    let debug_listener = match settings.debug_addr {
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+        None => None,
+    };
+    let notifier = if settings.endpoints.is_empty() {
+        Notifier::disabled()
+    } else {
+        Notifier::start(&settings.endpoints, config.berth.notificationqueuesize, metrics.clone(), source_addr(local.port()))
+    };
+    let state = AppState {
+        registry: registry.clone(),
+        metrics: metrics.clone(),
+        notifier: notifier.clone(),
+        auth: auth.clone(),
+        anonymous_pull: config.berth.anonymouspull,
+        tls: acceptor.is_some(),
+        extra_headers: Arc::new(extra_headers(&settings)?),
+        check_storage: config.health.storagedriver.enabled,
+        access_log: !config.log.accesslog.disabled,
+        log_fields: Arc::from(logging::static_fields(&config.log)),
+    };
+    tracing::info!(
+        addr = %local,
+        tls = acceptor.is_some(),
+        auth = auth.is_some(),
+        notification_endpoints = settings.endpoints.len(),
+        storage = registry.storage().name(),
+        root = %settings.rootdirectory.display(),
+        "berth-registry listening"
+    );
+
+    let mut background = Vec::new();
+    if let Some((age, interval)) = settings.purge {
+        let dry_run = config.storage.maintenance.uploadpurging.dryrun;
+        background.push(tokio::spawn(maintenance::purge_uploads_forever(registry.clone(), age, interval, dry_run)));
+    }
+    if let Some(reloader) = cert_reloader {
+        background.push(tokio::spawn(reloader.follow_files()));
+    }
+    if let Some(auth) = auth {
+        background.push(tokio::spawn(auth.follow_file()));
+    }
+    let (stop_debug, debug_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(listener), Some(debug_config)) = (debug_listener, &config.http.debug) {
+        tracing::info!(addr = ?listener.local_addr().ok(), path = %debug_config.prometheus.path, "metrics listener");
+        let router = api::metrics_router(metrics.clone(), &debug_config.prometheus.path);
+        background.push(tokio::spawn(async move {
+            serve_listener(listener, router, None, false, async {
+                let _ = debug_stopped.await;
+            })
+            .await;
+        }));
+    }
+
+    let graceful = serve_listener(listener, api::router(state), acceptor, http2, shutdown).await;
+    let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tracing::info!(timeout = ?settings.drain_timeout, "shutting down: draining connections");
-    if tokio::time::timeout(settings.drain_timeout, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
-    if let Some(task) = maintenance {
+    notifier.flush(deadline.into_std()).await;
+    let _ = stop_debug.send(());
+    for task in background {
         task.abort();
     }
     Ok(())

@@ -10,6 +10,7 @@ use super::Call;
 use crate::digest::Digest;
 use crate::error::{Code, RegistryError, Result};
 use crate::names::RepoName;
+use crate::notify::Action;
 use crate::service::BlobRange;
 
 /// Parses a digest from a URL or query, as DIGEST_INVALID when malformed.
@@ -45,6 +46,7 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
     }
     let range = call.header(RANGE.as_str()).map(parse_range).transpose()?;
     let blob = call.registry.blob_get(&repo, &digest, range).await?;
+    call.events.blob(Action::Pull, &repo, &digest, blob.size, None);
     let response = match blob.range {
         Some((a, b)) => reply(StatusCode::PARTIAL_CONTENT)
             .header(CONTENT_RANGE, format!("bytes {a}-{b}/{}", blob.size))
@@ -57,6 +59,7 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
 pub(super) async fn delete(call: Call, repo: RepoName, digest: String) -> Result<Response> {
     let digest = parse_digest(&digest)?;
     call.registry.blob_delete(&repo, &digest).await?;
+    call.events.blob(Action::Delete, &repo, &digest, 0, None);
     Ok(Reply::new(StatusCode::ACCEPTED).digest(&digest).empty())
 }
 

@@ -10,6 +10,7 @@ use super::response::{Reply, OCI_SUBJECT};
 use super::Call;
 use crate::error::{Code, RegistryError, Result};
 use crate::names::{Reference, RepoName, Tag};
+use crate::notify::Action;
 
 /// Parses a tag or digest reference.
 fn parse_reference(text: &str) -> Result<Reference> {
@@ -21,14 +22,23 @@ fn parse_reference(text: &str) -> Result<Reference> {
         .ok_or_else(|| RegistryError::new(Code::TagInvalid, format!("invalid tag {text:?}")))
 }
 
+fn tag_of(reference: &Reference) -> Option<&Tag> {
+    match reference {
+        Reference::Tag(tag) => Some(tag),
+        Reference::Digest(_) => None,
+    }
+}
+
 pub(super) async fn get(call: Call, repo: RepoName, reference: String) -> Result<Response> {
     let reference = parse_reference(&reference)?;
     let manifest = call.registry.manifest_get(&repo, &reference).await?;
-    let reply = Reply::new(StatusCode::OK)
-        .digest(&manifest.digest)
-        .content_type(&manifest.media_type)
-        .length(manifest.content.len() as u64);
-    Ok(if call.method == Method::HEAD { reply.body(Body::empty()) } else { reply.body(manifest.content) })
+    let size = manifest.content.len() as u64;
+    let reply = Reply::new(StatusCode::OK).digest(&manifest.digest).content_type(&manifest.media_type).length(size);
+    if call.method == Method::HEAD {
+        return Ok(reply.body(Body::empty()));
+    }
+    call.events.manifest(Action::Pull, &repo, &manifest.digest, &manifest.media_type, size, tag_of(&reference));
+    Ok(reply.body(manifest.content))
 }
 
 pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result<Response> {
@@ -39,9 +49,10 @@ pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result
         return Err(too_large());
     }
     let content_type = call.header(CONTENT_TYPE.as_str()).map(str::to_owned);
-    let registry = call.registry.clone();
     let content = to_bytes(call.body, limit as usize).await.map_err(|_| too_large())?;
-    let pushed = registry.manifest_put(&repo, &reference, content_type.as_deref(), content).await?;
+    let size = content.len() as u64;
+    let pushed = call.registry.manifest_put(&repo, &reference, content_type.as_deref(), content).await?;
+    call.events.manifest(Action::Push, &repo, &pushed.digest, &pushed.media_type, size, tag_of(&reference));
     let mut reply = Reply::new(StatusCode::CREATED)
         .location(format!("/v2/{repo}/manifests/{}", pushed.digest))
         .digest(&pushed.digest);
@@ -54,5 +65,9 @@ pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result
 pub(super) async fn delete(call: Call, repo: RepoName, reference: String) -> Result<Response> {
     let reference = parse_reference(&reference)?;
     call.registry.manifest_delete(&repo, &reference).await?;
+    match &reference {
+        Reference::Tag(tag) => call.events.tag_deleted(&repo, tag),
+        Reference::Digest(digest) => call.events.manifest(Action::Delete, &repo, digest, "", 0, None),
+    }
     Ok(Reply::new(StatusCode::ACCEPTED).empty())
 }

@@ -11,6 +11,8 @@ use super::response::{Reply, DOCKER_UPLOAD_UUID};
 use super::Call;
 use crate::error::{Code, RegistryError, Result};
 use crate::names::RepoName;
+use crate::notify::Action;
+use futures_util::TryStreamExt;
 use crate::service::UploadStatus;
 
 /// The `Range` header value for an upload of `size` bytes (Distribution's form).
@@ -59,7 +61,8 @@ pub(super) async fn start(call: Call, repo: RepoName) -> Result<Response> {
         let digest = parse_digest(mount)?;
         let from = call.query.get("from").and_then(RepoName::parse);
         if let Some(from) = from {
-            if call.registry.blob_mount(&repo, &from, &digest).await? {
+            if let Some(size) = call.registry.blob_mount(&repo, &from, &digest).await? {
+                call.events.blob(Action::Mount, &repo, &digest, size, Some(&from));
                 return Ok(blob_created(&repo, &digest));
             }
         }
@@ -69,8 +72,10 @@ pub(super) async fn start(call: Call, repo: RepoName) -> Result<Response> {
     }
     if let Some(digest) = call.query.get("digest") {
         let digest = parse_digest(digest)?;
-        let registry = call.registry.clone();
-        let done = registry.upload_monolithic(&repo, &digest, call.body_stream()).await?;
+        let (registry, events) = (call.registry.clone(), call.events);
+        let body = call.body.into_data_stream().map_err(std::io::Error::other);
+        let done = registry.upload_monolithic(&repo, &digest, body).await?;
+        events.blob(Action::Push, &repo, &done.digest, done.size, None);
         return Ok(blob_created(&repo, &done.digest));
     }
     let status = call.registry.upload_start(&repo).await?;
@@ -96,8 +101,10 @@ pub(super) async fn put(call: Call, repo: RepoName, id: String) -> Result<Respon
         .ok_or_else(|| RegistryError::new(Code::DigestInvalid, "the digest query parameter is required"))?;
     let digest = parse_digest(digest)?;
     let start = chunk_start(&call)?;
-    let registry = call.registry.clone();
-    let done = registry.upload_complete(&repo, &id, &digest, start, Some(call.body_stream())).await?;
+    let (registry, events) = (call.registry.clone(), call.events);
+    let body = call.body.into_data_stream().map_err(std::io::Error::other);
+    let done = registry.upload_complete(&repo, &id, &digest, start, Some(body)).await?;
+    events.blob(Action::Push, &repo, &done.digest, done.size, None);
     Ok(blob_created(&repo, &done.digest))
 }
 

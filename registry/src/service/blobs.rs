@@ -104,15 +104,16 @@ impl Registry {
         self.delete_if_exists(&layout::layer_link_dir(repo, digest)).await
     }
 
-    /// Links into `repo` a blob that `from` links. Returns whether it did;
-    /// `false` means the client should upload the blob instead.
-    pub async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<bool> {
+    /// Links into `repo` a blob that `from` links, returning its size;
+    /// `None` means the client should upload the blob instead.
+    pub async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<Option<u64>> {
         self.ensure_writable()?;
-        if !self.is_linked(from, digest).await? || self.stored_blob_size(digest).await?.is_none() {
-            return Ok(false);
+        if !self.is_linked(from, digest).await? {
+            return Ok(None);
         }
+        let Some(size) = self.stored_blob_size(digest).await? else { return Ok(None) };
         self.write_link(&layout::layer_link(repo, digest), digest).await?;
-        Ok(true)
+        Ok(Some(size))
     }
 }
 

@@ -34,6 +34,8 @@ pub struct PushedManifest {
     pub digest: Digest,
     /// The subject it refers to, if any (answered as `OCI-Subject`).
     pub subject: Option<Digest>,
+    /// Its media type.
+    pub media_type: String,
 }
 
 fn unknown_manifest(repo: &RepoName, reference: &dyn std::fmt::Display) -> RegistryError {
@@ -116,7 +118,7 @@ impl Registry {
         if let Some(subject) = &subject {
             self.add_referrer(repo, subject, &referrer_descriptor(&parsed, &digest, content.len() as u64)).await?;
         }
-        Ok(PushedManifest { digest, subject })
+        Ok(PushedManifest { digest, subject, media_type: parsed.media_type })
     }
 
     /// Fails with MANIFEST_BLOB_UNKNOWN unless everything `m` needs is in `repo`.

@@ -7,6 +7,7 @@
 //! always built from validated components.
 
 pub mod filesystem;
+pub mod instrumented;
 
 use std::io;
 use std::pin::Pin;
@@ -17,6 +18,7 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 pub use filesystem::FilesystemDriver;
+pub use instrumented::Instrumented;
 
 /// A stream of bytes read from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;

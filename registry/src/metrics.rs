@@ -1,0 +1,162 @@
+//! Prometheus metrics, served as text on `/metrics`.
+//!
+//! One [`Metrics`] value is shared by the API middleware, the instrumented
+//! storage driver and the notification queues; each records what it sees.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+/// Labels of an HTTP request count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// The API route (`manifest`, `blob`, `upload`, ...), never the raw path.
+    pub route: &'static str,
+    /// The HTTP method.
+    pub method: String,
+    /// The status code.
+    pub status: String,
+}
+
+/// Labels of per-route figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    /// The API route.
+    pub route: &'static str,
+    /// The HTTP method.
+    pub method: String,
+}
+
+/// Labels of a storage operation count.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageLabels {
+    /// The driver (`filesystem`, `s3`).
+    pub driver: &'static str,
+    /// The operation (`stat`, `get_content`, ...).
+    pub op: &'static str,
+    /// `ok`, `not_found` or `error`.
+    pub outcome: &'static str,
+}
+
+/// Labels of a storage operation's latency.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StorageOpLabels {
+    /// The driver.
+    pub driver: &'static str,
+    /// The operation.
+    pub op: &'static str,
+}
+
+/// Labels of notification figures.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EndpointLabels {
+    /// The endpoint's configured name.
+    pub endpoint: String,
+}
+
+/// Labels of notification event outcomes.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DeliveryLabels {
+    /// The endpoint's configured name.
+    pub endpoint: String,
+    /// `delivered`, `failed` (one attempt) or `dropped` (queue full).
+    pub outcome: &'static str,
+}
+
+fn latency_histogram() -> Histogram {
+    // 0.5 ms to ~33 s.
+    Histogram::new(exponential_buckets(0.0005, 2.0, 17))
+}
+
+/// Every metric the registry exports.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by route, method and status.
+    pub requests: Family<RequestLabels, Counter>,
+    /// HTTP request latency (to the response head) by route and method.
+    pub request_duration: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    /// Request body bytes received.
+    pub bytes_received: Family<RouteLabels, Counter>,
+    /// Response body bytes sent.
+    pub bytes_sent: Family<RouteLabels, Counter>,
+    /// Upload requests being received right now.
+    pub uploads_in_flight: Gauge,
+    /// Storage operations by driver, op and outcome.
+    pub storage_operations: Family<StorageLabels, Counter>,
+    /// Storage operation latency.
+    pub storage_duration: Family<StorageOpLabels, Histogram, fn() -> Histogram>,
+    /// Notification events by endpoint and outcome.
+    pub notification_events: Family<DeliveryLabels, Counter>,
+    /// Events waiting per endpoint.
+    pub notification_queue_depth: Family<EndpointLabels, Gauge>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("berth");
+        let m = Metrics {
+            requests: Family::default(),
+            request_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            bytes_received: Family::default(),
+            bytes_sent: Family::default(),
+            uploads_in_flight: Gauge::default(),
+            storage_operations: Family::default(),
+            storage_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
+            notification_events: Family::default(),
+            notification_queue_depth: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("http_requests", "HTTP requests by route, method and status", m.requests.clone());
+        registry.register("http_request_duration_seconds", "Time to the response head", m.request_duration.clone());
+        registry.register("http_received_bytes", "Request body bytes received", m.bytes_received.clone());
+        registry.register("http_sent_bytes", "Response body bytes sent", m.bytes_sent.clone());
+        registry.register("uploads_in_flight", "Upload requests being received", m.uploads_in_flight.clone());
+        registry.register("storage_operations", "Storage operations by driver, op and outcome", m.storage_operations.clone());
+        registry.register("storage_operation_duration_seconds", "Storage operation latency", m.storage_duration.clone());
+        registry.register("notification_events", "Notification events by endpoint and outcome", m.notification_events.clone());
+        registry.register("notification_queue_depth", "Notification events waiting", m.notification_queue_depth.clone());
+        Metrics { registry, ..m }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// Records one storage operation.
+    pub fn storage_op(&self, driver: &'static str, op: &'static str, outcome: &'static str, took: Duration) {
+        self.storage_operations.get_or_create(&StorageLabels { driver, op, outcome }).inc();
+        self.storage_duration.get_or_create(&StorageOpLabels { driver, op }).observe(took.as_secs_f64());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_prometheus_text() {
+        let m = Metrics::new();
+        m.requests.get_or_create(&RequestLabels { route: "blob", method: "GET".into(), status: "200".into() }).inc();
+        m.storage_op("filesystem", "stat", "ok", Duration::from_millis(2));
+        let text = m.encode();
+        assert!(text.contains(r#"berth_http_requests_total{route="blob",method="GET",status="200"} 1"#), "{text}");
+        assert!(text.contains("berth_storage_operation_duration_seconds_bucket"), "{text}");
+        assert!(text.ends_with("# EOF\n"));
+    }
+}
