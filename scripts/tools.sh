@@ -15,6 +15,8 @@ mkdir -p "$bin" "$cache/tools"
 # Pinned versions. The conformance suite has no release tags of its own
 # module, so it is pinned to a commit as a Go pseudo-version.
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
+# MinIO publishes no module versions; pin a commit.
+MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
 APT_PACKAGES=(skopeo docker-registry curl)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -53,5 +55,6 @@ go_install() {
 
 install_apt_packages
 go_install oci-conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION"
+go_install minio github.com/minio/minio "$MINIO_VERSION"
 
 log "tools ready in $bin: $(ls "$bin" | tr '\n' ' ')"

@@ -282,6 +282,11 @@ pub struct Http2 {
 pub struct Storage {
     /// The filesystem driver.
     pub filesystem: Option<Filesystem>,
+    /// The S3 driver.
+    pub s3: Option<S3>,
+    /// Redirects of blob downloads to the backend (S3 pre-signed URLs).
+    #[serde(default)]
+    pub redirect: Redirect,
     /// Deletes.
     #[serde(default)]
     pub delete: Enabled,
@@ -305,6 +310,77 @@ pub struct Filesystem {
 
 fn default_rootdirectory() -> PathBuf {
     PathBuf::from("/var/lib/registry")
+}
+
+/// `storage.s3`: a bucket of AWS S3 or an S3-compatible server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct S3 {
+    /// The bucket.
+    #[serde(deserialize_with = "scalar_string")]
+    pub bucket: String,
+    /// The region (default: the AWS environment's, else `us-east-1`).
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub region: Option<String>,
+    /// Endpoint of an S3-compatible server, `host:port` or a URL.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub regionendpoint: Option<String>,
+    /// Address buckets by path (`endpoint/bucket/key`), as most S3-compatible servers need.
+    #[serde(default)]
+    pub forcepathstyle: bool,
+    /// Access key; without it the standard AWS credential chain is used.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub accesskey: Option<String>,
+    /// Secret key, with `accesskey`.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub secretkey: Option<String>,
+    /// Prefix of every key in the bucket.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub rootdirectory: Option<String>,
+    /// Use https for an endpoint given without a scheme (default true).
+    #[serde(default = "yes")]
+    pub secure: bool,
+    /// Skipping TLS verification is not supported; must be false.
+    #[serde(default)]
+    pub skipverify: bool,
+    /// Signature v4 (the only one supported); must be true.
+    #[serde(default = "yes")]
+    pub v4auth: bool,
+    /// Multipart part size in bytes (default 10 MiB, at least 5 MiB).
+    pub chunksize: Option<u64>,
+    /// Server-side encryption of stored objects.
+    #[serde(default)]
+    pub encrypt: bool,
+    /// KMS key id for server-side encryption (with `encrypt`).
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub keyid: Option<String>,
+    /// Storage class of stored objects (default `STANDARD`).
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub storageclass: Option<String>,
+}
+
+/// `storage.redirect`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Redirect {
+    /// Serve blob bytes through the registry instead of redirecting clients to the backend.
+    #[serde(default)]
+    pub disable: bool,
+}
+
+/// Reads a string that YAML (or an environment override) may have typed as
+/// a number or boolean: a numeric access key is still a string.
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    match Value::deserialize(d)? {
+        Value::String(s) => Ok(s),
+        Value::Number(n) => Ok(n.to_string()),
+        Value::Bool(b) => Ok(b.to_string()),
+        other => Err(serde::de::Error::custom(format!("expected a string, got {other:?}"))),
+    }
+}
+
+fn optional_scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    scalar_string(d).map(Some)
 }
 
 /// A section with a single `enabled` switch.
@@ -432,8 +508,8 @@ pub struct Settings {
     pub config: Config,
     /// Address to listen on.
     pub addr: SocketAddr,
-    /// Filesystem root.
-    pub rootdirectory: PathBuf,
+    /// The storage backend.
+    pub storage: StorageSettings,
     /// Shutdown drain timeout.
     pub drain_timeout: Duration,
     /// Upload purge age and interval, when purging is on.
@@ -443,6 +519,34 @@ pub struct Settings {
     /// Notification endpoints, checked.
     pub endpoints: Vec<EndpointSettings>,
 }
+
+/// The storage backend, checked.
+#[derive(Debug, Clone)]
+pub enum StorageSettings {
+    /// A directory.
+    Filesystem {
+        /// Root of the layout.
+        root: PathBuf,
+    },
+    /// A bucket.
+    S3(S3Settings),
+}
+
+/// The S3 driver's settings, checked.
+#[derive(Debug, Clone)]
+pub struct S3Settings {
+    /// The configuration section.
+    pub config: S3,
+    /// Endpoint URL with its scheme, for S3-compatible servers.
+    pub endpoint: Option<String>,
+    /// Multipart part size.
+    pub chunk_size: u64,
+    /// Whether blob GET/HEAD redirect to pre-signed URLs.
+    pub redirect: bool,
+}
+
+/// Smallest multipart part S3 accepts (but for the last).
+pub const S3_MIN_CHUNK: u64 = 5 * 1024 * 1024;
 
 /// A notification endpoint with its durations parsed.
 #[derive(Debug, Clone)]
@@ -464,6 +568,7 @@ impl Config {
             http: Http { addr: Some("127.0.0.1:5000".to_owned()), ..Http::default() },
             storage: Storage {
                 filesystem: Some(Filesystem { rootdirectory: PathBuf::from("./data"), maxthreads: None }),
+                s3: None,
                 delete: Enabled { enabled: true },
                 ..Storage::default()
             },
@@ -540,13 +645,7 @@ impl Config {
                 check_readable(&format!("http.tls.clientcas[{i}]"), Some(ca))?;
             }
         }
-        let rootdirectory = match &self.storage.filesystem {
-            Some(fs) => fs.rootdirectory.clone(),
-            None => return Err(invalid("storage", "no storage driver configured (supported: filesystem)")),
-        };
-        if rootdirectory.as_os_str().is_empty() {
-            return Err(invalid("storage.filesystem.rootdirectory", "must not be empty"));
-        }
+        let storage = self.storage_settings()?;
         let purging = &self.storage.maintenance.uploadpurging;
         let purge = if purging.enabled {
             let age = parse_duration("storage.maintenance.uploadpurging.age", &purging.age)?;
@@ -564,7 +663,53 @@ impl Config {
         if self.berth.notificationqueuesize == 0 {
             return Err(invalid("berth.notificationqueuesize", "must be greater than zero"));
         }
-        Ok(Settings { config: self, addr, rootdirectory, drain_timeout, purge, debug_addr, endpoints })
+        Ok(Settings { config: self, addr, storage, drain_timeout, purge, debug_addr, endpoints })
+    }
+
+    /// The one configured storage driver, checked.
+    fn storage_settings(&self) -> Result<StorageSettings, ConfigError> {
+        match (&self.storage.filesystem, &self.storage.s3) {
+            (Some(_), Some(_)) => Err(invalid("storage", "configure exactly one driver: filesystem or s3")),
+            (None, None) => Err(invalid("storage", "no storage driver configured (supported: filesystem, s3)")),
+            (Some(fs), None) => {
+                if fs.rootdirectory.as_os_str().is_empty() {
+                    return Err(invalid("storage.filesystem.rootdirectory", "must not be empty"));
+                }
+                Ok(StorageSettings::Filesystem { root: fs.rootdirectory.clone() })
+            }
+            (None, Some(s3)) => {
+                if s3.bucket.is_empty() {
+                    return Err(invalid("storage.s3.bucket", "must not be empty"));
+                }
+                if s3.skipverify {
+                    return Err(invalid("storage.s3.skipverify", "skipping TLS verification is not supported"));
+                }
+                if !s3.v4auth {
+                    return Err(invalid("storage.s3.v4auth", "only signature v4 is supported"));
+                }
+                if s3.accesskey.is_some() != s3.secretkey.is_some() {
+                    return Err(invalid("storage.s3.secretkey", "accesskey and secretkey go together"));
+                }
+                let chunk_size = s3.chunksize.unwrap_or(10 * 1024 * 1024);
+                if chunk_size < S3_MIN_CHUNK {
+                    return Err(invalid("storage.s3.chunksize", format!("must be at least {S3_MIN_CHUNK} bytes")));
+                }
+                let endpoint = match s3.regionendpoint.as_deref().filter(|e| !e.is_empty()) {
+                    Some(e) if e.contains("://") => {
+                        e.parse::<http::Uri>().map_err(|err| invalid("storage.s3.regionendpoint", format!("{e:?}: {err}")))?;
+                        Some(e.trim_end_matches('/').to_owned())
+                    }
+                    Some(e) => Some(format!("{}://{}", if s3.secure { "https" } else { "http" }, e.trim_end_matches('/'))),
+                    None => None,
+                };
+                Ok(StorageSettings::S3(S3Settings {
+                    config: s3.clone(),
+                    endpoint,
+                    chunk_size,
+                    redirect: !self.storage.redirect.disable,
+                }))
+            }
+        }
     }
 
     /// The enabled notification endpoints, with durations parsed.
@@ -674,7 +819,7 @@ mod tests {
     fn reads_distribution_config() {
         let s = parse(BASIC, &[]).unwrap();
         assert_eq!(s.addr, "127.0.0.1:5001".parse().unwrap());
-        assert_eq!(s.rootdirectory, PathBuf::from("/tmp/r"));
+        assert!(matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("/tmp/r")));
         assert!(s.config.storage.delete.enabled);
         assert_eq!(s.purge, Some((Duration::from_secs(168 * 3600), Duration::from_secs(24 * 3600))));
     }
@@ -741,6 +886,22 @@ mod tests {
         assert!(err.starts_with("notifications.endpoints[0].url"), "{err}");
         let err = parse(&text.replace(&htpasswd.display().to_string(), "/nonexistent/htpasswd"), &[]).unwrap_err().to_string();
         assert!(err.starts_with("auth.htpasswd.path"), "{err}");
+    }
+
+    #[test]
+    fn s3_settings() {
+        let text = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: 127.0.0.1:9000\n    secure: false\n    forcepathstyle: true\n  redirect:\n    disable: true\n";
+        let s = parse(text, &[("REGISTRY_STORAGE_S3_ACCESSKEY", "12345"), ("REGISTRY_STORAGE_S3_SECRETKEY", "true")]).unwrap();
+        let StorageSettings::S3(s3) = &s.storage else { panic!("not s3") };
+        assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+        assert_eq!(s3.config.accesskey.as_deref(), Some("12345"));
+        assert_eq!(s3.config.secretkey.as_deref(), Some("true"));
+        assert_eq!(s3.chunk_size, 10 * 1024 * 1024);
+        assert!(!s3.redirect);
+        let err = parse(&text.replace("secure: false", "chunksize: 1000"), &[]).unwrap_err().to_string();
+        assert!(err.starts_with("storage.s3.chunksize"), "{err}");
+        let both = format!("{text}  filesystem:\n    rootdirectory: /x\n");
+        assert!(parse(&both, &[]).unwrap_err().to_string().starts_with("storage:"));
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub enum Code {
     RangeInvalid,
     /// Manifest tag is invalid.
     TagInvalid,
+    /// The `n` of a paginated listing is not a number (Distribution's code).
+    PaginationNumberInvalid,
     /// The operation is unsupported (for example deletes when disabled).
     Unsupported,
     /// Authentication required.
@@ -63,6 +65,7 @@ impl Code {
             Code::SizeInvalid => "SIZE_INVALID",
             Code::RangeInvalid => "RANGE_INVALID",
             Code::TagInvalid => "TAG_INVALID",
+            Code::PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
             Code::Unsupported => "UNSUPPORTED",
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
@@ -83,7 +86,8 @@ impl Code {
             | Code::ManifestInvalid
             | Code::NameInvalid
             | Code::SizeInvalid
-            | Code::TagInvalid => StatusCode::BAD_REQUEST,
+            | Code::TagInvalid
+            | Code::PaginationNumberInvalid => StatusCode::BAD_REQUEST,
             Code::RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
             Code::Unsupported => StatusCode::METHOD_NOT_ALLOWED,
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
@@ -108,6 +112,7 @@ impl Code {
             Code::SizeInvalid => "provided length did not match content length",
             Code::RangeInvalid => "invalid content range",
             Code::TagInvalid => "manifest tag is invalid",
+            Code::PaginationNumberInvalid => "invalid number of results requested",
             Code::Unsupported => "the operation is unsupported",
             Code::Unauthorized => "authentication required",
             Code::Denied => "requested access to the resource is denied",

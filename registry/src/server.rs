@@ -15,13 +15,13 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, AppState, PeerAddr};
 use crate::auth::{Htpasswd, HtpasswdError};
-use crate::config::{ConfigError, Settings};
+use crate::config::{ConfigError, Settings, StorageSettings};
 use crate::logging;
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::service::{Options, Registry};
-use crate::storage::{FilesystemDriver, Instrumented};
+use crate::storage::{FilesystemDriver, Instrumented, S3Driver, StorageDriver};
 use crate::tls::{self, TlsError};
 
 /// How long a client may take to send request headers.
@@ -66,15 +66,31 @@ fn extra_headers(settings: &Settings) -> Result<HeaderMap, ConfigError> {
 
 /// Builds the registry service described by `settings`, its storage
 /// operations recorded in `metrics`.
-pub fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registry> {
+pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registry> {
     let storage = &settings.config.storage;
     let options = Options {
         delete_enabled: storage.delete.enabled,
         read_only: storage.maintenance.readonly.enabled,
         manifest_max_bytes: settings.config.berth.manifestmaxbytes,
     };
-    let driver = Arc::new(FilesystemDriver::new(&settings.rootdirectory));
+    let driver: Arc<dyn StorageDriver> = match &settings.storage {
+        StorageSettings::Filesystem { root } => Arc::new(FilesystemDriver::new(root)),
+        StorageSettings::S3(s3) => Arc::new(S3Driver::new(s3).await),
+    };
     Arc::new(Registry::new(Arc::new(Instrumented::new(driver, metrics)), options))
+}
+
+/// Where the data lives, for the start-up log line.
+fn storage_location(storage: &StorageSettings) -> String {
+    match storage {
+        StorageSettings::Filesystem { root } => root.display().to_string(),
+        StorageSettings::S3(s3) => format!(
+            "s3://{}/{}{}",
+            s3.config.bucket,
+            s3.config.rootdirectory.as_deref().unwrap_or("").trim_matches('/'),
+            s3.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
+        ),
+    }
 }
 
 /// This instance's name in notification events: `hostname:port`.
@@ -147,7 +163,7 @@ async fn serve_listener(
 pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
     let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
-    let registry = registry(&settings, metrics.clone());
+    let registry = registry(&settings, metrics.clone()).await;
     let http2 = !config.http.http2.disabled;
     let (acceptor, cert_reloader) = match &config.http.tls {
         Some(t) => {
@@ -189,7 +205,7 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         auth = auth.is_some(),
         notification_endpoints = settings.endpoints.len(),
         storage = registry.storage().name(),
-        root = %settings.rootdirectory.display(),
+        location = %storage_location(&settings.storage),
         "berth-registry listening"
     );
 

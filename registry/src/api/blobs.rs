@@ -40,7 +40,16 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
             .content_type("application/octet-stream")
             .header(ACCEPT_RANGES, "bytes")
     };
-    if call.method == Method::HEAD {
+    let head = call.method == Method::HEAD;
+    if call.registry.redirects() {
+        if let Some(url) = call.registry.blob_redirect(&repo, &digest, head).await? {
+            if !head {
+                call.events.blob(Action::Pull, &repo, &digest, 0, None);
+            }
+            return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT).location(url).digest(&digest).empty());
+        }
+    }
+    if head {
         let size = call.registry.blob_size(&repo, &digest).await?;
         return Ok(reply(StatusCode::OK).length(size).body(Body::empty()));
     }

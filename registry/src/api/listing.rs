@@ -18,7 +18,7 @@ use crate::service::Page;
 fn page_params(call: &Call) -> Result<(Option<usize>, Option<String>)> {
     let n = match call.query.get("n") {
         Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            RegistryError::new(Code::Unsupported, format!("n={n:?} is not a non-negative integer"))
+            RegistryError::new(Code::PaginationNumberInvalid, format!("n={n:?} is not a non-negative integer"))
         })?),
         None => None,
     };

@@ -75,6 +75,13 @@ impl Registry {
         self.stored_blob_size(digest).await?.ok_or_else(unknown)
     }
 
+    /// A URL to fetch a blob that `repo` links directly from the backend
+    /// (`head`: for a HEAD request), when the backend redirects.
+    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest, head: bool) -> Result<Option<String>> {
+        self.blob_size(repo, digest).await?;
+        Ok(self.storage.redirect_url(&layout::blob_data(digest), head).await?)
+    }
+
     /// Streams a blob (or the requested range of it) that `repo` links.
     pub async fn blob_get(&self, repo: &RepoName, digest: &Digest, range: Option<BlobRange>) -> Result<BlobRead> {
         let size = self.blob_size(repo, digest).await?;

@@ -61,6 +61,11 @@ impl Registry {
         &self.storage
     }
 
+    /// Whether blob downloads may be redirected to the backend.
+    pub fn redirects(&self) -> bool {
+        self.storage.redirects()
+    }
+
     /// The options in force.
     pub fn options(&self) -> &Options {
         &self.options

@@ -140,6 +140,7 @@ impl Registry {
             self.append(repo, id, start, &mut running, body).await?;
         }
         let data = layout::upload_data(repo, id);
+        self.storage.writer(&data).await?.commit().await?;
         let size = self.upload_size(repo, id).await?;
         let actual = match running.take() {
             Some(h) if h.offset == size && h.hasher.algorithm() == digest.algorithm() => h.hasher.finish(),
@@ -240,12 +241,9 @@ impl Registry {
         if self.exists(&layout::upload_started_at(repo, id)).await? { Ok(()) } else { Err(unknown_upload(id)) }
     }
 
+    /// Bytes a session holds, appended so far (possibly by another instance).
     async fn upload_size(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        match self.storage.stat(&layout::upload_data(repo, id)).await {
-            Ok(info) => Ok(info.size),
-            Err(e) if e.is_not_found() => Ok(0),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.storage.writer(&layout::upload_data(repo, id)).await?.size())
     }
 
     /// Streams `body` onto the session's data, keeping the running hash in step.
@@ -280,7 +278,7 @@ impl Registry {
             writer.write(chunk).await?;
         }
         let size = writer.size();
-        writer.commit().await?;
+        writer.close().await?;
         *running = hash.map(|h| RunningHash { offset: size, hasher: h.hasher });
         Ok(size)
     }
@@ -308,13 +306,7 @@ impl Registry {
         if self.stored_blob_size(digest).await?.is_some() {
             return Ok(());
         }
-        let target = layout::blob_data(digest);
-        match self.storage.rename(data, &target).await {
-            Ok(()) => Ok(()),
-            // An empty upload has no data file: store the empty blob directly.
-            Err(e) if e.is_not_found() => Ok(self.storage.put_content(&target, Bytes::new()).await?),
-            Err(e) => Err(e.into()),
-        }
+        Ok(self.storage.rename(data, &layout::blob_data(digest)).await?)
     }
 
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {

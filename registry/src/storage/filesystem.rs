@@ -192,9 +192,14 @@ impl FileWriter for FsWriter {
         self.size
     }
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
+    async fn close(mut self: Box<Self>) -> Result<()> {
         self.file.flush().await.map_err(|e| io_error(&self.path, e))?;
         self.file.get_ref().sync_data().await.map_err(|e| io_error(&self.path, e))
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        // A file is complete as soon as it is durable.
+        self.close().await
     }
 }
 

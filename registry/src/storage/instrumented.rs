@@ -83,4 +83,12 @@ impl StorageDriver for Instrumented {
     async fn check(&self) -> Result<()> {
         timed!(self, "check", self.inner.check())
     }
+
+    fn redirects(&self) -> bool {
+        self.inner.redirects()
+    }
+
+    async fn redirect_url(&self, path: &str, head: bool) -> Result<Option<String>> {
+        timed!(self, "redirect_url", self.inner.redirect_url(path, head))
+    }
 }

@@ -8,6 +8,7 @@
 
 pub mod filesystem;
 pub mod instrumented;
+pub mod s3;
 
 use std::io;
 use std::pin::Pin;
@@ -19,6 +20,7 @@ use futures_util::Stream;
 
 pub use filesystem::FilesystemDriver;
 pub use instrumented::Instrumented;
+pub use s3::S3Driver;
 
 /// A stream of bytes read from storage.
 pub type ByteStream = Pin<Box<dyn Stream<Item = io::Result<Bytes>> + Send>>;
@@ -84,6 +86,8 @@ pub trait StorageDriver: Send + Sync + 'static {
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream>;
 
     /// Opens a writer that appends to the file at `path` (created if missing).
+    /// Its [`size`](FileWriter::size) is the size of a file still being
+    /// appended to, which `stat` need not know on every backend.
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>>;
 
     /// Size, modification time and kind of `path`.
@@ -100,6 +104,17 @@ pub trait StorageDriver: Send + Sync + 'static {
 
     /// Checks that the backend is reachable and usable (for `/readyz`).
     async fn check(&self) -> Result<()>;
+
+    /// Whether [`redirect_url`](Self::redirect_url) may give URLs.
+    fn redirects(&self) -> bool {
+        false
+    }
+
+    /// A URL from which a client can fetch (`head`: HEAD) the file directly,
+    /// when the backend offers them and they are enabled.
+    async fn redirect_url(&self, _path: &str, _head: bool) -> Result<Option<String>> {
+        Ok(None)
+    }
 }
 
 /// An append-only writer to one file.
@@ -111,6 +126,11 @@ pub trait FileWriter: Send {
     /// The file's size including everything written so far.
     fn size(&self) -> u64;
 
-    /// Makes everything written durable and closes the writer.
+    /// Makes everything written durable; the file may be appended to later
+    /// (by this or another instance).
+    async fn close(self: Box<Self>) -> Result<()>;
+
+    /// Makes everything written durable and the file complete: readable as a
+    /// whole, and ready to be renamed.
     async fn commit(self: Box<Self>) -> Result<()>;
 }
