@@ -1,1 +1,20 @@
-//! placeholder
+//! End-to-end test harness for Berth: starts real processes (the Berth
+//! registry server, CNCF Distribution, skopeo, the OCI conformance suite)
+//! and gives the integration tests in `tests/` what they share.
+//!
+//! Every server binds 127.0.0.1 on a free port, keeps its files in its own
+//! temporary directory, and is killed when its handle drops, so tests run
+//! in parallel. A missing tool fails the test with a message saying to run
+//! `make tools`; nothing is skipped silently.
+
+#![warn(missing_docs)]
+
+pub mod distribution;
+pub mod http;
+pub mod images;
+pub mod oci;
+pub mod process;
+pub mod registry;
+pub mod skopeo;
+pub mod storage;
+pub mod tools;

@@ -1,0 +1,152 @@
+//! Server processes started by a test: spawned with their output captured to
+//! a log file, waited on until an HTTP endpoint answers, killed on drop.
+
+use std::fs::{self, File, OpenOptions};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a server gets to answer its readiness endpoint after spawning.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A free TCP port on 127.0.0.1, as the kernel hands it out at this moment.
+///
+/// The port is released before returning, so another process could take it
+/// in between; starters retry with a fresh port when the bind fails.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral loopback port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Why a server did not become ready.
+#[derive(Debug)]
+pub enum StartError {
+    /// The process exited before answering; its log mentions a port clash.
+    AddrInUse(String),
+    /// Anything else: the process exited, or never answered in time.
+    Failed(String),
+}
+
+/// A spawned child whose stdout and stderr are appended to a log file.
+/// Dropping it kills the process (SIGKILL) and reaps it.
+#[derive(Debug)]
+pub struct ServerProcess {
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Spawn `cmd` with both output streams appended to `log`.
+    pub fn spawn(mut cmd: Command, log: &Path) -> ServerProcess {
+        let out = open_append(log);
+        let err = out.try_clone().expect("clone log file handle");
+        cmd.stdin(Stdio::null()).stdout(out).stderr(err);
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("failed to spawn {:?}: {e}", cmd.get_program()));
+        ServerProcess {
+            child: Some(child),
+            log: log.to_path_buf(),
+        }
+    }
+
+    /// The operating-system process id, while the process runs.
+    pub fn id(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// The log file both output streams go to.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// Everything the process has logged so far (lossy UTF-8).
+    pub fn log(&self) -> String {
+        read_log(&self.log)
+    }
+
+    /// Poll `url` until it answers with `expect_status`, the process exits, or
+    /// [`START_TIMEOUT`] passes.
+    pub fn wait_ready(&mut self, url: &str, expect_status: u16) -> Result<(), StartError> {
+        let agent = crate::http::agent_with_timeout(Duration::from_secs(2));
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut last;
+        loop {
+            if let Some(child) = self.child.as_mut() {
+                if let Ok(Some(status)) = child.try_wait() {
+                    self.child = None;
+                    let log = self.log();
+                    let msg = format!("process exited with {status} before {url} answered");
+                    let lower = log.to_lowercase();
+                    if lower.contains("address already in use") || lower.contains("addrinuse") {
+                        return Err(StartError::AddrInUse(format!("{msg}\n--- log ---\n{log}")));
+                    }
+                    return Err(StartError::Failed(format!("{msg}\n--- log ---\n{log}")));
+                }
+            }
+            match agent.get(url).call() {
+                // Another process could answer on a port this one failed to
+                // bind: it must still be running a moment later.
+                Ok(resp) if resp.status().as_u16() == expect_status => {
+                    thread::sleep(Duration::from_millis(100));
+                    if self.is_running() {
+                        return Ok(());
+                    }
+                    continue; // the exit is reported at the top of the loop
+                }
+                Ok(resp) => last = format!("status {}", resp.status()),
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= deadline {
+                self.kill();
+                return Err(StartError::Failed(format!(
+                    "{url} did not answer {expect_status} within {START_TIMEOUT:?} (last: {last})\n--- log ---\n{}",
+                    self.log()
+                )));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Kill the process with SIGKILL and reap it. Does nothing if it is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        match self.child.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn open_append(path: &Path) -> File {
+    if let Some(dir) = path.parent() {
+        fs::create_dir_all(dir).expect("create log directory");
+    }
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("open log {}: {e}", path.display()))
+}
+
+/// The content of a log file, lossily decoded; empty if it cannot be read.
+pub fn read_log(path: &Path) -> String {
+    fs::read(path)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default()
+}
