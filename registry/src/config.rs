@@ -481,6 +481,13 @@ pub struct Berth {
     /// Events queued per notification endpoint before the oldest are dropped (default 10000).
     #[serde(default = "default_queue_size")]
     pub notificationqueuesize: usize,
+    /// Garbage collection spares content touched within this period (default 1h).
+    #[serde(default = "default_grace_period")]
+    pub gcgraceperiod: String,
+}
+
+fn default_grace_period() -> String {
+    "1h".to_owned()
 }
 
 impl Default for Berth {
@@ -489,6 +496,7 @@ impl Default for Berth {
             manifestmaxbytes: default_manifest_max_bytes(),
             anonymouspull: false,
             notificationqueuesize: default_queue_size(),
+            gcgraceperiod: default_grace_period(),
         }
     }
 }
@@ -518,6 +526,8 @@ pub struct Settings {
     pub debug_addr: Option<SocketAddr>,
     /// Notification endpoints, checked.
     pub endpoints: Vec<EndpointSettings>,
+    /// Garbage collection's grace period (`berth.gcgraceperiod`).
+    pub gc_grace_period: Duration,
 }
 
 /// The storage backend, checked.
@@ -663,7 +673,8 @@ impl Config {
         if self.berth.notificationqueuesize == 0 {
             return Err(invalid("berth.notificationqueuesize", "must be greater than zero"));
         }
-        Ok(Settings { config: self, addr, storage, drain_timeout, purge, debug_addr, endpoints })
+        let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
+        Ok(Settings { config: self, addr, storage, drain_timeout, purge, debug_addr, endpoints, gc_grace_period })
     }
 
     /// The one configured storage driver, checked.

@@ -7,7 +7,8 @@
 //! /docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/current/link
 //! /docker/registry/v2/repositories/<name>/_manifests/tags/<tag>/index/<alg>/<hex>/link
 //! /docker/registry/v2/repositories/<name>/_uploads/<id>/{data,startedat}
-//! /docker/registry/v2/repositories/<name>/_berth/referrers/<alg>/<hex>/<alg>/<hex>
+//! /docker/registry/v2/repositories/<name>/_berth/referrers/<alg>/<hex>/<alg>-<hex>
+//! /docker/registry/v2/_berth/touches/<alg>/<hex>                        last "is present" answer
 //! ```
 //!
 //! A `link` file holds a digest string. Berth's own additions live under
@@ -26,6 +27,19 @@ pub const REPOSITORIES: &str = "/docker/registry/v2/repositories";
 /// The content of a blob.
 pub fn blob_data(d: &Digest) -> String {
     format!("{V2}/blobs/{}/{}/{}/data", d.algorithm().name(), &d.hex()[..2], d.hex())
+}
+
+/// Where the last touch of a digest is recorded (see `service::touch`).
+pub fn touch(d: &Digest) -> String {
+    format!("{V2}/_berth/touches/{}/{}", d.algorithm().name(), d.hex())
+}
+
+/// Parent directory of all blobs.
+pub const BLOBS: &str = "/docker/registry/v2/blobs";
+
+/// A blob's directory (deleted as a whole to delete the blob).
+pub fn blob_dir(d: &Digest) -> String {
+    format!("{V2}/blobs/{}/{}/{}", d.algorithm().name(), &d.hex()[..2], d.hex())
 }
 
 /// A repository's directory.

@@ -3,14 +3,16 @@
 //!
 //! Data flows one way: [`api`] (HTTP) -> [`service`] (registry semantics) ->
 //! [`storage`] (bytes at paths). [`layout`] maps registry objects to paths;
-//! [`config`], [`tls`], [`logging`] and [`maintenance`] sit beside them, and
-//! [`server`] wires everything into a process.
+//! [`config`], [`auth`], [`tls`], [`notify`], [`metrics`], [`logging`],
+//! [`maintenance`] and [`gc`] sit beside them, and [`server`] wires
+//! everything into a process.
 
 pub mod api;
 pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod gc;
 pub mod layout;
 pub mod logging;
 pub mod maintenance;

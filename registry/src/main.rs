@@ -1,10 +1,15 @@
-//! The `berth-registry` command: `serve` (the default), and `config check`.
+//! The `berth-registry` command: `serve` (the default), `gc`, and `config check`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use std::sync::Arc;
+use std::time::Duration;
+
 use berth_registry::config::{Config, Settings};
+use berth_registry::gc::{self, GcOptions};
+use berth_registry::metrics::Metrics;
 use berth_registry::{logging, server};
 use clap::{Args, Parser, Subcommand};
 
@@ -22,12 +27,37 @@ struct Cli {
 enum Command {
     /// Serve the registry (the default command).
     Serve(ServeArgs),
+    /// Collect garbage: delete unreferenced blobs (and, with
+    /// --delete-untagged, untagged manifests) while the registry keeps serving.
+    Gc(GcArgs),
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
     },
 }
+
+#[derive(Args)]
+struct GcArgs {
+    /// The registry's configuration file (the same one `serve` reads).
+    #[arg(long, short, env = "REGISTRY_CONFIGURATION_PATH")]
+    config: PathBuf,
+    /// Report what would be deleted without deleting anything.
+    #[arg(long)]
+    dry_run: bool,
+    /// Also delete manifests that no tag reaches, and what only they reference.
+    #[arg(long)]
+    delete_untagged: bool,
+    /// Spare content touched within this period (default: berth.gcgraceperiod, 1h).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    grace_period: Option<Duration>,
+    /// Purge upload sessions started longer ago than this.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+    upload_ttl: Duration,
+}
+
+/// Where Kubernetes reads a terminated container's message from.
+const TERMINATION_LOG: &str = "/dev/termination-log";
 
 #[derive(Subcommand)]
 enum ConfigCommand {
@@ -64,6 +94,33 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn gc(args: GcArgs) -> anyhow::Result<()> {
+    let env = std::env::vars().filter(|(k, _)| k != "REGISTRY_CONFIGURATION_PATH");
+    let settings = Config::load(&args.config, env)?;
+    logging::init(&settings.config.log);
+    let configured = settings.gc_grace_period;
+    let grace_period = args.grace_period.unwrap_or(configured);
+    // Servers refresh touches every quarter of the configured period; a
+    // shorter collection grace could outrun a touch that is still current.
+    if grace_period < configured / 2 {
+        anyhow::bail!(
+            "--grace-period {} is shorter than half of berth.gcgraceperiod ({}), whose quarter is how often servers refresh touches",
+            humantime::format_duration(grace_period),
+            humantime::format_duration(configured)
+        );
+    }
+    let options = GcOptions { dry_run: args.dry_run, delete_untagged: args.delete_untagged, grace_period, upload_ttl: args.upload_ttl };
+    let registry = server::registry(&settings, Arc::new(Metrics::new())).await;
+    let report = gc::collect(&registry, &options).await?;
+    let json = serde_json::to_string(&report)?;
+    println!("{json}");
+    // Kubernetes shows this file as the container's termination message.
+    if let Ok(mut log) = std::fs::OpenOptions::new().write(true).open(TERMINATION_LOG) {
+        let _ = std::io::Write::write_all(&mut log, json.as_bytes());
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -71,6 +128,7 @@ fn main() -> ExitCode {
             Config::load(&file, std::env::vars()).map(|_| println!("{}: ok", file.display())).map_err(Into::into)
         }
         Some(Command::Serve(args)) => run_async(serve(args)),
+        Some(Command::Gc(args)) => run_async(gc(args)),
         None => run_async(serve(cli.serve)),
     };
     match result {

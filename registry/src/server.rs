@@ -72,6 +72,7 @@ pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registr
         delete_enabled: storage.delete.enabled,
         read_only: storage.maintenance.readonly.enabled,
         manifest_max_bytes: settings.config.berth.manifestmaxbytes,
+        gc_grace_period: settings.gc_grace_period,
     };
     let driver: Arc<dyn StorageDriver> = match &settings.storage {
         StorageSettings::Filesystem { root } => Arc::new(FilesystemDriver::new(root)),

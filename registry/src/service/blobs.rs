@@ -66,13 +66,16 @@ impl Registry {
         }
     }
 
-    /// The size of a blob that `repo` links, or BLOB_UNKNOWN.
+    /// The size of a blob that `repo` links, or BLOB_UNKNOWN. Records a
+    /// touch: the client now believes the blob is present.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         let unknown = || RegistryError::new(Code::BlobUnknown, format!("blob {digest} is unknown to {repo}"));
         if !self.is_linked(repo, digest).await? {
             return Err(unknown());
         }
-        self.stored_blob_size(digest).await?.ok_or_else(unknown)
+        let size = self.stored_blob_size(digest).await?.ok_or_else(unknown)?;
+        self.touch(digest).await;
+        Ok(size)
     }
 
     /// A URL to fetch a blob that `repo` links directly from the backend
@@ -118,6 +121,7 @@ impl Registry {
         if !self.is_linked(from, digest).await? {
             return Ok(None);
         }
+        self.touch(digest).await;
         let Some(size) = self.stored_blob_size(digest).await? else { return Ok(None) };
         self.write_link(&layout::layer_link(repo, digest), digest).await?;
         Ok(Some(size))

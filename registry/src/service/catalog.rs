@@ -70,7 +70,7 @@ impl Registry {
 
     /// Every directory below the repositories root whose path is a valid
     /// repository name, with the names of its children.
-    pub(super) async fn repository_dirs(&self) -> Result<Vec<(String, Vec<String>)>> {
+    pub(crate) async fn repository_dirs(&self) -> Result<Vec<(String, Vec<String>)>> {
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(prefix) = pending.pop() {

@@ -6,11 +6,14 @@
 
 mod blobs;
 mod catalog;
+mod inventory;
 mod manifests;
 mod referrers;
+mod touch;
 mod uploads;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -20,6 +23,7 @@ use crate::storage::StorageDriver;
 
 pub use blobs::{BlobRange, BlobRead};
 pub use catalog::Page;
+pub use inventory::StoredBlob;
 pub use manifests::{ManifestRead, PushedManifest};
 pub use uploads::{UploadCompletion, UploadStatus};
 
@@ -35,11 +39,18 @@ pub struct Options {
     pub read_only: bool,
     /// Largest manifest accepted, in bytes.
     pub manifest_max_bytes: u64,
+    /// Garbage collection's grace period; touches are refreshed every quarter of it.
+    pub gc_grace_period: Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { delete_enabled: false, read_only: false, manifest_max_bytes: 4 * 1024 * 1024 }
+        Options {
+            delete_enabled: false,
+            read_only: false,
+            manifest_max_bytes: 4 * 1024 * 1024,
+            gc_grace_period: Duration::from_secs(3600),
+        }
     }
 }
 
@@ -48,12 +59,14 @@ pub struct Registry {
     storage: Arc<dyn StorageDriver>,
     options: Options,
     uploads: uploads::Sessions,
+    touches: touch::Touches,
 }
 
 impl Registry {
     /// A registry over `storage`.
     pub fn new(storage: Arc<dyn StorageDriver>, options: Options) -> Self {
-        Registry { storage, options, uploads: uploads::Sessions::default() }
+        let touches = touch::Touches::new(options.gc_grace_period / 4);
+        Registry { storage, options, uploads: uploads::Sessions::default(), touches }
     }
 
     /// The storage driver (for health checks and maintenance).
@@ -87,7 +100,7 @@ impl Registry {
     }
 
     /// Reads a link file; `None` when it does not exist or holds no valid digest.
-    async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
+    pub(crate) async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.storage.get_content(path, LINK_MAX_BYTES).await {
             Ok(content) => Ok(std::str::from_utf8(&content).ok().and_then(|s| s.trim().parse().ok())),
             Err(e) if e.is_not_found() => Ok(None),
@@ -95,12 +108,12 @@ impl Registry {
         }
     }
 
-    async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
+    pub(crate) async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
         Ok(self.storage.put_content(path, Bytes::from(digest.to_string())).await?)
     }
 
     /// Whether `path` exists.
-    async fn exists(&self, path: &str) -> Result<bool> {
+    pub(crate) async fn exists(&self, path: &str) -> Result<bool> {
         match self.storage.stat(path).await {
             Ok(_) => Ok(true),
             Err(e) if e.is_not_found() => Ok(false),
@@ -109,7 +122,7 @@ impl Registry {
     }
 
     /// Deletes `path`, treating "already gone" as success.
-    async fn delete_if_exists(&self, path: &str) -> Result<()> {
+    pub(crate) async fn delete_if_exists(&self, path: &str) -> Result<()> {
         match self.storage.delete(path).await {
             Err(e) if !e.is_not_found() => Err(e.into()),
             _ => Ok(()),

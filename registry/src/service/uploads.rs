@@ -153,6 +153,7 @@ impl Registry {
                 format!("uploaded content has digest {actual}, not {digest}"),
             ));
         }
+        self.touch(digest).await;
         self.publish_blob(digest, &data).await?;
         self.write_link(&layout::layer_link(repo, digest), digest).await?;
         self.discard_upload(repo, id).await?;

@@ -59,6 +59,20 @@ fn io_error(path: &Path, source: io::Error) -> StorageError {
     }
 }
 
+/// Renames `from` to `to`, creating `to`'s directory; retried once when
+/// garbage collection pruned that directory in between.
+async fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
+    for attempt in 0..2 {
+        create_parent(to).await?;
+        match fs::rename(from, to).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 && fs::metadata(from).await.is_ok() => continue,
+            Err(e) => return Err(io_error(from, e)),
+        }
+    }
+    Ok(())
+}
+
 async fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
         Some(parent) => fs::create_dir_all(parent).await.map_err(|e| io_error(parent, e)),
@@ -91,8 +105,7 @@ impl StorageDriver for FilesystemDriver {
             let mut file = fs::File::create(&tmp).await.map_err(|e| io_error(&tmp, e))?;
             file.write_all(&content).await.map_err(|e| io_error(&tmp, e))?;
             file.sync_all().await.map_err(|e| io_error(&tmp, e))?;
-            create_parent(&full).await?;
-            fs::rename(&tmp, &full).await.map_err(|e| io_error(&full, e))
+            rename_into_place(&tmp, &full).await
         }
         .await;
         if result.is_err() {
@@ -150,9 +163,7 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (from, to) = (self.full(from), self.full(to));
-        create_parent(&to).await?;
-        fs::rename(&from, &to).await.map_err(|e| io_error(&from, e))
+        rename_into_place(&self.full(from), &self.full(to)).await
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
@@ -165,11 +176,39 @@ impl StorageDriver for FilesystemDriver {
         }
     }
 
+    async fn prune_empty_dirs(&self, path: &str) -> Result<()> {
+        let full = self.full(path);
+        tokio::task::spawn_blocking(move || prune(&full))
+            .await
+            .map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?
+    }
+
     async fn check(&self) -> Result<()> {
         // Writable and readable: the same probe a write path would need.
         let probe = self.temp_file().await?;
         fs::write(&probe, b"ok").await.map_err(|e| io_error(&probe, e))?;
         fs::remove_file(&probe).await.map_err(|e| io_error(&probe, e))
+    }
+}
+
+/// Removes empty directories bottom-up with `rmdir`, which refuses a
+/// directory that a concurrent writer has just put something in.
+fn prune(dir: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e) => return Err(io_error(dir, e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| io_error(dir, e))?;
+        if entry.file_type().map_err(|e| io_error(dir, e))?.is_dir() {
+            prune(&entry.path())?;
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound) => Ok(()),
+        Err(e) => Err(io_error(dir, e)),
     }
 }
 

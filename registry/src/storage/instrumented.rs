@@ -80,6 +80,10 @@ impl StorageDriver for Instrumented {
         timed!(self, "delete", self.inner.delete(path))
     }
 
+    async fn prune_empty_dirs(&self, path: &str) -> Result<()> {
+        timed!(self, "prune_empty_dirs", self.inner.prune_empty_dirs(path))
+    }
+
     async fn check(&self) -> Result<()> {
         timed!(self, "check", self.inner.check())
     }

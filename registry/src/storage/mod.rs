@@ -102,6 +102,13 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Deletes a file or a whole directory tree.
     async fn delete(&self, path: &str) -> Result<()>;
 
+    /// Removes the empty directories at and below `path`, never a file and
+    /// never a directory that is (or becomes) non-empty. Backends without
+    /// directories have nothing to do.
+    async fn prune_empty_dirs(&self, _path: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Checks that the backend is reachable and usable (for `/readyz`).
     async fn check(&self) -> Result<()>;
 
