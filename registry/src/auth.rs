@@ -115,15 +115,7 @@ impl Htpasswd {
 
     /// Keeps the database in step with its file until the task is dropped.
     pub async fn follow_file(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(RELOAD_INTERVAL).await;
-            let db = self.clone();
-            match tokio::task::spawn_blocking(move || db.reload()).await {
-                Ok(Err(e)) => tracing::warn!(error = %e, path = %self.path.display(), "htpasswd reload failed; keeping the previous users"),
-                Err(e) => tracing::warn!(error = %e, "htpasswd reload task failed"),
-                Ok(Ok(_)) => {}
-            }
-        }
+        crate::reload::follow("htpasswd", RELOAD_INTERVAL, move || self.reload()).await
     }
 
     /// Checks an `Authorization` header value. Runs bcrypt, so call it off

@@ -19,6 +19,7 @@ pub mod maintenance;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod reload;
 pub mod notify;
 pub mod server;
 pub mod service;

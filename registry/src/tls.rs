@@ -115,16 +115,7 @@ impl CertReloader {
 
     /// Keeps the certificate in step with its files until the task is dropped.
     pub async fn follow_files(self: Arc<Self>) {
-        loop {
-            tokio::time::sleep(RELOAD_INTERVAL).await;
-            let reloader = self.clone();
-            match tokio::task::spawn_blocking(move || reloader.reload_if_changed()).await {
-                Ok(Ok(true)) => tracing::info!(certificate = %self.certificate.display(), "TLS certificate reloaded"),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::warn!(error = %e, "TLS certificate reload failed; serving the previous one"),
-                Err(e) => tracing::warn!(error = %e, "TLS reload task failed"),
-            }
-        }
+        crate::reload::follow("TLS certificate", RELOAD_INTERVAL, move || self.reload_if_changed()).await
     }
 }
 

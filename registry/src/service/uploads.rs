@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt, TryStreamExt};
+use tokio::sync::OwnedMutexGuard;
 
 use crate::digest::{Algorithm, Digest, Hasher};
 use crate::error::{Code, RegistryError, Result};
@@ -98,9 +99,7 @@ impl Registry {
 
     /// The size received so far by a session.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
-        let session = self.session(id)?;
-        let _guard = session.lock().await;
-        self.ensure_upload_exists(repo, id).await?;
+        let _session = self.lock_session(repo, id).await?;
         Ok(UploadStatus { id: id.to_owned(), size: self.upload_size(repo, id).await? })
     }
 
@@ -111,9 +110,7 @@ impl Registry {
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
         self.ensure_writable()?;
-        let session = self.session(id)?;
-        let mut running = session.lock().await;
-        self.ensure_upload_exists(repo, id).await?;
+        let mut running = self.lock_session(repo, id).await?;
         let size = self.append(repo, id, start, &mut running, body).await?;
         Ok(UploadStatus { id: id.to_owned(), size })
     }
@@ -133,9 +130,7 @@ impl Registry {
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
         self.ensure_writable()?;
-        let session = self.session(id)?;
-        let mut running = session.lock().await;
-        self.ensure_upload_exists(repo, id).await?;
+        let mut running = self.lock_session(repo, id).await?;
         if let Some(body) = body {
             self.append(repo, id, start, &mut running, body).await?;
         }
@@ -178,9 +173,7 @@ impl Registry {
     /// Cancels a session, deleting what it received.
     pub async fn upload_cancel(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.ensure_writable()?;
-        let session = self.session(id)?;
-        let _guard = session.lock().await;
-        self.ensure_upload_exists(repo, id).await?;
+        let _session = self.lock_session(repo, id).await?;
         self.discard_upload(repo, id).await
     }
 
@@ -231,15 +224,17 @@ impl Registry {
         }
     }
 
-    fn session(&self, id: &str) -> Result<Session> {
+    /// Takes this instance's lock on a session that exists in `repo`,
+    /// giving access to its running hash.
+    async fn lock_session(&self, repo: &RepoName, id: &str) -> Result<OwnedMutexGuard<Option<RunningHash>>> {
         if !valid_upload_id(id) {
             return Err(unknown_upload(id));
         }
-        Ok(self.uploads.get(id))
-    }
-
-    async fn ensure_upload_exists(&self, repo: &RepoName, id: &str) -> Result<()> {
-        if self.exists(&layout::upload_started_at(repo, id)).await? { Ok(()) } else { Err(unknown_upload(id)) }
+        let guard = self.uploads.get(id).lock_owned().await;
+        if !self.exists(&layout::upload_started_at(repo, id)).await? {
+            return Err(unknown_upload(id));
+        }
+        Ok(guard)
     }
 
     /// Bytes a session holds, appended so far (possibly by another instance).
