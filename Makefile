@@ -12,4 +12,4 @@ build:
 	cargo build --workspace
 
 test: tools
-	cargo test --workspace
+	cargo test --workspace -- --show-output

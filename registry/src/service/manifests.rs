@@ -105,7 +105,14 @@ impl Registry {
             }
             Reference::Tag(_) => Digest::of(Algorithm::Sha256, &content),
         };
+        // Reject a manifest with missing references before writing anything;
+        // then touch the references and check again, so that a concurrent
+        // garbage collection either sees the touches or is seen by the check.
+        self.check_references(repo, &parsed).await?;
         self.touch(&digest).await;
+        for reference in parsed.required_blobs().chain(&parsed.manifests) {
+            self.touch(&reference.digest).await;
+        }
         self.check_references(repo, &parsed).await?;
 
         if self.stored_blob_size(&digest).await? != Some(content.len() as u64) {
@@ -123,22 +130,17 @@ impl Registry {
         Ok(PushedManifest { digest, subject, media_type: parsed.media_type })
     }
 
-    /// Fails with MANIFEST_BLOB_UNKNOWN unless everything `m` needs is in
-    /// `repo`. Each reference is touched before it is checked, so garbage
-    /// collection either sees the touch or has already deleted what the
-    /// check then finds missing.
+    /// Fails with MANIFEST_BLOB_UNKNOWN unless everything `m` needs is in `repo`.
     async fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<()> {
         let missing = |d: &Descriptor| {
             RegistryError::new(Code::ManifestBlobUnknown, format!("{} {} is not in {repo}", d.media_type, d.digest))
         };
         for blob in m.required_blobs() {
-            self.touch(&blob.digest).await;
             if !self.is_linked(repo, &blob.digest).await? || self.stored_blob_size(&blob.digest).await?.is_none() {
                 return Err(missing(blob));
             }
         }
         for child in &m.manifests {
-            self.touch(&child.digest).await;
             let linked = self.read_link(&layout::revision_link(repo, &child.digest)).await?;
             if linked.as_ref() != Some(&child.digest) || self.stored_blob_size(&child.digest).await?.is_none() {
                 return Err(missing(child));
