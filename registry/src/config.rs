@@ -484,6 +484,12 @@ pub struct Berth {
     /// Garbage collection spares content touched within this period (default 1h).
     #[serde(default = "default_grace_period")]
     pub gcgraceperiod: String,
+    /// Run garbage collection inside the server this often (off by default;
+    /// for node-local storage that no separate job can reach).
+    pub gcinterval: Option<String>,
+    /// In-server collections also delete untagged manifests.
+    #[serde(default)]
+    pub gcdeleteuntagged: bool,
 }
 
 fn default_grace_period() -> String {
@@ -497,6 +503,8 @@ impl Default for Berth {
             anonymouspull: false,
             notificationqueuesize: default_queue_size(),
             gcgraceperiod: default_grace_period(),
+            gcinterval: None,
+            gcdeleteuntagged: false,
         }
     }
 }
@@ -528,6 +536,8 @@ pub struct Settings {
     pub endpoints: Vec<EndpointSettings>,
     /// Garbage collection's grace period (`berth.gcgraceperiod`).
     pub gc_grace_period: Duration,
+    /// How often the server collects garbage itself (`berth.gcinterval`).
+    pub gc_interval: Option<Duration>,
 }
 
 /// The storage backend, checked.
@@ -674,7 +684,17 @@ impl Config {
             return Err(invalid("berth.notificationqueuesize", "must be greater than zero"));
         }
         let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
-        Ok(Settings { config: self, addr, storage, drain_timeout, purge, debug_addr, endpoints, gc_grace_period })
+        let gc_interval = match &self.berth.gcinterval {
+            Some(text) => {
+                let interval = parse_duration("berth.gcinterval", text)?;
+                if interval.is_zero() {
+                    return Err(invalid("berth.gcinterval", "must be greater than zero"));
+                }
+                Some(interval)
+            }
+            None => None,
+        };
+        Ok(Settings { config: self, addr, storage, drain_timeout, purge, debug_addr, endpoints, gc_grace_period, gc_interval })
     }
 
     /// The one configured storage driver, checked.

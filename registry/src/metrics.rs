@@ -59,6 +59,13 @@ pub struct EndpointLabels {
     pub endpoint: String,
 }
 
+/// Labels of garbage collection runs.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GcLabels {
+    /// `success` or `failure`.
+    pub outcome: &'static str,
+}
+
 /// Labels of notification event outcomes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
@@ -94,6 +101,12 @@ pub struct Metrics {
     pub notification_events: Family<DeliveryLabels, Counter>,
     /// Events waiting per endpoint.
     pub notification_queue_depth: Family<EndpointLabels, Gauge>,
+    /// Garbage collection runs inside this server, by outcome.
+    pub gc_runs: Family<GcLabels, Counter>,
+    /// Blobs deleted by those runs.
+    pub gc_deleted_blobs: Counter,
+    /// Bytes freed by those runs.
+    pub gc_freed_bytes: Counter,
 }
 
 impl Default for Metrics {
@@ -116,6 +129,9 @@ impl Metrics {
             storage_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             notification_events: Family::default(),
             notification_queue_depth: Family::default(),
+            gc_runs: Family::default(),
+            gc_deleted_blobs: Counter::default(),
+            gc_freed_bytes: Counter::default(),
             registry: Registry::default(),
         };
         registry.register("http_requests", "HTTP requests by route, method and status", m.requests.clone());
@@ -127,6 +143,9 @@ impl Metrics {
         registry.register("storage_operation_duration_seconds", "Storage operation latency", m.storage_duration.clone());
         registry.register("notification_events", "Notification events by endpoint and outcome", m.notification_events.clone());
         registry.register("notification_queue_depth", "Notification events waiting", m.notification_queue_depth.clone());
+        registry.register("gc_runs", "Garbage collection runs in this server, by outcome", m.gc_runs.clone());
+        registry.register("gc_deleted_blobs", "Blobs deleted by garbage collection in this server", m.gc_deleted_blobs.clone());
+        registry.register("gc_freed_bytes", "Bytes freed by garbage collection in this server", m.gc_freed_bytes.clone());
         Metrics { registry, ..m }
     }
 
@@ -136,6 +155,14 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+
+    /// Records one garbage collection run.
+    pub fn gc_run(&self, success: bool, deleted_blobs: u64, freed_bytes: u64) {
+        let outcome = if success { "success" } else { "failure" };
+        self.gc_runs.get_or_create(&GcLabels { outcome }).inc();
+        self.gc_deleted_blobs.inc_by(deleted_blobs);
+        self.gc_freed_bytes.inc_by(freed_bytes);
     }
 
     /// Records one storage operation.

@@ -17,12 +17,16 @@ use crate::api::{self, AppState, PeerAddr};
 use crate::auth::{Htpasswd, HtpasswdError};
 use crate::config::{ConfigError, Settings, StorageSettings};
 use crate::logging;
+use crate::gc::GcOptions;
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::service::{Options, Registry};
 use crate::storage::{FilesystemDriver, Instrumented, S3Driver, StorageDriver};
 use crate::tls::{self, TlsError};
+
+/// Age of uploads purged by in-server collections when upload purging is off.
+const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// How long a client may take to send request headers.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
@@ -214,6 +218,15 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     if let Some((age, interval)) = settings.purge {
         let dry_run = config.storage.maintenance.uploadpurging.dryrun;
         background.push(tokio::spawn(maintenance::purge_uploads_forever(registry.clone(), age, interval, dry_run)));
+    }
+    if let Some(interval) = settings.gc_interval {
+        let options = GcOptions {
+            dry_run: false,
+            delete_untagged: config.berth.gcdeleteuntagged,
+            grace_period: settings.gc_grace_period,
+            upload_ttl: settings.purge.map_or(DEFAULT_UPLOAD_TTL, |(age, _)| age),
+        };
+        background.push(tokio::spawn(maintenance::collect_garbage_forever(registry.clone(), options, interval, metrics.clone())));
     }
     if let Some(reloader) = cert_reloader {
         background.push(tokio::spawn(reloader.follow_files()));
