@@ -5,34 +5,34 @@
 //! HTTP; they never touch storage paths.
 
 mod blobs;
+mod events;
 mod listing;
 mod manifests;
+mod middleware;
 mod response;
 pub mod routes;
 mod uploads;
 
 use std::io;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::Router;
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
-use tracing::Instrument;
+use http::{HeaderMap, Method, StatusCode};
 
-use crate::auth::{Htpasswd, Verdict};
-use crate::digest::Digest;
-use crate::names::{RepoName, Tag};
+use crate::auth::Htpasswd;
+use crate::names::RepoName;
 use crate::error::{Code, RegistryError};
-use crate::metrics::{Metrics, RequestLabels, RouteLabels};
-use crate::notify::{Action, Actor, Notifier, RequestRecord, Target};
+use crate::metrics::Metrics;
+use crate::notify::{Actor, Notifier, RequestRecord};
 use crate::service::Registry;
+use events::Events;
+use middleware::{RequestId, RouteInfo, User};
 use routes::Route;
 
 /// Shared state of every handler.
@@ -64,21 +64,6 @@ pub struct AppState {
 #[derive(Debug, Clone, Copy)]
 pub struct PeerAddr(pub std::net::SocketAddr);
 
-/// The request id, attached to each request.
-#[derive(Debug, Clone)]
-struct RequestId(String);
-
-/// The authenticated user, attached to the request and its response.
-#[derive(Debug, Clone)]
-struct User(String);
-
-/// The route and repository a response answered, for metrics and the access log.
-#[derive(Debug, Clone)]
-struct RouteInfo {
-    route: &'static str,
-    repository: Option<String>,
-}
-
 /// The application router.
 pub fn router(state: AppState) -> Router {
     Router::new()
@@ -88,8 +73,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
-        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
-        .layer(middleware::from_fn_with_state(state.clone(), request_context))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
         .with_state(state)
 }
 
@@ -159,62 +144,6 @@ pub(crate) struct Call {
     pub query: Query,
     pub body: Body,
     pub events: Events,
-}
-
-/// What handlers need to publish notification events for their request.
-pub(crate) struct Events {
-    notifier: Arc<Notifier>,
-    request: RequestRecord,
-    actor: Actor,
-    base_url: String,
-}
-
-/// Media type of blob events (Distribution's).
-const BLOB_MEDIA_TYPE: &str = "application/octet-stream";
-
-impl Events {
-    /// Publishes `action` on `target`, filling in the request, actor and
-    /// an absolute URL for `path`.
-    fn publish(&self, action: Action, path: String, target: Target) {
-        if self.notifier.is_enabled() {
-            let target = Target { url: format!("{}{path}", self.base_url), ..target };
-            self.notifier.publish(action, target, self.request.clone(), self.actor.clone());
-        }
-    }
-
-    /// Publishes an event about a manifest, with its tag when addressed by one.
-    pub fn manifest(&self, action: Action, repo: &RepoName, digest: &Digest, media_type: &str, size: u64, tag: Option<&Tag>) {
-        let target = Target {
-            media_type: media_type.to_owned(),
-            size,
-            length: size,
-            digest: digest.to_string(),
-            repository: repo.to_string(),
-            tag: tag.map(Tag::to_string),
-            ..Target::default()
-        };
-        self.publish(action, format!("/v2/{repo}/manifests/{digest}"), target);
-    }
-
-    /// Publishes an event about a blob (`from` names a mount's source).
-    pub fn blob(&self, action: Action, repo: &RepoName, digest: &Digest, size: u64, from: Option<&RepoName>) {
-        let target = Target {
-            media_type: BLOB_MEDIA_TYPE.to_owned(),
-            size,
-            length: size,
-            digest: digest.to_string(),
-            repository: repo.to_string(),
-            from_repository: from.map(RepoName::to_string),
-            ..Target::default()
-        };
-        self.publish(action, format!("/v2/{repo}/blobs/{digest}"), target);
-    }
-
-    /// Publishes the deletion of a tag.
-    pub fn tag_deleted(&self, repo: &RepoName, tag: &Tag) {
-        let target = Target { repository: repo.to_string(), tag: Some(tag.to_string()), ..Target::default() };
-        self.publish(Action::Delete, format!("/v2/{repo}/manifests/{tag}"), target);
-    }
 }
 
 impl Call {
@@ -328,128 +257,3 @@ impl Drop for InFlight {
     }
 }
 
-/// Checks credentials on `/v2` routes when `auth.htpasswd` is configured,
-/// answering 401 with a Basic challenge otherwise. The API root always
-/// challenges clients without credentials, so that they learn to send them
-/// even when anonymous pulls are allowed.
-async fn authenticate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(db) = app.auth.clone() else { return next.run(request).await };
-    let path = request.uri().path();
-    if !path.starts_with("/v2") {
-        return next.run(request).await;
-    }
-    let is_root = path == "/v2" || path == "/v2/";
-    let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    // bcrypt is deliberately slow: keep it off the async worker threads.
-    let verdict = tokio::task::spawn_blocking(move || db.check(header.as_deref())).await.unwrap_or(Verdict::Denied);
-    let read = matches!(*request.method(), Method::GET | Method::HEAD);
-    match verdict {
-        Verdict::User(name) => {
-            request.extensions_mut().insert(User(name.clone()));
-            let mut response = next.run(request).await;
-            response.extensions_mut().insert(User(name));
-            response
-        }
-        Verdict::Anonymous if app.anonymous_pull && read && !is_root => next.run(request).await,
-        _ => {
-            let realm = app.auth.as_ref().map(|a| a.realm().replace('"', "")).unwrap_or_default();
-            let mut response = RegistryError::new(Code::Unauthorized, "authentication required").into_response();
-            if let Ok(challenge) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
-                response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
-            }
-            response
-        }
-    }
-}
-
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
-
-/// A client-supplied request id, if it is short and printable.
-fn client_request_id(headers: &HeaderMap) -> Option<String> {
-    let id = headers.get(&X_REQUEST_ID)?.to_str().ok()?;
-    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())).then(|| id.to_owned())
-}
-
-/// Gives every request an id and a tracing span, adds the standard headers,
-/// records metrics, and writes the access log line.
-async fn request_context(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let id = client_request_id(request.headers()).unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
-    request.extensions_mut().insert(RequestId(id.clone()));
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let request = {
-        let received = received.clone();
-        request.map(|body| {
-            Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    received.fetch_add(data.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                }
-                frame
-            }))
-        })
-    };
-    let span = tracing::info_span!("request", id = %id, method = %method, path = %path, fields = tracing::field::Empty);
-    if !app.log_fields.is_empty() {
-        span.record("fields", &*app.log_fields);
-    }
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let headers = response.headers_mut();
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        headers.insert(X_REQUEST_ID, value);
-    }
-    if path.starts_with("/v2") {
-        headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
-    }
-    for (name, value) in app.extra_headers.iter() {
-        headers.append(name, value.clone());
-    }
-    let elapsed = started.elapsed();
-    let status = response.status();
-    let info = response.extensions().get::<RouteInfo>().cloned();
-    let route = match (&info, path.as_str()) {
-        (Some(info), _) => info.route,
-        (None, "/healthz") => "healthz",
-        (None, "/readyz") => "readyz",
-        (None, "/metrics") => "metrics",
-        (None, _) => "other",
-    };
-    let labels = RouteLabels { route, method: method.to_string() };
-    let metrics = &app.metrics;
-    metrics.requests.get_or_create(&RequestLabels { route, method: labels.method.clone(), status: status.as_str().to_owned() }).inc();
-    metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
-    let bytes_in = received.load(std::sync::atomic::Ordering::Relaxed);
-    metrics.bytes_received.get_or_create(&labels).inc_by(bytes_in);
-    if app.access_log {
-        let user = response.extensions().get::<User>().map(|u| u.0.as_str()).unwrap_or("");
-        let repository = info.as_ref().and_then(|i| i.repository.as_deref()).unwrap_or("");
-        let bytes_out = response
-            .headers()
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .unwrap_or(0);
-        span.in_scope(|| {
-            tracing::info!(
-                status = status.as_u16(),
-                route,
-                repository,
-                user,
-                bytes_in,
-                bytes_out,
-                duration_us = elapsed.as_micros() as u64,
-                "request"
-            )
-        });
-    }
-    let sent = metrics.bytes_sent.get_or_create(&labels).clone();
-    response.map(|body| {
-        Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-            if let Some(data) = frame.data_ref() {
-                sent.inc_by(data.len() as u64);
-            }
-            frame
-        }))
-    })
-}

@@ -1,0 +1,159 @@
+//! Per-request middleware: authentication, and the request context (id,
+//! tracing span, standard headers, metrics, access log).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use tracing::Instrument;
+
+use super::AppState;
+use crate::auth::Verdict;
+use crate::error::{Code, RegistryError};
+use crate::metrics::{RequestLabels, RouteLabels};
+
+/// The request id, attached to each request.
+#[derive(Debug, Clone)]
+pub(super) struct RequestId(pub(super) String);
+
+/// The authenticated user, attached to the request and its response.
+#[derive(Debug, Clone)]
+pub(super) struct User(pub(super) String);
+
+/// The route and repository a response answered, for metrics and the access log.
+#[derive(Debug, Clone)]
+pub(super) struct RouteInfo {
+    pub(super) route: &'static str,
+    pub(super) repository: Option<String>,
+}
+
+/// Checks credentials on `/v2` routes when `auth.htpasswd` is configured,
+/// answering 401 with a Basic challenge otherwise. The API root always
+/// challenges clients without credentials, so that they learn to send them
+/// even when anonymous pulls are allowed.
+pub(super) async fn authenticate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let Some(db) = app.auth.clone() else { return next.run(request).await };
+    let path = request.uri().path();
+    if !path.starts_with("/v2") {
+        return next.run(request).await;
+    }
+    let is_root = path == "/v2" || path == "/v2/";
+    let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    // bcrypt is deliberately slow: keep it off the async worker threads.
+    let verdict = tokio::task::spawn_blocking(move || db.check(header.as_deref())).await.unwrap_or(Verdict::Denied);
+    let read = matches!(*request.method(), Method::GET | Method::HEAD);
+    match verdict {
+        Verdict::User(name) => {
+            request.extensions_mut().insert(User(name.clone()));
+            let mut response = next.run(request).await;
+            response.extensions_mut().insert(User(name));
+            response
+        }
+        Verdict::Anonymous if app.anonymous_pull && read && !is_root => next.run(request).await,
+        _ => {
+            let realm = app.auth.as_ref().map(|a| a.realm().replace('"', "")).unwrap_or_default();
+            let mut response = RegistryError::new(Code::Unauthorized, "authentication required").into_response();
+            if let Ok(challenge) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
+                response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+            }
+            response
+        }
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api-version");
+
+/// A client-supplied request id, if it is short and printable.
+fn client_request_id(headers: &HeaderMap) -> Option<String> {
+    let id = headers.get(&X_REQUEST_ID)?.to_str().ok()?;
+    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())).then(|| id.to_owned())
+}
+
+/// Gives every request an id and a tracing span, adds the standard headers,
+/// records metrics, and writes the access log line.
+pub(super) async fn request_context(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
+    let id = client_request_id(request.headers()).unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let received = Arc::new(AtomicU64::new(0));
+    let request = {
+        let received = received.clone();
+        request.map(|body| {
+            Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                if let Some(data) = frame.data_ref() {
+                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+                frame
+            }))
+        })
+    };
+    let span = tracing::info_span!("request", id = %id, method = %method, path = %path, fields = tracing::field::Empty);
+    if !app.log_fields.is_empty() {
+        span.record("fields", &*app.log_fields);
+    }
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let headers = response.headers_mut();
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        headers.insert(X_REQUEST_ID, value);
+    }
+    if path.starts_with("/v2") {
+        headers.insert(API_VERSION, HeaderValue::from_static("registry/2.0"));
+    }
+    for (name, value) in app.extra_headers.iter() {
+        headers.append(name, value.clone());
+    }
+    let elapsed = started.elapsed();
+    let status = response.status();
+    let info = response.extensions().get::<RouteInfo>().cloned();
+    let route = match (&info, path.as_str()) {
+        (Some(info), _) => info.route,
+        (None, "/healthz") => "healthz",
+        (None, "/readyz") => "readyz",
+        (None, "/metrics") => "metrics",
+        (None, _) => "other",
+    };
+    let labels = RouteLabels { route, method: method.to_string() };
+    let metrics = &app.metrics;
+    metrics.requests.get_or_create(&RequestLabels { route, method: labels.method.clone(), status: status.as_str().to_owned() }).inc();
+    metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    let bytes_in = received.load(Ordering::Relaxed);
+    metrics.bytes_received.get_or_create(&labels).inc_by(bytes_in);
+    if app.access_log {
+        let user = response.extensions().get::<User>().map(|u| u.0.as_str()).unwrap_or("");
+        let repository = info.as_ref().and_then(|i| i.repository.as_deref()).unwrap_or("");
+        let bytes_out = response
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        span.in_scope(|| {
+            tracing::info!(
+                status = status.as_u16(),
+                route,
+                repository,
+                user,
+                bytes_in,
+                bytes_out,
+                duration_us = elapsed.as_micros() as u64,
+                "request"
+            )
+        });
+    }
+    let sent = metrics.bytes_sent.get_or_create(&labels).clone();
+    response.map(|body| {
+        Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+            if let Some(data) = frame.data_ref() {
+                sent.inc_by(data.len() as u64);
+            }
+            frame
+        }))
+    })
+}
