@@ -123,6 +123,10 @@ impl Htpasswd {
     pub fn check(&self, authorization: Option<&str>) -> Verdict {
         let Some(header) = authorization else { return Verdict::Anonymous };
         let Some((user, password)) = decode_basic(header) else { return Verdict::Denied };
+        // Clients without credentials answer a challenge with empty ones.
+        if user.is_empty() && password.is_empty() {
+            return Verdict::Anonymous;
+        }
         let key: [u8; 32] = Sha256::digest(format!("{user}:{password}").as_bytes()).into();
         let (hash, stand_in) = {
             let users = self.users.read().unwrap_or_else(|e| e.into_inner());
@@ -178,6 +182,7 @@ mod tests {
         assert_eq!(db.check(Some(&basic("bob", "s3cret"))), Verdict::Denied);
         assert_eq!(db.check(Some("Bearer x")), Verdict::Denied);
         assert_eq!(db.check(None), Verdict::Anonymous);
+        assert_eq!(db.check(Some(&basic("", ""))), Verdict::Anonymous);
 
         let new_hash = bcrypt::hash("rotated", 4).unwrap();
         std::fs::write(&path, format!("alice:{new_hash}\nbob:{new_hash}\n")).unwrap();

@@ -82,6 +82,11 @@ pub(super) async fn request_context(State(app): State<AppState>, mut request: Re
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let declared_length = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let chunked = request.headers().contains_key(http::header::TRANSFER_ENCODING);
     let received = Arc::new(AtomicU64::new(0));
     let request = {
         let received = received.clone();
@@ -109,6 +114,16 @@ pub(super) async fn request_context(State(app): State<AppState>, mut request: Re
     }
     for (name, value) in app.extra_headers.iter() {
         headers.append(name, value.clone());
+    }
+    // An error answered before the request body was read leaves unread
+    // bytes on the connection: close it, and say so, so that the client
+    // does not send its next request into a connection about to close.
+    let unread = match declared_length {
+        Some(length) => received.load(Ordering::Relaxed) < length,
+        None => chunked,
+    };
+    if unread && (response.status().is_client_error() || response.status().is_server_error()) {
+        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     let elapsed = started.elapsed();
     let status = response.status();
