@@ -1,6 +1,8 @@
 //! CNCF Distribution 2.8 (Debian's `docker-registry`), the reference server:
 //! `docker-registry serve CONFIG` on a free loopback port over a given
-//! filesystem root, for layout interoperability tests.
+//! filesystem root or S3 bucket, for layout interoperability tests. Its
+//! environment is cleared: the AWS SDK it embeds must not see the
+//! machine's `AWS_*` settings.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -9,20 +11,51 @@ use std::process::Command;
 use tempfile::TempDir;
 
 use crate::http::Client;
+use crate::minio::S3Bucket;
 use crate::process::{ServerProcess, StartError, free_port};
+use crate::yaml::{YamlTree, quoted};
 
 /// A Distribution config: filesystem storage at `root`, deletes enabled, no
 /// blob descriptor cache (so it sees what another server writes to the same
 /// root at once), and no upload purging.
 pub fn render_config(addr: &str, root: &Path) -> String {
-    format!(
-        "version: 0.1\n\
-         log:\n  level: info\n  accesslog:\n    disabled: false\n\
-         storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: true\n  \
-         maintenance:\n    uploadpurging:\n      enabled: false\n\
-         http:\n  addr: {addr}\n  secret: berth-tests-not-a-secret\n",
-        root = root.display()
-    )
+    let mut tree = common_config(addr);
+    tree.set("storage.filesystem", "rootdirectory", root.display());
+    tree.render()
+}
+
+/// [`render_config`] with storage in the S3 bucket `bucket` instead
+/// (Distribution 2.8's `s3` driver: static credentials, the region, a
+/// plain-HTTP endpoint, signature v4, path-style addressing). With
+/// `redirect` off, blob bytes flow through Distribution.
+pub fn render_s3_config(addr: &str, bucket: &S3Bucket, redirect: bool) -> String {
+    let mut tree = common_config(addr);
+    let s3 = "storage.s3";
+    tree.set(s3, "accesskey", quoted(&bucket.access_key))
+        .set(s3, "secretkey", quoted(&bucket.secret_key))
+        .set(s3, "region", quoted(&bucket.region))
+        .set(s3, "regionendpoint", quoted(&bucket.endpoint))
+        .set(s3, "bucket", quoted(&bucket.bucket))
+        .set(s3, "secure", false)
+        .set(s3, "v4auth", true)
+        .set(s3, "forcepathstyle", true);
+    if !bucket.root_directory.is_empty() {
+        tree.set(s3, "rootdirectory", quoted(&bucket.root_directory));
+    }
+    tree.set("storage.redirect", "disable", !redirect);
+    tree.render()
+}
+
+fn common_config(addr: &str) -> YamlTree {
+    let mut tree = YamlTree::new();
+    tree.set("", "version", "0.1")
+        .set("log", "level", "info")
+        .set("log.accesslog", "disabled", false)
+        .set("storage.delete", "enabled", true)
+        .set("storage.maintenance.uploadpurging", "enabled", false)
+        .set("http", "addr", addr)
+        .set("http", "secret", "berth-tests-not-a-secret");
+    tree
 }
 
 /// A running CNCF Distribution registry. Dropping it kills the process.
@@ -32,6 +65,7 @@ pub struct Distribution {
     port: u16,
     root: PathBuf,
     _dir: TempDir,
+    _root_dir: Option<TempDir>,
 }
 
 impl Distribution {
@@ -39,19 +73,39 @@ impl Distribution {
     /// and wait for `/v2/` to answer 200. Panics, saying to run `make tools`,
     /// when the tool is missing, and with its log when it does not come up.
     pub fn start(root: &Path) -> Distribution {
+        fs::create_dir_all(root).expect("create storage root");
+        Distribution::start_with(root, |addr| render_config(addr, root))
+    }
+
+    /// Start Distribution over the S3 bucket `bucket` (which must exist),
+    /// redirecting blob reads to pre-signed URLs when `redirect` is on, and
+    /// wait for `/v2/` to answer 200. [`Distribution::root`] is then an
+    /// empty directory.
+    pub fn start_s3(bucket: &S3Bucket, redirect: bool) -> Distribution {
+        let dir = tempfile::Builder::new()
+            .prefix("distribution-root-")
+            .tempdir()
+            .expect("temporary directory");
+        let root = dir.path().to_path_buf();
+        let mut distribution =
+            Distribution::start_with(&root, |addr| render_s3_config(addr, bucket, redirect));
+        distribution._root_dir = Some(dir);
+        distribution
+    }
+
+    fn start_with(root: &Path, render: impl Fn(&str) -> String) -> Distribution {
         let bin = crate::tools::require("docker-registry");
         let dir = tempfile::Builder::new()
             .prefix("distribution-")
             .tempdir()
             .expect("temporary directory");
-        fs::create_dir_all(root).expect("create storage root");
         let config = dir.path().join("config.yml");
         let log = dir.path().join("distribution.log");
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            fs::write(&config, render_config(&addr, root)).expect("write config");
+            fs::write(&config, render(&addr)).expect("write config");
             let mut cmd = Command::new(&bin);
             cmd.arg("serve")
                 .arg(&config)
@@ -67,6 +121,7 @@ impl Distribution {
                         port,
                         root: root.to_path_buf(),
                         _dir: dir,
+                        _root_dir: None,
                     };
                 }
                 Err(StartError::AddrInUse(msg)) => last_error = msg,

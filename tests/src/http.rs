@@ -1,13 +1,17 @@
 //! HTTP for the tests: a thin ureq client that hands back every response,
-//! 4xx and 5xx included, fully read; a raw client over `TcpStream` for
-//! requests whose bytes on the wire must be exact (or that a test streams
-//! itself); and assertions on OCI error bodies.
+//! 4xx and 5xx included, fully read (over plain HTTP, or HTTPS trusting a
+//! test CA); a raw client over `TcpStream` for requests whose bytes on the
+//! wire must be exact (or that a test streams itself); and assertions on
+//! OCI error bodies.
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine as _;
 use ureq::Agent;
+use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig};
 
 /// Time a single request may take, end to end, in [`Client`].
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -23,6 +27,37 @@ pub fn agent_with_timeout(timeout: Duration) -> Agent {
         .timeout_global(Some(timeout))
         .build()
         .into()
+}
+
+/// [`agent_with_timeout`] for HTTPS: it trusts only the CA certificate
+/// `ca_pem` and, when `identity` is given (certificate and key, PEM),
+/// presents it as its client certificate.
+pub fn agent_with_tls(timeout: Duration, ca_pem: &[u8], identity: Option<(&[u8], &[u8])>) -> Agent {
+    let ca = Certificate::from_pem(ca_pem).expect("CA certificate PEM");
+    let client_cert = identity.map(|(cert, key)| {
+        ClientCert::new_with_certs(
+            &[Certificate::from_pem(cert).expect("client certificate PEM")],
+            PrivateKey::from_pem(key).expect("client key PEM"),
+        )
+    });
+    let tls = TlsConfig::builder()
+        .root_certs(RootCerts::Specific(Arc::new(vec![ca])))
+        .client_cert(client_cert)
+        .build();
+    Agent::config_builder()
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .proxy(None)
+        .timeout_global(Some(timeout))
+        .tls_config(tls)
+        .build()
+        .into()
+}
+
+/// The value of an `Authorization: Basic` header for `user` and `password`.
+pub fn basic_auth(user: &str, password: &str) -> String {
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
 }
 
 /// A response, read in full.
@@ -117,15 +152,35 @@ pub fn assert_error(reply: &Reply, status: u16, code: &str, what: &str) {
 pub struct Client {
     base: String,
     agent: Agent,
+    headers: Vec<(String, String)>,
 }
 
 impl Client {
     /// A client for the server at `base` (`http://127.0.0.1:PORT`).
     pub fn new(base: &str) -> Client {
+        Client::with_agent(base, agent_with_timeout(REQUEST_TIMEOUT))
+    }
+
+    /// A client for the server at `base` that sends through `agent` (for
+    /// example one from [`agent_with_tls`]).
+    pub fn with_agent(base: &str, agent: Agent) -> Client {
         Client {
             base: base.trim_end_matches('/').to_owned(),
-            agent: agent_with_timeout(REQUEST_TIMEOUT),
+            agent,
+            headers: Vec::new(),
         }
+    }
+
+    /// This client, sending header `name: value` with every request.
+    pub fn with_header(mut self, name: &str, value: &str) -> Client {
+        self.headers.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// This client, sending `Authorization: Basic` for `user` and `password`
+    /// with every request.
+    pub fn with_basic_auth(self, user: &str, password: &str) -> Client {
+        self.with_header("Authorization", &basic_auth(user, password))
     }
 
     /// The base URL.
@@ -155,8 +210,24 @@ impl Client {
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
     ) -> Reply {
+        self.try_request(method, target, headers, body)
+            .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Client::request`], returning a transport error (refused connection,
+    /// failed TLS handshake, broken body, ...) as text instead of panicking.
+    pub fn try_request(
+        &self,
+        method: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<Reply, String> {
         let url = self.url(target);
         let mut builder = ureq::http::Request::builder().method(method).uri(&url);
+        for (k, v) in &self.headers {
+            builder = builder.header(k, v);
+        }
         for (k, v) in headers {
             builder = builder.header(*k, *v);
         }
@@ -164,7 +235,7 @@ impl Client {
             Some(bytes) => self.agent.run(builder.body(bytes).expect("valid request")),
             None => self.agent.run(builder.body(()).expect("valid request")),
         };
-        let mut response = result.unwrap_or_else(|e| panic!("{method} {url}: no response: {e}"));
+        let mut response = result.map_err(|e| format!("{method} {url}: no response: {e}"))?;
         let status = response.status().as_u16();
         let headers = response
             .headers()
@@ -184,13 +255,13 @@ impl Client {
                 .with_config()
                 .limit(u64::MAX)
                 .read_to_vec()
-                .unwrap_or_else(|e| panic!("{method} {url}: reading the body: {e}"))
+                .map_err(|e| format!("{method} {url}: reading the body: {e}"))?
         };
-        Reply {
+        Ok(Reply {
             status,
             headers,
             body,
-        }
+        })
     }
 
     /// `GET target`.

@@ -1,6 +1,7 @@
 //! End-to-end test harness for Berth: starts real processes (the Berth
-//! registry server, CNCF Distribution, skopeo, the OCI conformance suite)
-//! and gives the integration tests in `tests/` what they share.
+//! registry server, CNCF Distribution, MinIO, skopeo, curl, the OCI
+//! conformance suite) and gives the integration tests in `tests/` what
+//! they share.
 //!
 //! Every server binds 127.0.0.1 on a free port, keeps its files in its own
 //! temporary directory, and is killed when its handle drops, so tests run
@@ -9,12 +10,20 @@
 
 #![warn(missing_docs)]
 
+pub mod certs;
+pub mod conformance;
+pub mod curl;
 pub mod distribution;
+pub mod htpasswd;
 pub mod http;
 pub mod images;
+pub mod metrics;
+pub mod minio;
 pub mod oci;
 pub mod process;
 pub mod registry;
 pub mod skopeo;
 pub mod storage;
 pub mod tools;
+pub mod webhook;
+pub mod yaml;

@@ -1,10 +1,11 @@
 //! Server processes started by a test: spawned with their output captured to
-//! a log file, waited on until an HTTP endpoint answers, killed on drop.
+//! a log file, waited on until an HTTP endpoint answers, signalled, measured
+//! (resident memory), killed on drop.
 
 use std::fs::{self, File, OpenOptions};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -71,6 +72,24 @@ impl ServerProcess {
     /// [`START_TIMEOUT`] passes.
     pub fn wait_ready(&mut self, url: &str, expect_status: u16) -> Result<(), StartError> {
         let agent = crate::http::agent_with_timeout(Duration::from_secs(2));
+        self.wait_ready_with(url, expect_status, || {
+            agent
+                .get(url)
+                .call()
+                .map(|resp| resp.status().as_u16())
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    /// Call `probe` until it answers `expect_status`, the process exits, or
+    /// [`START_TIMEOUT`] passes. `what` names the probe in errors; the probe
+    /// returns a status code, or why it got none.
+    pub fn wait_ready_with(
+        &mut self,
+        what: &str,
+        expect_status: u16,
+        mut probe: impl FnMut() -> Result<u16, String>,
+    ) -> Result<(), StartError> {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last;
         loop {
@@ -78,35 +97,66 @@ impl ServerProcess {
                 if let Ok(Some(status)) = child.try_wait() {
                     self.child = None;
                     let log = self.log();
-                    let msg = format!("process exited with {status} before {url} answered");
+                    let msg = format!("process exited with {status} before {what} answered");
                     let lower = log.to_lowercase();
-                    if lower.contains("address already in use") || lower.contains("addrinuse") {
+                    if lower.contains("address already in use")
+                        || lower.contains("addrinuse")
+                        || lower.contains("port is already in use")
+                    {
                         return Err(StartError::AddrInUse(format!("{msg}\n--- log ---\n{log}")));
                     }
                     return Err(StartError::Failed(format!("{msg}\n--- log ---\n{log}")));
                 }
             }
-            match agent.get(url).call() {
+            match probe() {
                 // Another process could answer on a port this one failed to
                 // bind: it must still be running a moment later.
-                Ok(resp) if resp.status().as_u16() == expect_status => {
+                Ok(status) if status == expect_status => {
                     thread::sleep(Duration::from_millis(100));
                     if self.is_running() {
                         return Ok(());
                     }
                     continue; // the exit is reported at the top of the loop
                 }
-                Ok(resp) => last = format!("status {}", resp.status()),
-                Err(e) => last = e.to_string(),
+                Ok(status) => last = format!("status {status}"),
+                Err(e) => last = e,
             }
             if Instant::now() >= deadline {
                 self.kill();
                 return Err(StartError::Failed(format!(
-                    "{url} did not answer {expect_status} within {START_TIMEOUT:?} (last: {last})\n--- log ---\n{}",
+                    "{what} did not answer {expect_status} within {START_TIMEOUT:?} (last: {last})\n--- log ---\n{}",
                     self.log()
                 )));
             }
             thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Send the signal `name` (`TERM`, `INT`, `STOP`, ...) with `kill -s`.
+    /// Panics when the process is gone or `kill` fails.
+    pub fn signal(&self, name: &str) {
+        let pid = self.id().expect("signal a process that runs");
+        let status = Command::new("kill")
+            .args(["-s", name, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -s {name} {pid} failed: {status}");
+    }
+
+    /// Wait up to `timeout` for the process to exit and return how it
+    /// exited (reaping it), or `None` when it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let child = self.child.as_mut()?;
+            if let Ok(Some(status)) = child.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            thread::sleep(Duration::from_millis(20));
         }
     }
 
@@ -149,4 +199,15 @@ pub fn read_log(path: &Path) -> String {
     fs::read(path)
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default()
+}
+
+/// The resident set size of process `pid` in KiB (`VmRSS` in
+/// `/proc/PID/status`), or `None` when it cannot be read.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
 }

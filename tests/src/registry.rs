@@ -1,16 +1,22 @@
 //! The Berth registry server under test: `berth-registry serve --config FILE`
-//! on a free loopback port, with its storage in a temporary or given directory.
+//! on a free loopback port, with its storage in a temporary or given
+//! directory or in an S3 bucket, plain HTTP or TLS, and any further config
+//! sections a test adds. Its environment is cleared (no `AWS_*` from the
+//! machine reaches it).
 
 use std::fs;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, ExitStatus, Output};
 use std::thread;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
-use crate::http::Client;
+use crate::http::{Client, REQUEST_TIMEOUT, agent_with_tls};
+use crate::minio::S3Bucket;
 use crate::process::{ServerProcess, StartError, free_port};
+use crate::yaml::{YamlTree, quoted};
 
 /// Environment variable that overrides where the server binary is found.
 pub const BIN_ENV: &str = "BERTH_REGISTRY_BIN";
@@ -60,13 +66,58 @@ pub fn config_check(file: &Path) -> Output {
 
 /// A Distribution-style `config.yml` for a filesystem-backed server.
 pub fn render_config(addr: &str, root: &Path, delete_enabled: bool) -> String {
-    format!(
-        "version: 0.1\n\
-         log:\n  level: info\n\
-         http:\n  addr: {addr}\n\
-         storage:\n  filesystem:\n    rootdirectory: {root}\n  delete:\n    enabled: {delete_enabled}\n",
-        root = root.display()
-    )
+    base_config(addr, &Storage::Filesystem, root, delete_enabled).render()
+}
+
+/// The config every started server gets before a test's own sections:
+/// version, log level, address, storage and `storage.delete`.
+fn base_config(addr: &str, storage: &Storage, root: &Path, delete_enabled: bool) -> YamlTree {
+    let mut tree = YamlTree::new();
+    tree.set("", "version", "0.1")
+        .set("log", "level", "info")
+        .set("http", "addr", addr);
+    match storage {
+        Storage::Filesystem => {
+            tree.set("storage.filesystem", "rootdirectory", root.display());
+        }
+        Storage::S3 { bucket, redirect } => {
+            tree.set("storage.s3", "bucket", quoted(&bucket.bucket))
+                .set("storage.s3", "region", quoted(&bucket.region))
+                .set("storage.s3", "regionendpoint", quoted(&bucket.endpoint))
+                .set("storage.s3", "forcepathstyle", true)
+                .set("storage.s3", "accesskey", quoted(&bucket.access_key))
+                .set("storage.s3", "secretkey", quoted(&bucket.secret_key));
+            if !bucket.root_directory.is_empty() {
+                tree.set(
+                    "storage.s3",
+                    "rootdirectory",
+                    quoted(&bucket.root_directory),
+                );
+            }
+            tree.set("storage.redirect", "disable", !redirect);
+        }
+    }
+    tree.set("storage.delete", "enabled", delete_enabled);
+    tree
+}
+
+/// Where a server keeps its data.
+#[derive(Debug, Clone, Default)]
+enum Storage {
+    /// `storage.filesystem` under the registry's root directory.
+    #[default]
+    Filesystem,
+    /// `storage.s3` in `bucket`; blob reads answer 307 to the bucket when
+    /// `redirect` is on.
+    S3 { bucket: S3Bucket, redirect: bool },
+}
+
+/// What clients of a TLS server need: the CA to trust, and whether the
+/// server asks for client certificates.
+#[derive(Debug, Clone)]
+struct TlsOptions {
+    ca_pem: Vec<u8>,
+    mutual: bool,
 }
 
 /// How to start a [`BerthRegistry`].
@@ -74,6 +125,9 @@ pub fn render_config(addr: &str, root: &Path, delete_enabled: bool) -> String {
 pub struct RegistryOptions {
     root: Option<PathBuf>,
     delete_enabled: bool,
+    storage: Storage,
+    sections: Vec<(String, String)>,
+    tls: Option<TlsOptions>,
 }
 
 impl RegistryOptions {
@@ -94,6 +148,74 @@ impl RegistryOptions {
         self.delete_enabled = enabled;
         self
     }
+
+    /// Store data in an S3 bucket (`storage.s3`: bucket, region, endpoint,
+    /// path-style addressing, static credentials, root directory) instead
+    /// of the filesystem. With `redirect`, blob `GET`/`HEAD` answer 307 to
+    /// a pre-signed URL; without, `storage.redirect.disable` is set and the
+    /// bytes flow through the registry.
+    pub fn s3(mut self, bucket: &S3Bucket, redirect: bool) -> RegistryOptions {
+        self.storage = Storage::S3 {
+            bucket: bucket.clone(),
+            redirect,
+        };
+        self
+    }
+
+    /// Add the YAML block `yaml` under the dotted config key `path`, for
+    /// example `section("auth.htpasswd", "realm: x\npath: /p")`,
+    /// `section("storage.maintenance", "readonly:\n  enabled: true")` or
+    /// `section("berth", "anonymouspull: true")`. Blocks merge with the
+    /// generated config; a key must not be given twice.
+    pub fn section(mut self, path: &str, yaml: &str) -> RegistryOptions {
+        self.sections.push((path.to_owned(), yaml.to_owned()));
+        self
+    }
+
+    /// Serve HTTPS with the PEM files `certificate` and `key`
+    /// (`http.tls`); clients of [`BerthRegistry::client`] trust only the CA
+    /// certificate `ca_pem`, and the start waits for `/healthz` over HTTPS.
+    pub fn tls(self, certificate: &Path, key: &Path, ca_pem: &str) -> RegistryOptions {
+        let mut options = self.section(
+            "http.tls",
+            &format!(
+                "certificate: {}\nkey: {}",
+                quoted(certificate.display()),
+                quoted(key.display())
+            ),
+        );
+        options.tls = Some(TlsOptions {
+            ca_pem: ca_pem.as_bytes().to_vec(),
+            mutual: false,
+        });
+        options
+    }
+
+    /// Require client certificates signed by one of the CA files `cas`
+    /// (`http.tls.clientcas`; needs [`RegistryOptions::tls`] first). The
+    /// start then waits for the port to accept connections, since a probe
+    /// without a certificate cannot finish a handshake.
+    pub fn client_cas(mut self, cas: &[PathBuf]) -> RegistryOptions {
+        let tls = self
+            .tls
+            .as_mut()
+            .expect("RegistryOptions::client_cas needs RegistryOptions::tls first");
+        tls.mutual = true;
+        let list: String = cas
+            .iter()
+            .map(|p| format!("- {}\n", quoted(p.display())))
+            .collect();
+        self.section("http.tls", &format!("clientcas:\n{list}"))
+    }
+
+    /// The whole config file for a server on `addr` with storage root `root`.
+    fn render(&self, addr: &str, root: &Path) -> String {
+        let mut tree = base_config(addr, &self.storage, root, self.delete_enabled);
+        for (path, yaml) in &self.sections {
+            tree.add(path, yaml);
+        }
+        tree.render()
+    }
 }
 
 /// A running `berth-registry` process. Dropping it kills the process.
@@ -103,6 +225,7 @@ pub struct BerthRegistry {
     port: u16,
     root: PathBuf,
     config: PathBuf,
+    tls: Option<TlsOptions>,
     dir: TempDir,
 }
 
@@ -114,24 +237,27 @@ impl BerthRegistry {
             .prefix("berth-registry-")
             .tempdir()
             .expect("temporary directory");
-        let root = options.root.unwrap_or_else(|| dir.path().join("root"));
+        let root = options
+            .root
+            .clone()
+            .unwrap_or_else(|| dir.path().join("root"));
         fs::create_dir_all(&root).expect("create storage root");
         let config = dir.path().join("config.yml");
         let mut last_error = String::new();
         for _ in 0..5 {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
-            fs::write(&config, render_config(&addr, &root, options.delete_enabled))
-                .expect("write config");
+            fs::write(&config, options.render(&addr, &root)).expect("write config");
             let log = dir.path().join("registry.log");
             let mut process = spawn(&config, &log, dir.path());
-            match process.wait_ready(&format!("http://{addr}/healthz"), 200) {
+            match wait_ready(&mut process, port, options.tls.as_ref()) {
                 Ok(()) => {
                     return BerthRegistry {
                         process,
                         port,
                         root,
                         config,
+                        tls: options.tls,
                         dir,
                     };
                 }
@@ -152,9 +278,10 @@ impl BerthRegistry {
         format!("127.0.0.1:{}", self.port)
     }
 
-    /// `http://127.0.0.1:PORT`.
+    /// `http://127.0.0.1:PORT`, or `https://` when TLS is on.
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr())
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr())
     }
 
     /// The storage root directory (`storage.filesystem.rootdirectory`).
@@ -167,14 +294,47 @@ impl BerthRegistry {
         &self.config
     }
 
+    /// The server's own temporary directory (config, log); a test may keep
+    /// files there that the config names.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
     /// The server's log so far (stderr and stdout, across restarts).
     pub fn log(&self) -> String {
         self.process.log()
     }
 
-    /// An HTTP client for this server.
+    /// An HTTP client for this server (trusting the test CA when TLS is on).
     pub fn client(&self) -> Client {
-        Client::new(&self.url())
+        match &self.tls {
+            Some(tls) => Client::with_agent(
+                &self.url(),
+                agent_with_tls(REQUEST_TIMEOUT, &tls.ca_pem, None),
+            ),
+            None => Client::new(&self.url()),
+        }
+    }
+
+    /// The operating-system process id, while the server runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.id()
+    }
+
+    /// Whether the server process still runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// Send the signal `name` (`TERM`, `INT`, ...) to the server.
+    pub fn signal(&self, name: &str) {
+        self.process.signal(name);
+    }
+
+    /// Wait up to `timeout` for the server to exit; how it exited, or
+    /// `None` when it still runs.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        self.process.wait_exit(timeout)
     }
 
     /// Kill the server with SIGKILL, as a crash would, and reap it.
@@ -190,7 +350,7 @@ impl BerthRegistry {
         let mut last_error = String::new();
         for _ in 0..10 {
             let mut process = spawn(&self.config, &log, self.dir.path());
-            match process.wait_ready(&format!("{}/healthz", self.url()), 200) {
+            match wait_ready(&mut process, self.port, self.tls.as_ref()) {
                 Ok(()) => {
                     self.process = process;
                     return;
@@ -207,6 +367,38 @@ impl BerthRegistry {
             "berth-registry could not rebind {}: {last_error}",
             self.addr()
         );
+    }
+}
+
+/// Wait until the server on `port` is up: `/healthz` answers 200 over HTTP,
+/// or over HTTPS trusting the test CA; with mutual TLS, until the port
+/// accepts a TCP connection.
+fn wait_ready(
+    process: &mut ServerProcess,
+    port: u16,
+    tls: Option<&TlsOptions>,
+) -> Result<(), StartError> {
+    match tls {
+        None => process.wait_ready(&format!("http://127.0.0.1:{port}/healthz"), 200),
+        Some(tls) if !tls.mutual => {
+            let url = format!("https://127.0.0.1:{port}/healthz");
+            let agent = agent_with_tls(Duration::from_secs(2), &tls.ca_pem, None);
+            process.wait_ready_with(&url, 200, || {
+                agent
+                    .get(&url)
+                    .call()
+                    .map(|r| r.status().as_u16())
+                    .map_err(|e| e.to_string())
+            })
+        }
+        Some(_) => {
+            let addr = format!("127.0.0.1:{port}");
+            process.wait_ready_with(&format!("a TCP connection to {addr}"), 200, || {
+                TcpStream::connect(&addr)
+                    .map(|_| 200)
+                    .map_err(|e| e.to_string())
+            })
+        }
     }
 }
 

@@ -97,8 +97,20 @@ impl Skopeo {
     /// `skopeo copy --all --preserve-digests SRC DEST`, with TLS
     /// verification off for `docker://` ends (the test servers speak plain HTTP).
     pub fn try_copy(&self, src: &str, dest: &str) -> Result<Output, SkopeoError> {
+        self.try_copy_with(src, dest, &[])
+    }
+
+    /// [`Skopeo::try_copy`] with extra `copy` options before the references,
+    /// for example `--dest-creds USER:PASSWORD` or `--src-creds USER:PASSWORD`.
+    pub fn try_copy_with(
+        &self,
+        src: &str,
+        dest: &str,
+        options: &[&str],
+    ) -> Result<Output, SkopeoError> {
         let mut args: Vec<String> =
             vec!["copy".into(), "--all".into(), "--preserve-digests".into()];
+        args.extend(options.iter().map(|o| o.to_string()));
         if src.starts_with("docker://") {
             args.push("--src-tls-verify=false".into());
         }

@@ -1,0 +1,431 @@
+//! MinIO, a real S3 server: `minio server` on free loopback ports over a
+//! data directory of its own, with its environment cleared except for the
+//! root credentials. It can be stopped and started again on the same data
+//! and port (for fault tests), and is killed on drop. Objects are put,
+//! fetched and listed directly with SigV4-signed curl requests, past any
+//! registry.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use tempfile::TempDir;
+
+use crate::curl::{self, Transfer};
+use crate::oci::digest_matches;
+use crate::process::{ServerProcess, StartError, free_port};
+use crate::storage::BadBlob;
+
+/// The root user MinIO runs with (its S3 access key).
+pub const ACCESS_KEY: &str = "berth-tests";
+/// The root password MinIO runs with (its S3 secret key).
+pub const SECRET_KEY: &str = "berth-tests-secret-key";
+/// The region every test signs for.
+pub const REGION: &str = "us-east-1";
+
+/// Where a server finds its objects: endpoint, bucket, credentials and key
+/// prefix, as `storage.s3` takes them.
+#[derive(Debug, Clone)]
+pub struct S3Bucket {
+    /// `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The bucket name.
+    pub bucket: String,
+    /// The region.
+    pub region: String,
+    /// The access key.
+    pub access_key: String,
+    /// The secret key.
+    pub secret_key: String,
+    /// The key prefix (`storage.s3.rootdirectory`); empty for the bucket root.
+    pub root_directory: String,
+}
+
+impl S3Bucket {
+    /// This bucket with keys below `prefix` (`storage.s3.rootdirectory`).
+    pub fn with_root_directory(mut self, prefix: &str) -> S3Bucket {
+        self.root_directory = prefix.to_owned();
+        self
+    }
+
+    /// This bucket with other credentials (for example, wrong ones).
+    pub fn with_credentials(mut self, access_key: &str, secret_key: &str) -> S3Bucket {
+        self.access_key = access_key.to_owned();
+        self.secret_key = secret_key.to_owned();
+        self
+    }
+
+    /// The key prefix of the registry layout (`<rootdirectory>/docker/registry/v2`),
+    /// without a leading slash.
+    pub fn v2_prefix(&self) -> String {
+        let root = self.root_directory.trim_matches('/');
+        if root.is_empty() {
+            "docker/registry/v2".to_owned()
+        } else {
+            format!("{root}/docker/registry/v2")
+        }
+    }
+}
+
+/// One object of a listing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The key.
+    pub key: String,
+    /// The size in bytes.
+    pub size: u64,
+}
+
+/// A running MinIO server. Dropping it kills the process.
+#[derive(Debug)]
+pub struct Minio {
+    process: ServerProcess,
+    port: u16,
+    console_port: u16,
+    data: PathBuf,
+    dir: TempDir,
+}
+
+impl Minio {
+    /// Start MinIO on free loopback ports over a fresh data directory and
+    /// wait until `/minio/health/live` answers 200. Panics, saying to run
+    /// `make tools`, when MinIO is missing, and with its log when it does
+    /// not come up.
+    pub fn start() -> Minio {
+        crate::tools::require("minio");
+        let dir = tempfile::Builder::new()
+            .prefix("minio-")
+            .tempdir()
+            .expect("temporary directory");
+        let data = dir.path().join("data");
+        fs::create_dir_all(&data).expect("create MinIO data directory");
+        fs::create_dir_all(dir.path().join("home")).expect("create MinIO home");
+        let mut last_error = String::new();
+        for _ in 0..5 {
+            let (port, console_port) = (free_port(), free_port());
+            if port == console_port {
+                continue;
+            }
+            match spawn_ready(dir.path(), &data, port, console_port) {
+                Ok(process) => {
+                    return Minio {
+                        process,
+                        port,
+                        console_port,
+                        data,
+                        dir,
+                    };
+                }
+                Err(StartError::AddrInUse(msg)) => last_error = msg,
+                Err(StartError::Failed(msg)) => panic!("MinIO did not start: {msg}"),
+            }
+        }
+        panic!("MinIO could not bind free ports: {last_error}");
+    }
+
+    /// `http://127.0.0.1:PORT`, the S3 endpoint.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The data directory (objects live in MinIO's own format below
+    /// `<data>/<bucket>/<key>/`).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// MinIO's log so far, across restarts.
+    pub fn log(&self) -> String {
+        self.process.log()
+    }
+
+    /// Whether the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        self.process.is_running()
+    }
+
+    /// The bucket `name` of this server, with the root credentials, at the
+    /// bucket root. Does not create it.
+    pub fn bucket(&self, name: &str) -> S3Bucket {
+        S3Bucket {
+            endpoint: self.endpoint(),
+            bucket: name.to_owned(),
+            region: REGION.to_owned(),
+            access_key: ACCESS_KEY.to_owned(),
+            secret_key: SECRET_KEY.to_owned(),
+            root_directory: String::new(),
+        }
+    }
+
+    /// Create the bucket `name` (a signed `PUT /name`) and return it.
+    pub fn create_bucket(&self, name: &str) -> S3Bucket {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let reply = self.s3("PUT", &format!("/{name}"), &[], None, None);
+            if reply.status == 200 {
+                return self.bucket(name);
+            }
+            // Right after start, MinIO may still answer 503 while it settles.
+            if Instant::now() >= deadline || (reply.status != 503 && reply.status != 0) {
+                panic!("creating bucket {name}: {}", reply.describe());
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Stop the server (SIGKILL), keeping its data directory and port.
+    pub fn stop(&mut self) {
+        self.process.kill();
+    }
+
+    /// Start the server again on the same data directory and ports, and wait
+    /// until it is live. The old listener's port may linger for a moment,
+    /// so a bind failure is retried.
+    pub fn start_again(&mut self) {
+        self.process.kill();
+        let mut last_error = String::new();
+        for _ in 0..20 {
+            match spawn_ready(self.dir.path(), &self.data, self.port, self.console_port) {
+                Ok(process) => {
+                    self.process = process;
+                    return;
+                }
+                Err(StartError::AddrInUse(msg)) => {
+                    last_error = msg;
+                    thread::sleep(Duration::from_millis(300));
+                }
+                Err(StartError::Failed(msg)) => panic!("MinIO did not restart: {msg}"),
+            }
+        }
+        panic!("MinIO could not rebind port {}: {last_error}", self.port);
+    }
+
+    /// A SigV4-signed request with curl: `method` on `path_and_query`
+    /// (`/bucket/key?...`, already percent-encoded), uploading the file
+    /// `upload` and writing the body to `output` when given.
+    pub fn s3(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        extra: &[String],
+        upload: Option<&Path>,
+        output: Option<&Path>,
+    ) -> Transfer {
+        let mut args: Vec<String> = vec![
+            "-X".into(),
+            method.into(),
+            "--aws-sigv4".into(),
+            format!("aws:amz:{REGION}:s3"),
+            "--user".into(),
+            format!("{ACCESS_KEY}:{SECRET_KEY}"),
+        ];
+        if let Some(file) = upload {
+            args.push("-T".into());
+            args.push(file.display().to_string());
+        }
+        args.extend(extra.iter().cloned());
+        args.push(format!("{}{path_and_query}", self.endpoint()));
+        curl::run(&args, output)
+    }
+
+    /// Upload the file `path` as `bucket/key`; panics unless MinIO answers 200.
+    /// Returns the transfer (its `elapsed` is the upload's wall time).
+    pub fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Transfer {
+        let reply = self.s3(
+            "PUT",
+            &format!("/{bucket}/{}", encode_key(key)),
+            &[],
+            Some(path),
+            None,
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "PUT {bucket}/{key}: {}",
+            reply.describe()
+        );
+        reply
+    }
+
+    /// Download `bucket/key` into the file `path`; panics unless MinIO
+    /// answers 200. Returns the transfer (its `elapsed` is the download's
+    /// wall time).
+    pub fn get_file(&self, bucket: &str, key: &str, path: &Path) -> Transfer {
+        let reply = self.s3(
+            "GET",
+            &format!("/{bucket}/{}", encode_key(key)),
+            &[],
+            None,
+            Some(path),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "GET {bucket}/{key}: {}",
+            reply.describe()
+        );
+        reply
+    }
+
+    /// The content of `bucket/key`, or `None` when MinIO answers 404.
+    pub fn get_object(&self, bucket: &str, key: &str) -> Option<Vec<u8>> {
+        let reply = self.s3(
+            "GET",
+            &format!("/{bucket}/{}", encode_key(key)),
+            &[],
+            None,
+            None,
+        );
+        match reply.status {
+            200 => Some(reply.body),
+            404 => None,
+            _ => panic!("GET {bucket}/{key}: {}", reply.describe()),
+        }
+    }
+
+    /// Every object of `bucket` whose key starts with `prefix`, page by page.
+    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<ObjectInfo> {
+        let mut objects = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = format!("list-type=2&max-keys=1000&prefix={}", encode(prefix));
+            if let Some(t) = &token {
+                // Signed queries must list their parameters in order.
+                query = format!("continuation-token={}&{query}", encode(t));
+            }
+            let reply = self.s3("GET", &format!("/{bucket}?{query}"), &[], None, None);
+            assert_eq!(
+                reply.status,
+                200,
+                "list {bucket}/{prefix}: {}",
+                reply.describe()
+            );
+            let text = reply.text();
+            for contents in text.split("<Contents>").skip(1) {
+                let key = xml_field(contents, "Key").expect("listed object has a Key");
+                let size = xml_field(contents, "Size")
+                    .and_then(|s| s.parse().ok())
+                    .expect("listed object has a Size");
+                objects.push(ObjectInfo {
+                    key: xml_unescape(&key),
+                    size,
+                });
+            }
+            match xml_field(&text, "NextContinuationToken") {
+                Some(next) if xml_field(&text, "IsTruncated").as_deref() == Some("true") => {
+                    token = Some(xml_unescape(&next));
+                }
+                _ => return objects,
+            }
+        }
+    }
+
+    /// Fetch every blob of the registry layout in `bucket`
+    /// (`<v2>/blobs/<alg>/<xx>/<hex>/data`) and check that its content
+    /// hashes to its key. Returns how many blobs were checked and every
+    /// one that is wrong.
+    pub fn verify_blobs(&self, bucket: &S3Bucket) -> (usize, Vec<BadBlob>) {
+        let prefix = format!("{}/blobs/", bucket.v2_prefix());
+        let mut checked = 0;
+        let mut bad = Vec::new();
+        for object in self.list_objects(&bucket.bucket, &prefix) {
+            let rel = &object.key[prefix.len()..];
+            let parts: Vec<&str> = rel.split('/').collect();
+            let problem = match parts.as_slice() {
+                [algorithm, first, hex, "data"] => {
+                    checked += 1;
+                    let digest = format!("{algorithm}:{hex}");
+                    if first.len() != 2 || !hex.starts_with(first) {
+                        Some(format!("directory {first} is not the prefix of {hex}"))
+                    } else {
+                        match self.get_object(&bucket.bucket, &object.key) {
+                            None => Some("listed but not found".to_owned()),
+                            Some(bytes) => match digest_matches(&digest, &bytes) {
+                                Some(true) => None,
+                                Some(false) => Some(format!(
+                                    "{} bytes that do not hash to {digest}",
+                                    bytes.len()
+                                )),
+                                None => Some(format!("unknown algorithm {algorithm}")),
+                            },
+                        }
+                    }
+                }
+                _ => Some("not at blobs/<alg>/<xx>/<hex>/data".to_owned()),
+            };
+            if let Some(problem) = problem {
+                bad.push(BadBlob {
+                    path: PathBuf::from(&object.key),
+                    problem,
+                });
+            }
+        }
+        (checked, bad)
+    }
+}
+
+/// Spawn MinIO over `data` on `port` (API) and `console_port`, logging to
+/// `<dir>/minio.log`, and wait until it is live.
+fn spawn_ready(
+    dir: &Path,
+    data: &Path,
+    port: u16,
+    console_port: u16,
+) -> Result<ServerProcess, StartError> {
+    let mut cmd = Command::new(crate::tools::require("minio"));
+    cmd.arg("server")
+        .arg("--address")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--console-address")
+        .arg(format!("127.0.0.1:{console_port}"))
+        .arg(data)
+        .current_dir(dir)
+        .env_clear()
+        .env("PATH", crate::tools::child_path())
+        .env("HOME", dir.join("home"))
+        .env("MINIO_ROOT_USER", ACCESS_KEY)
+        .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+        .env("MINIO_BROWSER", "off")
+        .env("MINIO_UPDATE", "off");
+    let mut process = ServerProcess::spawn(cmd, &dir.join("minio.log"));
+    process.wait_ready(&format!("http://127.0.0.1:{port}/minio/health/live"), 200)?;
+    Ok(process)
+}
+
+/// Percent-encode `text` for a query value: everything but unreserved
+/// characters (SigV4's canonical form).
+pub fn encode(text: &str) -> String {
+    let mut out = String::new();
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Percent-encode an object key for a path, keeping its slashes.
+pub fn encode_key(key: &str) -> String {
+    key.split('/').map(encode).collect::<Vec<_>>().join("/")
+}
+
+fn xml_field(text: &str, name: &str) -> Option<String> {
+    let open = format!("<{name}>");
+    let start = text.find(&open)? + open.len();
+    let end = text[start..].find(&format!("</{name}>"))? + start;
+    Some(text[start..end].to_owned())
+}
+
+fn xml_unescape(text: &str) -> String {
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#34;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
