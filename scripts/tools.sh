@@ -56,5 +56,7 @@ go_install() {
 install_apt_packages
 go_install oci-conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION"
 go_install minio github.com/minio/minio "$MINIO_VERSION"
+# kube-apiserver and etcd for the operator's tests (a tools module of our own).
+"$root/scripts/k8s-tools.sh"
 
 log "tools ready in $bin: $(ls "$bin" | tr '\n' ' ')"

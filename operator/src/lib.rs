@@ -1,5 +1,22 @@
 //! The Berth operator: reconciles `Registry` custom resources into per-node
-//! DaemonSets of berth-registry.
+//! DaemonSets of berth-registry (see DESIGN.md, "The operator").
 //!
-//! This crate holds its place in the workspace; the controller is built in
-//! its own change (see DESIGN.md, "The operator").
+//! Read top-down: [`crd`] is the API, [`resources`] the pure builders,
+//! [`reconcile`] one pass over one Registry, [`status`] what it reports,
+//! [`controller`] the watches around it, [`leader`] and [`metrics`] the
+//! process around that.
+
+pub mod controller;
+pub mod crd;
+pub mod leader;
+pub mod metrics;
+pub mod reconcile;
+pub mod resources;
+pub mod status;
+
+use kube::CustomResourceExt;
+
+/// The CRD as YAML, exactly as `crdgen` prints it and `crds/registry.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&crd::Registry::crd())
+}

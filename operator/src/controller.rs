@@ -1,0 +1,165 @@
+//! The controller: watches Registries, the objects they own and the Secrets
+//! they reference, and runs [`reconcile`](crate::reconcile::reconcile) for each.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use kube::runtime::controller::{self, Controller};
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::utils::Backoff;
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::crd::Registry;
+use crate::metrics::Metrics;
+use crate::reconcile::{Context, error_policy, reconcile};
+use crate::resources::MANAGER;
+
+/// How the controller runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Watch only this namespace; `None` watches all.
+    pub namespace: Option<String>,
+    /// Events on one Registry arriving within this window cause one reconcile.
+    pub debounce: Duration,
+    /// Who publishes Events (`reportingInstance`).
+    pub identity: String,
+}
+
+/// Runs the controller until `shutdown` completes, then lets running reconciles finish.
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let reporter = Reporter {
+        controller: MANAGER.to_owned(),
+        instance: Some(settings.identity.clone()),
+    };
+    let context = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        metrics,
+    });
+    let owned =
+        watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
+
+    let controller = Controller::new(
+        api::<Registry>(&client, &settings),
+        watcher::Config::default(),
+    );
+    let registries = controller.store();
+    info!(
+        namespace = settings.namespace.as_deref().unwrap_or("(all)"),
+        "controller starting"
+    );
+    controller
+        .owns(api::<DaemonSet>(&client, &settings), owned.clone())
+        .owns(api::<ConfigMap>(&client, &settings), owned.clone())
+        .owns(api::<Service>(&client, &settings), owned.clone())
+        .owns(api::<ServiceAccount>(&client, &settings), owned.clone())
+        .owns(api::<CronJob>(&client, &settings), owned)
+        .watches(
+            api::<Secret>(&client, &settings),
+            watcher::Config::default(),
+            move |secret| referencing(&registries, &secret),
+        )
+        .with_config(controller::Config::default().debounce(settings.debounce))
+        .trigger_backoff(WatchBackoff::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            match result {
+                Ok((object, _)) => {
+                    info!(registry = %object.name, namespace = ?object.namespace, "reconciled")
+                }
+                Err(error) => warn!(%error, "reconcile or watch failed"),
+            }
+        })
+        .await;
+    info!("controller stopped");
+}
+
+/// Pause after a watch error: doubling from 100 ms to at most 1 s, back to
+/// the start after a success. kube-runtime pauses the merged stream of all
+/// seven watches after each single error, so a long pause would leave the
+/// controller deaf for minutes after an API server restart (every watch
+/// fails and then re-lists); a short cap lets them all reconnect in seconds.
+#[derive(Debug, Clone, Copy)]
+struct WatchBackoff {
+    next: Duration,
+}
+
+impl WatchBackoff {
+    const FIRST: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(1);
+}
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff { next: Self::FIRST }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let pause = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        Some(pause)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = Self::FIRST;
+    }
+}
+
+fn api<K>(client: &Client, settings: &Settings) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    match &settings.namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// The Registries in the Secret's namespace that reference it.
+fn referencing(registries: &Store<Registry>, secret: &Secret) -> Vec<ObjectRef<Registry>> {
+    let name = secret.name_any();
+    registries
+        .state()
+        .iter()
+        .filter(|registry| registry.namespace() == secret.namespace())
+        .filter(|registry| registry.spec.secret_refs().iter().any(|r| r.name == name))
+        .map(|registry| ObjectRef::from_obj(registry.as_ref()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_to_a_cap_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let pauses: Vec<_> = backoff.by_ref().take(7).map(|d| d.as_millis()).collect();
+        assert_eq!(pauses, [100, 200, 400, 800, 1000, 1000, 1000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(Duration::from_millis(100)));
+    }
+}

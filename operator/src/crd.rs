@@ -1,0 +1,548 @@
+//! The `Registry` custom resource (`berth.dev/v1alpha1`).
+//!
+//! The doc comments on these types become the CRD's OpenAPI descriptions,
+//! which is what `kubectl explain registry.spec...` shows. Defaults live in
+//! the schema so the API server fills them in; rules that OpenAPI cannot say
+//! (exactly one of two fields, cron syntax) are CEL `x-kubernetes-validations`.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The berth-registry image the operator runs unless `spec.image` says otherwise.
+pub const DEFAULT_IMAGE: &str = concat!(
+    "ghcr.io/berth-dev/berth-registry:v",
+    env!("CARGO_PKG_VERSION")
+);
+
+/// A container registry served on every selected node by a DaemonSet of
+/// berth-registry, backed by shared storage.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "berth.dev",
+    version = "v1alpha1",
+    kind = "Registry",
+    plural = "registries",
+    shortname = "reg",
+    namespaced,
+    status = "RegistryStatus",
+    doc = "A container registry on every selected node: a DaemonSet of berth-registry over shared storage.",
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Nodes","type":"string","description":"Nodes with a ready registry / nodes that should run one","jsonPath":".status.nodes"}"#,
+    printcolumn = r#"{"name":"Storage","type":"string","jsonPath":".status.storage"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistrySpec {
+    /// Container image of berth-registry.
+    #[serde(default = "default_image")]
+    pub image: String,
+
+    /// When the kubelet pulls the image.
+    #[serde(default)]
+    pub image_pull_policy: PullPolicy,
+
+    /// Where the registry keeps its blobs and manifests: exactly one of
+    /// `filesystem` or `s3`.
+    pub storage: Storage,
+
+    /// Serve HTTPS with the certificate of a `kubernetes.io/tls` Secret;
+    /// without it the registry serves plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<Tls>,
+
+    /// Require clients to authenticate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<Auth>,
+
+    /// How each node reaches the registry pod running on it.
+    #[serde(default)]
+    pub exposure: Exposure,
+
+    /// Garbage collection of blobs no kept manifest references.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc: Option<Gc>,
+
+    /// Refuse pushes and deletes; serve pulls only.
+    #[serde(default)]
+    pub read_only: bool,
+
+    /// Run the registry only on nodes with these labels.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the registry pods, for example to run on tainted nodes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Node affinity and anti-affinity of the registry pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// CPU and memory requests and limits of the registry container.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+
+    /// PriorityClass of the registry pods (for example `system-node-critical`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub priority_class_name: Option<String>,
+
+    /// Annotations added to every registry pod.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub pod_annotations: BTreeMap<String, String>,
+
+    /// Verbosity of the registry's logs.
+    #[serde(default)]
+    pub log_level: LogLevel,
+}
+
+fn default_image() -> String {
+    DEFAULT_IMAGE.to_owned()
+}
+
+/// When the kubelet pulls the image.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    /// Pull on every pod start.
+    Always,
+    /// Pull only when the node does not have the image.
+    #[default]
+    IfNotPresent,
+    /// Never pull; the image must be on the node.
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy as a container's `imagePullPolicy` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// Where the registry keeps its content.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.filesystem) != has(self.s3)",
+    "message": "exactly one of storage.filesystem or storage.s3 must be set"
+}]))]
+pub struct Storage {
+    /// A directory: a path on each node, or a (ReadWriteMany) PersistentVolumeClaim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystem: Option<FilesystemStorage>,
+
+    /// A bucket of AWS S3 or of an S3-compatible server, shared by every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Storage>,
+}
+
+/// A directory the registry stores its layout in.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.hostPath) != has(self.persistentVolumeClaim)",
+    "message": "exactly one of storage.filesystem.hostPath or storage.filesystem.persistentVolumeClaim must be set"
+}]))]
+pub struct FilesystemStorage {
+    /// Absolute path of a directory on each node (created if missing).
+    /// Every node keeps its own content: an image pushed through one node
+    /// is not seen by the others.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/"))]
+    pub host_path: Option<String>,
+
+    /// Name of a PersistentVolumeClaim in the Registry's namespace, mounted by
+    /// every registry pod; it must allow ReadWriteMany to span several nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub persistent_volume_claim: Option<String>,
+}
+
+/// An S3 bucket.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Storage {
+    /// Name of the bucket.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+
+    /// Region of the bucket.
+    #[serde(default = "default_region")]
+    #[schemars(length(min = 1))]
+    pub region: String,
+
+    /// URL of an S3-compatible server (for example `http://minio.storage:9000`);
+    /// unset means AWS S3.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"))]
+    pub endpoint: Option<String>,
+
+    /// Address objects as `endpoint/bucket/key`, which most S3-compatible servers need.
+    #[serde(default)]
+    pub force_path_style: bool,
+
+    /// Prefix of every object key the registry writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_directory: Option<String>,
+
+    /// Name of a Secret in the Registry's namespace with the keys `accessKey`
+    /// and `secretKey`; passed to the registry as environment variables. Unset
+    /// means the pod's ambient credentials (for example IRSA).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+
+    /// Redirect blob downloads to pre-signed S3 URLs instead of streaming them
+    /// through the registry.
+    #[serde(default)]
+    pub redirect: bool,
+}
+
+fn default_region() -> String {
+    "us-east-1".to_owned()
+}
+
+/// HTTPS.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Tls {
+    /// Name of a `kubernetes.io/tls` Secret (keys `tls.crt` and `tls.key`) in
+    /// the Registry's namespace. A renewed certificate is picked up without a restart.
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// Client authentication.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Auth {
+    /// HTTP basic authentication against an htpasswd file of bcrypt entries.
+    pub htpasswd: Htpasswd,
+}
+
+/// htpasswd authentication.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Htpasswd {
+    /// Name of a Secret in the Registry's namespace whose key `htpasswd`
+    /// holds the file (`htpasswd -B` entries).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
+/// How each node reaches the registry pod running on it.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Exposure {
+    /// `HostPort` maps the port on the node's addresses to the pod;
+    /// `HostNetwork` runs the pod in the node's network namespace.
+    #[serde(default)]
+    pub mode: ExposureMode,
+
+    /// The port every node serves the registry on.
+    #[serde(default = "default_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for Exposure {
+    fn default() -> Self {
+        Exposure {
+            mode: ExposureMode::default(),
+            port: default_port(),
+        }
+    }
+}
+
+fn default_port() -> i32 {
+    5000
+}
+
+/// How a node's port reaches the registry.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ExposureMode {
+    /// A `hostPort` on the registry container.
+    #[default]
+    HostPort,
+    /// The pod shares the node's network namespace.
+    HostNetwork,
+}
+
+/// Garbage collection.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Gc {
+    /// Cron schedule of collections (five fields, or a macro such as `@daily`).
+    /// Unset means no collection. With shared storage a CronJob runs
+    /// `berth-registry gc`; with hostPath storage each registry pod collects
+    /// its own node's content on this schedule's interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 100))]
+    #[schemars(extend("x-kubernetes-validations" = [{
+        "rule": r"self.matches('^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|[0-9A-Za-z*/,?-]+( +[0-9A-Za-z*/,?-]+){4})$')",
+        "message": "must be a cron schedule of five fields (minute hour day-of-month month day-of-week) or one of @yearly, @monthly, @weekly, @daily, @hourly"
+    }]))]
+    pub schedule: Option<String>,
+
+    /// Also delete manifests that no tag points to.
+    #[serde(default)]
+    pub delete_untagged: bool,
+
+    /// Content written or pulled within this period is never deleted, so a
+    /// push in progress is safe (for example `1h`, `90m`).
+    #[serde(default = "default_grace_period")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub grace_period: String,
+
+    /// Only report what a collection would delete.
+    #[serde(default)]
+    pub dry_run: bool,
+
+    /// Pause scheduled collections.
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_grace_period() -> String {
+    "1h".to_owned()
+}
+
+/// Verbosity of the registry's logs.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Errors only.
+    Error,
+    /// Errors and warnings.
+    Warn,
+    /// One line per request and lifecycle event.
+    #[default]
+    Info,
+    /// Details for troubleshooting.
+    Debug,
+    /// Everything.
+    Trace,
+}
+
+impl LogLevel {
+    /// The level as the registry's `log.level` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+/// What the operator last observed of a Registry.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RegistryStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Ready`, `Progressing` and `Degraded`, each with a reason and a message.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+
+    /// Nodes that should run a registry pod.
+    #[serde(default)]
+    pub desired_nodes: i32,
+
+    /// Nodes whose registry pod is ready.
+    #[serde(default)]
+    pub ready_nodes: i32,
+
+    /// Nodes whose registry pod runs the current pod template.
+    #[serde(default)]
+    pub updated_nodes: i32,
+
+    /// `readyNodes/desiredNodes`, for `kubectl get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<String>,
+
+    /// The storage in use: `S3`, `HostPath` or `PersistentVolumeClaim`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage: Option<String>,
+
+    /// Where clients in the cluster reach the registry (the Service); every
+    /// selected node also serves it on `spec.exposure.port`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// How garbage is collected: `CronJob`, `InServer` (each pod, for
+    /// node-local storage) or `Disabled`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gc_mode: Option<String>,
+
+    /// The outcome of the most recent garbage collection Job.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastGC")]
+    pub last_gc: Option<GcResult>,
+}
+
+/// One garbage collection run.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcResult {
+    /// When the run finished.
+    pub time: Time,
+    /// Blobs deleted (or, in a dry run, that would be).
+    #[serde(default)]
+    pub deleted_blobs: i64,
+    /// Bytes freed (or, in a dry run, that would be).
+    #[serde(default)]
+    pub freed_bytes: i64,
+    /// `Succeeded` or `Failed`, with the reason when failed.
+    pub outcome: String,
+}
+
+/// The key of the certificate chain in a `kubernetes.io/tls` Secret.
+pub const TLS_CERT_KEY: &str = "tls.crt";
+/// The key of the private key in a `kubernetes.io/tls` Secret.
+pub const TLS_KEY_KEY: &str = "tls.key";
+/// The key of the htpasswd file in its Secret.
+pub const HTPASSWD_KEY: &str = "htpasswd";
+/// The key of the S3 access key id in the credentials Secret.
+pub const S3_ACCESS_KEY: &str = "accessKey";
+/// The key of the S3 secret access key in the credentials Secret.
+pub const S3_SECRET_KEY: &str = "secretKey";
+
+/// A Secret a Registry uses: the field naming it, its name, and the keys it must have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SecretRef<'a> {
+    /// The spec field naming the Secret, for messages.
+    pub field: &'static str,
+    /// The Secret's name, in the Registry's namespace.
+    pub name: &'a str,
+    /// The keys the registry reads.
+    pub keys: &'static [&'static str],
+}
+
+impl RegistrySpec {
+    /// The Secrets this Registry mounts or reads.
+    pub fn secret_refs(&self) -> Vec<SecretRef<'_>> {
+        let mut refs = Vec::new();
+        if let Some(tls) = &self.tls {
+            refs.push(SecretRef {
+                field: "spec.tls.secretName",
+                name: &tls.secret_name,
+                keys: &[TLS_CERT_KEY, TLS_KEY_KEY],
+            });
+        }
+        if let Some(auth) = &self.auth {
+            let name = &auth.htpasswd.secret_name;
+            refs.push(SecretRef {
+                field: "spec.auth.htpasswd.secretName",
+                name,
+                keys: &[HTPASSWD_KEY],
+            });
+        }
+        if let Some(name) = self
+            .storage
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.credentials_secret.as_deref())
+        {
+            let keys = &[S3_ACCESS_KEY, S3_SECRET_KEY];
+            refs.push(SecretRef {
+                field: "spec.storage.s3.credentialsSecret",
+                name,
+                keys,
+            });
+        }
+        refs
+    }
+
+    /// Whether content lives on each node's own disk.
+    pub fn node_local_storage(&self) -> bool {
+        self.storage
+            .filesystem
+            .as_ref()
+            .is_some_and(|fs| fs.host_path.is_some())
+    }
+
+    /// The storage kind as the status and printer column show it.
+    pub fn storage_kind(&self) -> &'static str {
+        match (&self.storage.s3, &self.storage.filesystem) {
+            (Some(_), _) => "S3",
+            (None, Some(fs)) if fs.host_path.is_some() => "HostPath",
+            _ => "PersistentVolumeClaim",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::CustomResourceExt;
+
+    use super::*;
+
+    /// `crds/registry.yaml` is `crdgen`'s output; regenerate it with `make crds`
+    /// (or `cargo run -p berth-operator --bin crdgen > crds/registry.yaml`).
+    #[test]
+    fn checked_in_crd_is_current() {
+        let generated = crate::crd_yaml().expect("CRD serializes");
+        let checked_in = include_str!("../../crds/registry.yaml");
+        assert!(
+            generated == checked_in,
+            "crds/registry.yaml is stale: run `cargo run -p berth-operator --bin crdgen > crds/registry.yaml`"
+        );
+    }
+
+    #[test]
+    fn defaults_fill_a_minimal_spec() {
+        let spec: RegistrySpec =
+            serde_json::from_value(serde_json::json!({"storage": {"s3": {"bucket": "images"}}}))
+                .unwrap();
+        assert_eq!(spec.image, DEFAULT_IMAGE);
+        assert_eq!(
+            spec.exposure,
+            Exposure {
+                mode: ExposureMode::HostPort,
+                port: 5000
+            }
+        );
+        assert_eq!(spec.log_level, LogLevel::Info);
+        assert_eq!(spec.storage.s3.unwrap().region, "us-east-1");
+    }
+
+    #[test]
+    fn schema_carries_defaults_and_rules() {
+        let crd = serde_json::to_value(Registry::crd()).unwrap();
+        let spec = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+        assert_eq!(
+            spec["properties"]["exposure"]["properties"]["port"]["default"],
+            5000
+        );
+        assert_eq!(
+            spec["properties"]["exposure"]["properties"]["port"]["maximum"],
+            65535.0
+        );
+        let rules = &spec["properties"]["storage"]["x-kubernetes-validations"];
+        assert!(
+            rules[0]["rule"]
+                .as_str()
+                .unwrap()
+                .contains("has(self.filesystem)"),
+            "{rules}"
+        );
+        assert!(
+            spec["properties"]["image"]["description"]
+                .as_str()
+                .is_some()
+        );
+    }
+}

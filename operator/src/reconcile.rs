@@ -1,0 +1,399 @@
+//! One reconcile of one Registry, as a short pipeline:
+//! validate -> read referenced Secrets -> build desired objects ->
+//! server-side apply each -> read DaemonSet status -> patch Registry status.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::chrono::Utc;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{info, warn};
+
+use crate::crd::{Registry, RegistryStatus};
+use crate::metrics::Metrics;
+use crate::resources::{self, COMPONENT_LABEL, Desired, INSTANCE_LABEL, MANAGER, cron_job_name};
+use crate::status::{self, Blocked, READY, Rollout};
+
+/// The longest Registry name: its GC CronJob is `<name>-gc`, and CronJob
+/// names are limited to 52 characters.
+pub const MAX_NAME_LEN: usize = 49;
+
+/// How often a settled Registry is looked at again without any event.
+const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a blocked or rolling Registry is looked at again.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// What every reconcile shares.
+pub struct Context {
+    /// The API client.
+    pub client: Client,
+    /// Publishes Events on Registries.
+    pub recorder: Recorder,
+    /// Reconcile counters and durations.
+    pub metrics: Metrics,
+}
+
+/// Why a reconcile failed (and will be retried).
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A call to the API server failed.
+    #[error("{action}: {source}")]
+    Kube {
+        /// What the operator was doing.
+        action: String,
+        /// The API error.
+        #[source]
+        source: kube::Error,
+    },
+    /// The Registry has no namespace (the API server always sets one).
+    #[error("Registry {0} has no namespace")]
+    NoNamespace(String),
+}
+
+impl Error {
+    fn kube(action: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let action = action.into();
+        move |source| Error::Kube { action, source }
+    }
+}
+
+/// Reconciles one Registry, counting the outcome.
+pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_inner(&registry, &ctx).await;
+    ctx.metrics.reconciled(result.is_ok(), started.elapsed());
+    result
+}
+
+/// Retries a failed reconcile after a pause and says why in an Event.
+pub fn error_policy(registry: Arc<Registry>, error: &Error, ctx: Arc<Context>) -> Action {
+    warn!(registry = %registry.name_any(), namespace = ?registry.namespace(), %error, "reconcile failed");
+    let event = Event {
+        type_: EventType::Warning,
+        reason: "ReconcileFailed".to_owned(),
+        note: Some(error.to_string()),
+        action: "Reconcile".to_owned(),
+        secondary: None,
+    };
+    let recorder = ctx.recorder.clone();
+    let reference = registry.object_ref(&());
+    tokio::spawn(async move {
+        if let Err(error) = recorder.publish(&event, &reference).await {
+            warn!(%error, "cannot publish event");
+        }
+    });
+    Action::requeue(RETRY)
+}
+
+async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, Error> {
+    let namespace = registry
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(registry.name_any()))?;
+    let now = Time(Utc::now());
+    let checked = match validate(registry) {
+        Ok(()) => secrets_hash(registry, &ctx.client, &namespace).await?,
+        Err(blocked) => Err(blocked),
+    };
+    let (status, applied, requeue) = match checked {
+        Err(blocked) => {
+            warn!(registry = %registry.name_any(), %namespace, reason = blocked.reason, message = %blocked.message, "blocked");
+            (status::blocked(registry, &blocked, &now), false, RETRY)
+        }
+        Ok(secrets_hash) => {
+            let desired = resources::build(registry, &secrets_hash);
+            let daemon_set = apply_all(registry, &ctx.client, &namespace, desired).await?;
+            let last_gc = last_gc(registry, &ctx.client, &namespace).await?;
+            let status = status::applied(registry, Rollout::of(&daemon_set), last_gc, &now);
+            let settled = is_true(&status, READY);
+            (status, true, if settled { RESYNC } else { RETRY })
+        }
+    };
+    publish_changes(registry, &status, applied, ctx).await;
+    // An unchanged status is not written: the write would trigger another
+    // reconcile, which would write again.
+    if registry.status.as_ref() != Some(&status) {
+        patch_status(registry, &ctx.client, &namespace, &status).await?;
+    }
+    Ok(Action::requeue(requeue))
+}
+
+/// What the schema cannot check.
+fn validate(registry: &Registry) -> Result<(), Blocked> {
+    let name = registry.name_any();
+    if name.len() > MAX_NAME_LEN {
+        return Err(Blocked {
+            reason: "InvalidSpec",
+            message: format!(
+                "metadata.name: {name:?} is longer than {MAX_NAME_LEN} characters (its GC CronJob is <name>-gc)"
+            ),
+        });
+    }
+    let gc = registry.spec.gc.as_ref();
+    if let Some(schedule) = gc.and_then(|gc| gc.schedule.as_deref())
+        && resources::gc_interval(schedule).is_none()
+    {
+        return Err(Blocked {
+            reason: "InvalidSpec",
+            message: format!("spec.gc.schedule: {schedule:?} is not a cron schedule"),
+        });
+    }
+    Ok(())
+}
+
+/// Reads every referenced Secret and digests the keys the registry uses;
+/// a missing Secret or key blocks the Registry with a message naming it.
+async fn secrets_hash(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+) -> Result<Result<String, Blocked>, Error> {
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut parts: Vec<Vec<u8>> = Vec::new();
+    for reference in registry.spec.secret_refs() {
+        let found = secrets
+            .get_opt(reference.name)
+            .await
+            .map_err(Error::kube(format!(
+                "reading Secret {namespace}/{}",
+                reference.name
+            )))?;
+        let Some(secret) = found else {
+            return Ok(Err(Blocked {
+                reason: "SecretNotFound",
+                message: format!(
+                    "Secret {namespace}/{} ({}) not found",
+                    reference.name, reference.field
+                ),
+            }));
+        };
+        let data = secret.data.unwrap_or_default();
+        for key in reference.keys {
+            let Some(value) = data.get(*key) else {
+                return Ok(Err(Blocked {
+                    reason: "SecretKeyMissing",
+                    message: format!(
+                        "Secret {namespace}/{} ({}) has no key {key:?}",
+                        reference.name, reference.field
+                    ),
+                }));
+            };
+            parts.push(format!("{}/{key}", reference.name).into_bytes());
+            parts.push(value.0.clone());
+        }
+    }
+    let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
+    Ok(Ok(resources::hash_of(&parts)))
+}
+
+/// Server-side applies every desired object and returns the DaemonSet as
+/// the API server now has it (with its status). A CronJob no longer
+/// wanted is deleted.
+async fn apply_all(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+    desired: Desired,
+) -> Result<DaemonSet, Error> {
+    apply(client, namespace, &desired.config_map).await?;
+    apply(client, namespace, &desired.service_account).await?;
+    apply(client, namespace, &desired.service).await?;
+    let daemon_set = apply(client, namespace, &desired.daemon_set).await?;
+    match &desired.cron_job {
+        Some(cron_job) => {
+            apply(client, namespace, cron_job).await?;
+        }
+        None => delete_owned_cron_job(registry, client, namespace).await?,
+    }
+    Ok(daemon_set)
+}
+
+async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Serialize
+        + DeserializeOwned,
+    K: std::fmt::Debug,
+{
+    let name = object.name_any();
+    let api: Api<K> = Api::namespaced(client.clone(), namespace);
+    let params = PatchParams::apply(MANAGER).force();
+    api.patch(&name, &params, &Patch::Apply(object))
+        .await
+        .map_err(Error::kube(format!(
+            "applying {} {namespace}/{name}",
+            K::kind(&())
+        )))
+}
+
+async fn delete_owned_cron_job(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+) -> Result<(), Error> {
+    let api: Api<CronJob> = Api::namespaced(client.clone(), namespace);
+    let name = cron_job_name(registry);
+    let found = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading CronJob {namespace}/{name}")))?;
+    let uid = registry.uid();
+    let owned = found.is_some_and(|cron| {
+        cron.owner_references()
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    });
+    if owned {
+        info!(cronjob = %name, %namespace, "deleting GC CronJob that is no longer scheduled");
+        api.delete(&name, &Default::default())
+            .await
+            .map_err(Error::kube(format!("deleting CronJob {namespace}/{name}")))?;
+    }
+    Ok(())
+}
+
+/// The result of the most recent GC pod of this Registry.
+async fn last_gc(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<crate::crd::GcResult>, Error> {
+    if resources::cron_job(registry).is_none() {
+        return Ok(None);
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=gc",
+        registry.name_any()
+    );
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("listing GC pods in {namespace}")))?;
+    Ok(status::last_gc(&list.items))
+}
+
+async fn patch_status(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+    status: &RegistryStatus,
+) -> Result<(), Error> {
+    let api: Api<Registry> = Api::namespaced(client.clone(), namespace);
+    let patch = serde_json::json!({
+        "apiVersion": Registry::api_version(&()),
+        "kind": Registry::kind(&()),
+        "status": status,
+    });
+    let name = registry.name_any();
+    api.patch_status(
+        &name,
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map_err(Error::kube(format!(
+        "patching status of Registry {namespace}/{name}"
+    )))?;
+    Ok(())
+}
+
+fn is_true(status: &RegistryStatus, type_: &str) -> bool {
+    status
+        .conditions
+        .iter()
+        .any(|c| c.type_ == type_ && c.status == "True")
+}
+
+/// One Event for each condition that changed and for a newly applied generation.
+async fn publish_changes(
+    registry: &Registry,
+    status: &RegistryStatus,
+    applied: bool,
+    ctx: &Context,
+) {
+    let previous = registry.status.as_ref();
+    let mut events = Vec::new();
+    for condition in &status.conditions {
+        let before =
+            previous.and_then(|s| s.conditions.iter().find(|c| c.type_ == condition.type_));
+        if before.map(|c| (&c.status, &c.reason)) == Some((&condition.status, &condition.reason)) {
+            continue;
+        }
+        // Ready and Degraded are news either way; Progressing is noise unless it starts.
+        let healthy = (condition.type_ == READY) == (condition.status == "True");
+        if condition.type_ == status::PROGRESSING && condition.status != "True" {
+            continue;
+        }
+        events.push(Event {
+            type_: if healthy {
+                EventType::Normal
+            } else {
+                EventType::Warning
+            },
+            reason: condition.reason.clone(),
+            note: Some(format!(
+                "{}={}: {}",
+                condition.type_, condition.status, condition.message
+            )),
+            action: "Reconcile".to_owned(),
+            secondary: None,
+        });
+    }
+    if applied && previous.and_then(|s| s.observed_generation) != status.observed_generation {
+        events.push(Event {
+            type_: EventType::Normal,
+            reason: "Applied".to_owned(),
+            note: Some(format!(
+                "applied generation {}",
+                status.observed_generation.unwrap_or_default()
+            )),
+            action: "Apply".to_owned(),
+            secondary: None,
+        });
+    }
+    let reference = registry.object_ref(&());
+    for event in events {
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, "cannot publish event");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::fixtures::*;
+
+    #[test]
+    fn long_names_and_bad_schedules_are_blocked() {
+        let mut registry = s3_registry();
+        registry.metadata.name = Some("r".repeat(50));
+        let blocked = validate(&registry).unwrap_err();
+        assert_eq!(blocked.reason, "InvalidSpec");
+        assert!(
+            blocked.message.starts_with("metadata.name"),
+            "{}",
+            blocked.message
+        );
+
+        let mut registry = s3_registry();
+        registry.spec.gc.as_mut().unwrap().schedule = Some("61 * * * *".to_owned());
+        assert!(
+            validate(&registry)
+                .unwrap_err()
+                .message
+                .starts_with("spec.gc.schedule")
+        );
+        assert_eq!(validate(&s3_registry()), Ok(()));
+    }
+}

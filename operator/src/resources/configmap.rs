@@ -1,0 +1,166 @@
+//! The ConfigMap holding berth-registry's config file.
+//!
+//! The file is CNCF Distribution's `config.yml` format, limited to the keys
+//! berth-registry accepts (it rejects unknown ones). Secrets never appear in
+//! it: TLS and htpasswd are mounted files it points to, S3 keys arrive as
+//! `REGISTRY_STORAGE_S3_*` environment variables.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::{Value, json};
+
+use super::{AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, TLS_DIR, metadata, object_name};
+use crate::crd::{ExposureMode, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY};
+
+/// The ConfigMap with the config file under [`CONFIG_KEY`].
+pub fn config_map(registry: &Registry) -> ConfigMap {
+    ConfigMap {
+        metadata: metadata(registry, object_name(registry)),
+        data: Some(BTreeMap::from([(
+            CONFIG_KEY.to_owned(),
+            config_file(registry),
+        )])),
+        ..ConfigMap::default()
+    }
+}
+
+/// The port the registry listens on inside its pod.
+pub fn listen_port(registry: &Registry) -> i32 {
+    match registry.spec.exposure.mode {
+        ExposureMode::HostPort => CONTAINER_PORT,
+        ExposureMode::HostNetwork => registry.spec.exposure.port,
+    }
+}
+
+/// berth-registry's config file for this Registry, as YAML.
+pub fn config_file(registry: &Registry) -> String {
+    let spec = &registry.spec;
+    let mut http = json!({ "addr": format!(":{}", listen_port(registry)) });
+    if spec.tls.is_some() {
+        http["tls"] = json!({ "certificate": format!("{TLS_DIR}/{TLS_CERT_KEY}"), "key": format!("{TLS_DIR}/{TLS_KEY_KEY}") });
+    }
+
+    let mut storage = json!({
+        "delete": { "enabled": true },
+        "maintenance": { "readonly": { "enabled": spec.read_only } },
+    });
+    if let Some(s3) = &spec.storage.s3 {
+        let mut section = json!({ "bucket": s3.bucket, "region": s3.region, "forcepathstyle": s3.force_path_style });
+        if let Some(endpoint) = &s3.endpoint {
+            section["regionendpoint"] = json!(endpoint);
+        }
+        if let Some(root) = &s3.root_directory {
+            section["rootdirectory"] = json!(root);
+        }
+        storage["s3"] = section;
+        storage["redirect"] = json!({ "disable": !s3.redirect });
+    } else {
+        storage["filesystem"] = json!({ "rootdirectory": DATA_DIR });
+    }
+
+    let mut config = json!({
+        "version": 0.1,
+        "log": { "level": spec.log_level.as_str(), "formatter": "json" },
+        "http": http,
+        "storage": storage,
+        "health": { "storagedriver": { "enabled": true } },
+    });
+    if spec.auth.is_some() {
+        config["auth"] = json!({ "htpasswd": { "realm": "berth", "path": format!("{AUTH_DIR}/{HTPASSWD_KEY}") } });
+    }
+    if let Some(gc) = &spec.gc {
+        let mut berth = json!({ "gcgraceperiod": gc.grace_period });
+        // Node-local content cannot be reached by one CronJob: every pod
+        // collects its own, on the schedule's interval.
+        if spec.node_local_storage() && !gc.suspend {
+            if let Some(interval) = gc.schedule.as_deref().and_then(gc_interval) {
+                berth["gcinterval"] = json!(interval);
+                berth["gcdeleteuntagged"] = json!(gc.delete_untagged);
+            }
+        }
+        config["berth"] = berth;
+    }
+    render(&config)
+}
+
+fn render(config: &Value) -> String {
+    serde_yaml::to_string(config).expect("a JSON value serializes to YAML")
+}
+
+/// The interval of a cron schedule, as berth-registry's `berth.gcinterval`
+/// takes it: the average gap between its runs over four weeks, in seconds.
+/// `None` for a schedule croner cannot parse (the CRD's rule lets few through).
+pub fn gc_interval(schedule: &str) -> Option<String> {
+    let cron = croner::Cron::from_str(schedule).ok()?;
+    let start = k8s_openapi::chrono::DateTime::UNIX_EPOCH;
+    let end = start + k8s_openapi::chrono::Duration::days(28);
+    let runs = cron
+        .iter_after(start)
+        .take_while(|t| *t <= end)
+        .take(100_000)
+        .count() as i64;
+    let seconds = if runs == 0 {
+        28 * 24 * 3600
+    } else {
+        28 * 24 * 3600 / runs
+    };
+    Some(format!("{seconds}s"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    fn parsed(registry: &Registry) -> Value {
+        serde_yaml::from_str(&config_file(registry)).unwrap()
+    }
+
+    #[test]
+    fn s3_config_has_no_keys_and_points_at_mounted_files() {
+        let config = parsed(&s3_registry());
+        assert_eq!(
+            config,
+            json!({
+                "version": 0.1,
+                "log": {"level": "info", "formatter": "json"},
+                "http": {"addr": ":5000", "tls": {"certificate": "/etc/berth/tls/tls.crt", "key": "/etc/berth/tls/tls.key"}},
+                "storage": {
+                    "s3": {"bucket": "images", "region": "us-east-1", "regionendpoint": "http://minio:9000", "forcepathstyle": true},
+                    "redirect": {"disable": true},
+                    "delete": {"enabled": true},
+                    "maintenance": {"readonly": {"enabled": false}},
+                },
+                "health": {"storagedriver": {"enabled": true}},
+                "auth": {"htpasswd": {"realm": "berth", "path": "/etc/berth/auth/htpasswd"}},
+                "berth": {"gcgraceperiod": "1h"},
+            })
+        );
+        let map = config_map(&s3_registry());
+        assert_eq!(map.metadata.name.as_deref(), Some("cache"));
+        assert!(map.data.unwrap().contains_key("config.yml"));
+    }
+
+    #[test]
+    fn host_path_config_collects_in_the_server() {
+        let config = parsed(&host_path_registry());
+        assert_eq!(config["http"]["addr"], ":5443");
+        assert_eq!(
+            config["storage"]["filesystem"]["rootdirectory"],
+            "/var/lib/registry"
+        );
+        assert_eq!(config["berth"]["gcinterval"], "3600s");
+        assert_eq!(config["berth"]["gcdeleteuntagged"], false);
+        assert!(config.get("auth").is_none());
+    }
+
+    #[test]
+    fn intervals_follow_schedules() {
+        assert_eq!(gc_interval("@daily").as_deref(), Some("86400s"));
+        assert_eq!(gc_interval("*/15 * * * *").as_deref(), Some("900s"));
+        assert_eq!(gc_interval("0 3 * * 0").as_deref(), Some("604800s"));
+        assert_eq!(gc_interval("not a schedule"), None);
+    }
+}

@@ -1,0 +1,138 @@
+//! The CronJob running `berth-registry gc` against the registry's own config.
+
+use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+
+use super::daemonset::{RUN_AS, restricted_security_context, s3_env, volume_mounts, volumes};
+use super::{CONFIG_DIR, CONFIG_KEY, component_labels, metadata, object_name};
+use crate::crd::Registry;
+
+/// Name of the GC CronJob of a Registry.
+pub fn cron_job_name(registry: &Registry) -> String {
+    format!("{}-gc", object_name(registry))
+}
+
+/// The GC CronJob, when a schedule is set and the storage is shared.
+/// Node-local (hostPath) content is collected by each registry pod instead.
+pub fn cron_job(registry: &Registry) -> Option<CronJob> {
+    let gc = registry.spec.gc.as_ref()?;
+    let schedule = gc.schedule.clone()?;
+    if registry.spec.node_local_storage() {
+        return None;
+    }
+    let mut args = vec![
+        "gc".to_owned(),
+        "--config".to_owned(),
+        format!("{CONFIG_DIR}/{CONFIG_KEY}"),
+    ];
+    args.push(format!("--grace-period={}", gc.grace_period));
+    if gc.dry_run {
+        args.push("--dry-run".to_owned());
+    }
+    if gc.delete_untagged {
+        args.push("--delete-untagged".to_owned());
+    }
+    let labels = component_labels(registry, "gc");
+    let pod = PodSpec {
+        service_account_name: Some(object_name(registry)),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        restart_policy: Some("Never".to_owned()),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            ..PodSecurityContext::default()
+        }),
+        containers: vec![Container {
+            name: "gc".to_owned(),
+            image: Some(registry.spec.image.clone()),
+            image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
+            args: Some(args),
+            env: s3_env(registry),
+            // The report `berth-registry gc` writes becomes the pod's
+            // termination message, which the operator puts into status.
+            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+            resources: registry.spec.resources.clone(),
+            security_context: Some(restricted_security_context()),
+            volume_mounts: Some(volume_mounts(registry)),
+            ..Container::default()
+        }],
+        volumes: Some(volumes(registry)),
+        node_selector: (!registry.spec.node_selector.is_empty())
+            .then(|| registry.spec.node_selector.clone()),
+        tolerations: (!registry.spec.tolerations.is_empty())
+            .then(|| registry.spec.tolerations.clone()),
+        priority_class_name: registry.spec.priority_class_name.clone(),
+        ..PodSpec::default()
+    };
+    Some(CronJob {
+        metadata: metadata(registry, cron_job_name(registry)),
+        spec: Some(CronJobSpec {
+            schedule,
+            suspend: Some(gc.suspend),
+            concurrency_policy: Some("Forbid".to_owned()),
+            successful_jobs_history_limit: Some(3),
+            failed_jobs_history_limit: Some(3),
+            job_template: JobTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels.clone()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(JobSpec {
+                    backoff_limit: Some(2),
+                    template: PodTemplateSpec {
+                        metadata: Some(ObjectMeta {
+                            labels: Some(labels),
+                            ..ObjectMeta::default()
+                        }),
+                        spec: Some(pod),
+                    },
+                    ..JobSpec::default()
+                }),
+            },
+            ..CronJobSpec::default()
+        }),
+        ..CronJob::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn gc_job_runs_against_the_same_config() {
+        let cron = cron_job(&s3_registry()).expect("S3 with a schedule");
+        assert_eq!(cron.metadata.name.as_deref(), Some("cache-gc"));
+        let spec = cron.spec.unwrap();
+        assert_eq!(spec.schedule, "0 3 * * *");
+        assert_eq!(spec.concurrency_policy.as_deref(), Some("Forbid"));
+        let pod = spec.job_template.spec.unwrap().template.spec.unwrap();
+        let container = &pod.containers[0];
+        assert_eq!(
+            container.args.as_ref().unwrap(),
+            &[
+                "gc",
+                "--config",
+                "/etc/berth/config.yml",
+                "--grace-period=1h",
+                "--delete-untagged"
+            ]
+        );
+        assert_eq!(container.env.as_ref().unwrap().len(), 2);
+        assert_eq!(pod.restart_policy.as_deref(), Some("Never"));
+        assert_eq!(pod.enable_service_links, Some(false));
+    }
+
+    #[test]
+    fn no_cron_job_without_schedule_or_for_node_local_storage() {
+        assert!(cron_job(&host_path_registry()).is_none());
+        let unscheduled =
+            registry(serde_json::json!({"storage": {"s3": {"bucket": "images"}}, "gc": {}}));
+        assert!(cron_job(&unscheduled).is_none());
+    }
+}

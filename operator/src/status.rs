@@ -1,0 +1,499 @@
+//! Registry status from what the cluster reports: DaemonSet counts,
+//! conditions, and the last garbage collection.
+
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::ResourceExt;
+use serde::Deserialize;
+
+use crate::crd::{GcResult, Registry, RegistryStatus};
+use crate::resources::{cron_job, endpoint, gc_interval};
+
+/// Condition type: every desired node runs an updated, ready pod.
+pub const READY: &str = "Ready";
+/// Condition type: a rollout is under way.
+pub const PROGRESSING: &str = "Progressing";
+/// Condition type: something is wrong that a rollout will not fix.
+pub const DEGRADED: &str = "Degraded";
+
+/// Why a Registry could not be applied: a reason (CamelCase) and a message
+/// naming what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    /// The condition reason, such as `SecretNotFound`.
+    pub reason: &'static str,
+    /// What is wrong, naming the Secret or field.
+    pub message: String,
+}
+
+/// How far the DaemonSet's rollout has come.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rollout {
+    /// Nodes that should run a pod.
+    pub desired: i32,
+    /// Nodes whose pod is ready.
+    pub ready: i32,
+    /// Nodes whose pod runs the current template.
+    pub updated: i32,
+    /// Nodes whose pod has been ready long enough to count as available.
+    pub available: i32,
+    /// Whether the DaemonSet controller has seen the current template.
+    pub observed: bool,
+}
+
+impl Rollout {
+    /// Reads the counts from a DaemonSet's status.
+    pub fn of(ds: &DaemonSet) -> Self {
+        let Some(status) = &ds.status else {
+            return Rollout::default();
+        };
+        Rollout {
+            desired: status.desired_number_scheduled,
+            ready: status.number_ready,
+            updated: status.updated_number_scheduled.unwrap_or(0),
+            available: status.number_available.unwrap_or(0),
+            observed: status.observed_generation.is_some()
+                && status.observed_generation == ds.metadata.generation,
+        }
+    }
+
+    fn complete(&self) -> bool {
+        self.observed
+            && self.desired > 0
+            && [self.ready, self.updated, self.available]
+                .iter()
+                .all(|n| *n == self.desired)
+    }
+}
+
+/// The status of a Registry whose objects were applied.
+pub fn applied(
+    registry: &Registry,
+    rollout: Rollout,
+    last_gc: Option<GcResult>,
+    now: &Time,
+) -> RegistryStatus {
+    let mut status = base(registry);
+    status.desired_nodes = rollout.desired;
+    status.ready_nodes = rollout.ready;
+    status.updated_nodes = rollout.updated;
+    status.nodes = Some(format!("{}/{}", rollout.ready, rollout.desired));
+    status.last_gc = last_gc.or_else(|| previous(registry).and_then(|s| s.last_gc.clone()));
+
+    let (ready, reason, message) = if rollout.complete() {
+        (
+            true,
+            "AllNodesReady",
+            format!(
+                "{} of {} nodes run an updated, ready registry",
+                rollout.ready, rollout.desired
+            ),
+        )
+    } else if !rollout.observed {
+        (
+            false,
+            "RolloutPending",
+            "the DaemonSet controller has not yet observed the current pod template".to_owned(),
+        )
+    } else if rollout.desired == 0 {
+        (
+            false,
+            "NoNodes",
+            "no node matches the Registry's nodeSelector, tolerations and affinity".to_owned(),
+        )
+    } else {
+        let Rollout {
+            desired,
+            ready,
+            updated,
+            ..
+        } = rollout;
+        (
+            false,
+            "NodesNotReady",
+            format!("{ready} of {desired} nodes ready, {updated} of {desired} updated"),
+        )
+    };
+    set(&mut status, registry, READY, ready, reason, &message, now);
+    if rollout.complete() || (rollout.observed && rollout.desired == 0) {
+        set(
+            &mut status,
+            registry,
+            PROGRESSING,
+            false,
+            "RolloutComplete",
+            "every node runs the current pod template",
+            now,
+        );
+    } else {
+        set(
+            &mut status,
+            registry,
+            PROGRESSING,
+            true,
+            "RollingOut",
+            &message,
+            now,
+        );
+    }
+    if registry.spec.node_local_storage() && rollout.desired > 1 {
+        let message = format!(
+            "filesystem hostPath storage on {} nodes: each node keeps its own content, so an image pushed through one node is missing on the others",
+            rollout.desired
+        );
+        set(
+            &mut status,
+            registry,
+            DEGRADED,
+            true,
+            "NodeLocalStorage",
+            &message,
+            now,
+        );
+    } else {
+        set(
+            &mut status,
+            registry,
+            DEGRADED,
+            false,
+            "AsExpected",
+            "",
+            now,
+        );
+    }
+    status
+}
+
+/// The status of a Registry that could not be applied; counts are kept from before.
+pub fn blocked(registry: &Registry, blocked: &Blocked, now: &Time) -> RegistryStatus {
+    let mut status = base(registry);
+    if let Some(previous) = previous(registry) {
+        status.desired_nodes = previous.desired_nodes;
+        status.ready_nodes = previous.ready_nodes;
+        status.updated_nodes = previous.updated_nodes;
+        status.nodes = previous.nodes.clone();
+        status.last_gc = previous.last_gc.clone();
+    }
+    set(
+        &mut status,
+        registry,
+        READY,
+        false,
+        blocked.reason,
+        &blocked.message,
+        now,
+    );
+    set(
+        &mut status,
+        registry,
+        PROGRESSING,
+        false,
+        blocked.reason,
+        &blocked.message,
+        now,
+    );
+    set(
+        &mut status,
+        registry,
+        DEGRADED,
+        true,
+        blocked.reason,
+        &blocked.message,
+        now,
+    );
+    status
+}
+
+/// Fields that do not depend on the cluster.
+fn base(registry: &Registry) -> RegistryStatus {
+    let gc_mode = match &registry.spec.gc {
+        Some(gc) if gc.schedule.is_some() && cron_job(registry).is_some() => "CronJob",
+        Some(gc) if gc.schedule.as_deref().and_then(gc_interval).is_some() && !gc.suspend => {
+            "InServer"
+        }
+        _ => "Disabled",
+    };
+    RegistryStatus {
+        observed_generation: registry.metadata.generation,
+        storage: Some(registry.spec.storage_kind().to_owned()),
+        endpoint: Some(endpoint(registry)),
+        gc_mode: Some(gc_mode.to_owned()),
+        ..RegistryStatus::default()
+    }
+}
+
+fn previous(registry: &Registry) -> Option<&RegistryStatus> {
+    registry.status.as_ref()
+}
+
+/// Adds a condition, keeping its last transition time when its status is unchanged.
+fn set(
+    status: &mut RegistryStatus,
+    registry: &Registry,
+    type_: &str,
+    value: bool,
+    reason: &str,
+    message: &str,
+    now: &Time,
+) {
+    let value = if value { "True" } else { "False" };
+    let last_transition_time = previous(registry)
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
+        .filter(|c| c.status == value)
+        .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
+    status.conditions.push(Condition {
+        type_: type_.to_owned(),
+        status: value.to_owned(),
+        reason: reason.to_owned(),
+        message: message.to_owned(),
+        observed_generation: registry.metadata.generation,
+        last_transition_time,
+    });
+}
+
+/// The report `berth-registry gc` writes as its termination message.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GcReport {
+    #[serde(default)]
+    blobs_deleted: i64,
+    #[serde(default)]
+    bytes_freed: i64,
+}
+
+/// The result of the most recently finished GC pod, from its termination message.
+pub fn last_gc(pods: &[Pod]) -> Option<GcResult> {
+    pods.iter()
+        .filter_map(|pod| {
+            let state = pod
+                .status
+                .as_ref()?
+                .container_statuses
+                .as_ref()?
+                .first()?
+                .state
+                .as_ref()?;
+            let terminated = state.terminated.as_ref()?;
+            Some((terminated.finished_at.clone()?, terminated, pod))
+        })
+        .max_by(|a, b| {
+            a.0.0
+                .cmp(&b.0.0)
+                .then_with(|| a.2.name_any().cmp(&b.2.name_any()))
+        })
+        .map(|(time, terminated, _)| {
+            let message = terminated.message.as_deref().unwrap_or_default();
+            match (
+                terminated.exit_code,
+                serde_json::from_str::<GcReport>(message),
+            ) {
+                (0, Ok(report)) => GcResult {
+                    time,
+                    deleted_blobs: report.blobs_deleted,
+                    freed_bytes: report.bytes_freed,
+                    outcome: "Succeeded".to_owned(),
+                },
+                (code, _) => GcResult {
+                    time,
+                    deleted_blobs: 0,
+                    freed_bytes: 0,
+                    outcome: format!("Failed: exit code {code}: {}", last_line(message)),
+                },
+            }
+        })
+}
+
+fn last_line(message: &str) -> &str {
+    message.trim().lines().last().unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::apps::v1::DaemonSetStatus;
+    use k8s_openapi::chrono::{TimeZone, Utc};
+
+    use super::*;
+    use crate::resources::fixtures::*;
+
+    fn at(seconds: i64) -> Time {
+        Time(Utc.timestamp_opt(seconds, 0).unwrap())
+    }
+
+    fn daemon_set(
+        generation: i64,
+        observed: i64,
+        desired: i32,
+        ready: i32,
+        updated: i32,
+    ) -> DaemonSet {
+        let mut ds = DaemonSet::default();
+        ds.metadata.generation = Some(generation);
+        ds.status = Some(DaemonSetStatus {
+            observed_generation: Some(observed),
+            desired_number_scheduled: desired,
+            number_ready: ready,
+            updated_number_scheduled: Some(updated),
+            number_available: Some(ready),
+            ..DaemonSetStatus::default()
+        });
+        ds
+    }
+
+    fn condition<'a>(status: &'a RegistryStatus, type_: &str) -> &'a Condition {
+        status.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn ready_only_when_every_node_is_updated_and_ready() {
+        let registry = s3_registry();
+        let status = applied(
+            &registry,
+            Rollout::of(&daemon_set(2, 2, 3, 3, 3)),
+            None,
+            &at(10),
+        );
+        assert_eq!(condition(&status, READY).status, "True");
+        assert_eq!(condition(&status, PROGRESSING).status, "False");
+        assert_eq!(
+            (
+                status.desired_nodes,
+                status.ready_nodes,
+                status.updated_nodes
+            ),
+            (3, 3, 3)
+        );
+        assert_eq!(status.nodes.as_deref(), Some("3/3"));
+        assert_eq!(status.observed_generation, Some(3));
+        assert_eq!(status.gc_mode.as_deref(), Some("CronJob"));
+
+        let rolling = applied(
+            &registry,
+            Rollout::of(&daemon_set(2, 2, 3, 3, 1)),
+            None,
+            &at(10),
+        );
+        assert_eq!(condition(&rolling, READY).reason, "NodesNotReady");
+        assert_eq!(
+            condition(&rolling, READY).message,
+            "3 of 3 nodes ready, 1 of 3 updated"
+        );
+        assert_eq!(condition(&rolling, PROGRESSING).status, "True");
+
+        let stale = applied(
+            &registry,
+            Rollout::of(&daemon_set(3, 2, 3, 3, 3)),
+            None,
+            &at(10),
+        );
+        assert_eq!(condition(&stale, READY).reason, "RolloutPending");
+
+        let none = applied(
+            &registry,
+            Rollout::of(&daemon_set(2, 2, 0, 0, 0)),
+            None,
+            &at(10),
+        );
+        assert_eq!(condition(&none, READY).reason, "NoNodes");
+    }
+
+    #[test]
+    fn host_path_on_several_nodes_is_degraded() {
+        let registry = host_path_registry();
+        let status = applied(
+            &registry,
+            Rollout::of(&daemon_set(1, 1, 2, 2, 2)),
+            None,
+            &at(10),
+        );
+        let degraded = condition(&status, DEGRADED);
+        assert_eq!(
+            (degraded.status.as_str(), degraded.reason.as_str()),
+            ("True", "NodeLocalStorage")
+        );
+        assert!(
+            degraded.message.contains("hostPath storage on 2 nodes"),
+            "{}",
+            degraded.message
+        );
+        assert_eq!(status.gc_mode.as_deref(), Some("InServer"));
+        assert_eq!(status.storage.as_deref(), Some("HostPath"));
+    }
+
+    #[test]
+    fn transition_time_kept_while_status_holds() {
+        let mut registry = s3_registry();
+        let first = applied(
+            &registry,
+            Rollout::of(&daemon_set(1, 1, 1, 1, 1)),
+            None,
+            &at(10),
+        );
+        registry.status = Some(first.clone());
+        let second = applied(
+            &registry,
+            Rollout::of(&daemon_set(1, 1, 1, 1, 1)),
+            None,
+            &at(20),
+        );
+        assert_eq!(
+            first, second,
+            "an unchanged cluster gives an identical status, which is not written"
+        );
+
+        let blocked_status = blocked(
+            &registry,
+            &Blocked {
+                reason: "SecretNotFound",
+                message: "gone".to_owned(),
+            },
+            &at(30),
+        );
+        assert_eq!(
+            condition(&blocked_status, READY).last_transition_time,
+            at(30)
+        );
+        assert_eq!(blocked_status.ready_nodes, 1);
+    }
+
+    #[test]
+    fn last_gc_from_termination_message() {
+        let pod = |name: &str, finished: i64, code: i32, message: &str| -> Pod {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name},
+                "status": {"containerStatuses": [{
+                    "name": "gc", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": code, "message": message,
+                        "finishedAt": at(finished).0.to_rfc3339()}}
+                }]}
+            }))
+            .unwrap()
+        };
+        let pods = [
+            pod("old", 10, 0, r#"{"blobsDeleted": 1, "bytesFreed": 2}"#),
+            pod(
+                "new",
+                20,
+                0,
+                r#"{"dryRun": false, "blobsDeleted": 4, "bytesFreed": 4096}"#,
+            ),
+        ];
+        let result = last_gc(&pods).unwrap();
+        assert_eq!(
+            (
+                result.deleted_blobs,
+                result.freed_bytes,
+                result.outcome.as_str()
+            ),
+            (4, 4096, "Succeeded")
+        );
+        assert_eq!(result.time, at(20));
+
+        let failed = last_gc(&[pod("bad", 5, 1, "error: storage unreachable\n")]).unwrap();
+        assert_eq!(
+            failed.outcome,
+            "Failed: exit code 1: error: storage unreachable"
+        );
+        assert_eq!(last_gc(&[]), None);
+    }
+}

@@ -1,0 +1,647 @@
+//! The operator against a real kube-apiserver and etcd (see `support`).
+//! Each test works in its own namespace, with its own controller watching it.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use berth_operator::crd::Registry;
+use berth_operator::resources::CONFIG_HASH_ANNOTATION;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::DaemonSet;
+use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client, ResourceExt};
+use serde_json::json;
+use support::{ControlPlane, Operator, eventually};
+
+fn registry(name: &str, spec: serde_json::Value) -> Registry {
+    serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Registry",
+        "metadata": {"name": name}, "spec": spec,
+    }))
+    .expect("a Registry")
+}
+
+async fn create_secret(client: &Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let data: BTreeMap<String, ByteString> = data
+        .iter()
+        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+        .collect();
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        data: Some(data),
+        ..Secret::default()
+    };
+    api.patch(
+        name,
+        &PatchParams::apply("berth-tests").force(),
+        &Patch::Apply(&secret),
+    )
+    .await
+    .expect("apply Secret");
+}
+
+/// The Registry's condition `type_` as (status, reason, message), once it has one.
+async fn condition(
+    api: &Api<Registry>,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let registry = api.get(name).await.ok()?;
+    let c = registry
+        .status?
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == type_)?;
+    Some((c.status, c.reason, c.message))
+}
+
+async fn pod_template_hash(api: &Api<DaemonSet>, name: &str) -> Option<String> {
+    let ds = api.get(name).await.ok()?;
+    ds.spec?
+        .template
+        .metadata?
+        .annotations?
+        .get(CONFIG_HASH_ANNOTATION)
+        .cloned()
+}
+
+#[tokio::test]
+async fn crd_is_accepted_and_invalid_registries_are_rejected() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("crd").await;
+    let api: Api<Registry> = Api::namespaced(client.clone(), &ns);
+
+    let created = api
+        .create(
+            &PostParams::default(),
+            &registry("minimal", json!({"storage": {"s3": {"bucket": "images"}}})),
+        )
+        .await
+        .expect("a minimal Registry is valid");
+    assert_eq!(
+        created.spec.exposure.port, 5000,
+        "the API server applies the schema's defaults"
+    );
+    assert_eq!(
+        created.spec.storage.s3.as_ref().map(|s| s.region.as_str()),
+        Some("us-east-1")
+    );
+
+    let invalid = [
+        (
+            json!({"storage": {"s3": {"bucket": "images"}, "filesystem": {"hostPath": "/data"}}}),
+            "exactly one of storage.filesystem or storage.s3 must be set",
+        ),
+        (
+            json!({"storage": {}}),
+            "exactly one of storage.filesystem or storage.s3 must be set",
+        ),
+        (
+            json!({"storage": {"filesystem": {"hostPath": "/data", "persistentVolumeClaim": "pvc"}}}),
+            "exactly one of storage.filesystem.hostPath or storage.filesystem.persistentVolumeClaim",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "gc": {"schedule": "every night"}}),
+            "must be a cron schedule of five fields",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "exposure": {"port": 70000}}),
+            "spec.exposure.port in body should be less than or equal to 65535",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "exposure": {"mode": "NodePort"}}),
+            "supported values: \"HostPort\", \"HostNetwork\"",
+        ),
+        (
+            json!({"storage": {"filesystem": {"hostPath": "relative"}}}),
+            "spec.storage.filesystem.hostPath in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "gc": {"gracePeriod": "forever"}}),
+            "spec.gc.gracePeriod in body should match",
+        ),
+    ];
+    // Invalid objects go through the untyped API: they do not fit the Rust types either.
+    let untyped: Api<DynamicObject> =
+        Api::namespaced_with(client, &ns, &ApiResource::erase::<Registry>(&()));
+    for (i, (spec, message)) in invalid.into_iter().enumerate() {
+        let object: DynamicObject = serde_json::from_value(json!({
+            "apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "metadata": {"name": format!("bad-{i}")}, "spec": spec,
+        }))
+        .expect("an object");
+        let result = untyped.create(&PostParams::default(), &object).await;
+        match result {
+            Err(kube::Error::Api(e)) => {
+                assert_eq!(e.code, 422, "{spec}: {e:?}");
+                assert!(
+                    e.message.contains(message),
+                    "{spec}: expected {message:?} in {:?}",
+                    e.message
+                );
+            }
+            other => panic!("{spec} was not rejected: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn registry_becomes_its_owned_objects() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("objects").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    create_secret(
+        &client,
+        &ns,
+        "tls",
+        &[("tls.crt", "CERT"), ("tls.key", "KEY")],
+    )
+    .await;
+    create_secret(&client, &ns, "users", &[("htpasswd", "alice:$2y$05$x")]).await;
+    create_secret(
+        &client,
+        &ns,
+        "s3",
+        &[
+            ("accessKey", "AKIA-SECRET-ID"),
+            ("secretKey", "very-secret"),
+        ],
+    )
+    .await;
+
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({
+        "storage": {"s3": {"bucket": "images", "endpoint": "http://127.0.0.1:9000", "forcePathStyle": true, "credentialsSecret": "s3"}},
+        "tls": {"secretName": "tls"},
+        "auth": {"htpasswd": {"secretName": "users"}},
+        "gc": {"schedule": "0 3 * * *"},
+    });
+    let created = registries
+        .create(&PostParams::default(), &registry("cache", spec))
+        .await
+        .expect("create Registry");
+    let uid = created.uid().expect("uid");
+
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let ds = eventually("DaemonSet", || async {
+        daemon_sets.get_opt("cache").await.ok().flatten()
+    })
+    .await;
+    let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .get("cache")
+        .await
+        .expect("ConfigMap");
+    let service = Api::<Service>::namespaced(client.clone(), &ns)
+        .get("cache")
+        .await
+        .expect("Service");
+    let account = Api::<ServiceAccount>::namespaced(client.clone(), &ns)
+        .get("cache")
+        .await
+        .expect("ServiceAccount");
+    let cron_job = Api::<CronJob>::namespaced(client.clone(), &ns)
+        .get("cache-gc")
+        .await
+        .expect("CronJob");
+
+    let metas = [
+        &ds.metadata,
+        &config_map.metadata,
+        &service.metadata,
+        &account.metadata,
+        &cron_job.metadata,
+    ];
+    for meta in metas {
+        let labels = meta.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.get("app.kubernetes.io/instance").map(String::as_str),
+            Some("cache")
+        );
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("berth-operator")
+        );
+        let owners = meta.owner_references.clone().unwrap_or_default();
+        assert!(
+            owners
+                .iter()
+                .any(|o| o.uid == uid && o.controller == Some(true) && o.kind == "Registry"),
+            "{:?} is not owned by the Registry: {owners:?}",
+            meta.name
+        );
+        let managers: Vec<_> = meta
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|m| m.manager.as_deref())
+            .collect();
+        assert!(
+            managers.contains(&"berth-operator"),
+            "{:?} managers {managers:?}",
+            meta.name
+        );
+    }
+
+    let config = &config_map.data.as_ref().expect("data")["config.yml"];
+    assert!(
+        config.contains("bucket: images") && config.contains("/etc/berth/tls/tls.crt"),
+        "{config}"
+    );
+    assert!(
+        !config.contains("AKIA") && !config.contains("very-secret"),
+        "S3 keys leaked into the ConfigMap: {config}"
+    );
+    assert_eq!(
+        service
+            .spec
+            .as_ref()
+            .and_then(|s| s.internal_traffic_policy.as_deref()),
+        Some("Local")
+    );
+    assert_eq!(
+        cron_job
+            .spec
+            .as_ref()
+            .and_then(|s| s.concurrency_policy.as_deref()),
+        Some("Forbid")
+    );
+    let pod = ds
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .expect("pod spec");
+    assert_eq!(pod.enable_service_links, Some(false));
+    let env = pod.containers[0].env.as_ref().expect("env");
+    assert!(
+        env.iter()
+            .all(|e| e.value.is_none() && e.value_from.is_some()),
+        "S3 keys only as secretKeyRef: {env:?}"
+    );
+
+    // No DaemonSet controller runs, so the rollout never starts.
+    let (status, reason, _) = eventually("Ready condition", || async {
+        condition(&registries, "cache", "Ready").await
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("False", "RolloutPending")
+    );
+    let got = registries.get("cache").await.expect("Registry");
+    let status = got.status.expect("status");
+    assert_eq!(status.observed_generation, got.metadata.generation);
+    assert_eq!(status.gc_mode.as_deref(), Some("CronJob"));
+    assert_eq!(
+        status.endpoint.as_deref(),
+        Some(format!("https://cache.{ns}.svc:5000").as_str())
+    );
+
+    // Dropping the schedule deletes the CronJob.
+    let patch = json!({"spec": {"gc": {"schedule": null}}});
+    registries
+        .patch("cache", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let cron_jobs: Api<CronJob> = Api::namespaced(client.clone(), &ns);
+    eventually("CronJob deleted", || async {
+        cron_jobs
+            .get_opt("cache-gc")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn missing_secret_blocks_until_it_appears() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("secret").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"filesystem": {"hostPath": "/var/lib/berth"}}, "tls": {"secretName": "later-tls"}});
+    registries
+        .create(&PostParams::default(), &registry("blocked", spec))
+        .await
+        .expect("create Registry");
+
+    let (status, _, message) = eventually("SecretNotFound", || async {
+        condition(&registries, "blocked", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "SecretNotFound")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!("Secret {ns}/later-tls"))
+            && message.contains("spec.tls.secretName"),
+        "{message}"
+    );
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        daemon_sets.get_opt("blocked").await.expect("get").is_none(),
+        "nothing is applied while blocked"
+    );
+    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
+    eventually("a SecretNotFound Event", || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("SecretNotFound"))
+            .then_some(())
+    })
+    .await;
+
+    // The Secret watch reconciles as soon as it exists: well within the 30 s retry.
+    let started = std::time::Instant::now();
+    create_secret(
+        &client,
+        &ns,
+        "later-tls",
+        &[("tls.crt", "CERT"), ("tls.key", "KEY")],
+    )
+    .await;
+    eventually("DaemonSet after the Secret appears", || async {
+        daemon_sets.get_opt("blocked").await.ok().flatten()
+    })
+    .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    eventually("Ready no longer blocked", || async {
+        condition(&registries, "blocked", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason != "SecretNotFound")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn status_follows_the_daemon_set() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("status").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"filesystem": {"hostPath": "/var/lib/berth"}}});
+    registries
+        .create(&PostParams::default(), &registry("counted", spec))
+        .await
+        .expect("create Registry");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let ds = eventually("DaemonSet", || async {
+        daemon_sets.get_opt("counted").await.ok().flatten()
+    })
+    .await;
+    let generation = ds.metadata.generation.expect("generation");
+
+    // Play the DaemonSet controller: two nodes, one ready.
+    let report = |ready: i32| {
+        json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": 2, "currentNumberScheduled": 2,
+            "numberMisscheduled": 0, "numberReady": ready, "updatedNumberScheduled": 2, "numberAvailable": ready}})
+    };
+    daemon_sets
+        .patch_status(
+            "counted",
+            &PatchParams::default(),
+            &Patch::Merge(&report(1)),
+        )
+        .await
+        .expect("patch status");
+    let (_, reason, message) = eventually("one of two ready", || async {
+        condition(&registries, "counted", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "NodesNotReady")
+    })
+    .await;
+    assert_eq!(message, "1 of 2 nodes ready, 2 of 2 updated", "{reason}");
+
+    daemon_sets
+        .patch_status(
+            "counted",
+            &PatchParams::default(),
+            &Patch::Merge(&report(2)),
+        )
+        .await
+        .expect("patch status");
+    eventually("Ready", || async {
+        condition(&registries, "counted", "Ready")
+            .await
+            .filter(|(s, _, _)| s == "True")
+    })
+    .await;
+    let status = registries
+        .get("counted")
+        .await
+        .expect("get")
+        .status
+        .expect("status");
+    assert_eq!(
+        (
+            status.desired_nodes,
+            status.ready_nodes,
+            status.updated_nodes
+        ),
+        (2, 2, 2)
+    );
+    assert_eq!(status.nodes.as_deref(), Some("2/2"));
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .expect("Degraded");
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "NodeLocalStorage")
+    );
+    assert!(
+        degraded.message.contains("hostPath storage on 2 nodes"),
+        "{}",
+        degraded.message
+    );
+
+    // A settled status is not rewritten: the resourceVersion stays put.
+    let before = registries
+        .get("counted")
+        .await
+        .expect("get")
+        .resource_version();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        registries
+            .get("counted")
+            .await
+            .expect("get")
+            .resource_version(),
+        before,
+        "status writes loop"
+    );
+}
+
+#[tokio::test]
+async fn spec_change_and_secret_rotation_roll_the_pods() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("roll").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    create_secret(&client, &ns, "users", &[("htpasswd", "alice:one")]).await;
+    create_secret(&client, &ns, "unrelated", &[("x", "1")]).await;
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}, "auth": {"htpasswd": {"secretName": "users"}}});
+    registries
+        .create(&PostParams::default(), &registry("rolling", spec))
+        .await
+        .expect("create Registry");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let first = eventually("hash", || pod_template_hash(&daemon_sets, "rolling")).await;
+
+    let patch = json!({"spec": {"logLevel": "debug"}});
+    registries
+        .patch("rolling", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("patch");
+    let second = eventually("hash after a spec change", || async {
+        pod_template_hash(&daemon_sets, "rolling")
+            .await
+            .filter(|h| *h != first)
+    })
+    .await;
+
+    create_secret(&client, &ns, "unrelated", &[("x", "2")]).await;
+    create_secret(&client, &ns, "users", &[("htpasswd", "alice:two")]).await;
+    let third = eventually("hash after rotating the htpasswd Secret", || async {
+        pod_template_hash(&daemon_sets, "rolling")
+            .await
+            .filter(|h| *h != second)
+    })
+    .await;
+    assert_ne!(third, first);
+}
+
+#[tokio::test]
+async fn two_operators_elect_one_leader_and_fail_over() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("leader").await;
+    let spawn = |identity: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth-operator"))
+            .args([
+                "--namespace",
+                &ns,
+                "--lease-namespace",
+                &ns,
+                "--identity",
+                identity,
+            ])
+            .args([
+                "--lease-duration",
+                "4s",
+                "--renew-interval",
+                "1s",
+                "--metrics-addr",
+                "127.0.0.1:0",
+            ])
+            .env("KUBECONFIG", &plane.kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start berth-operator")
+    };
+    let mut operators = vec![("one", Killed(spawn("one"))), ("two", Killed(spawn("two")))];
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = || async {
+        leases
+            .get_opt("berth-operator")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
+    };
+    let leader = eventually("a leader", holder).await;
+
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let reconciled = |name: &'static str| {
+        let registries = registries.clone();
+        async move { registries.get(name).await.ok()?.status.map(|_| ()) }
+    };
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}});
+    registries
+        .create(&PostParams::default(), &registry("first", spec.clone()))
+        .await
+        .expect("create");
+    eventually("the leader reconciles", || reconciled("first")).await;
+
+    // Kill the leader without letting it release the Lease.
+    operators.retain(|(identity, _)| *identity != leader);
+    let follower = operators[0].0;
+    let new_leader = eventually("the other replica takes over", || async {
+        holder().await.filter(|h| h != &leader)
+    })
+    .await;
+    assert_eq!(new_leader, follower);
+    registries
+        .create(&PostParams::default(), &registry("second", spec))
+        .await
+        .expect("create");
+    eventually("the new leader reconciles", || reconciled("second")).await;
+}
+
+/// A child process killed (SIGKILL) when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn operator_survives_an_apiserver_restart() {
+    let mut plane = ControlPlane::start().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("restart").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}});
+    registries
+        .create(&PostParams::default(), &registry("before", spec.clone()))
+        .await
+        .expect("create");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    eventually("DaemonSet before", || async {
+        daemon_sets.get_opt("before").await.ok().flatten()
+    })
+    .await;
+
+    plane.stop_apiserver();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    plane.restart_apiserver().await;
+
+    registries
+        .create(&PostParams::default(), &registry("after", spec))
+        .await
+        .expect("create after restart");
+    eventually("DaemonSet after the restart", || async {
+        daemon_sets.get_opt("after").await.ok().flatten()
+    })
+    .await;
+}
