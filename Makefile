@@ -2,8 +2,9 @@
 #
 #   make test    install what the tests need (cached), then run every test
 #   make tools   only provision the tools (.tools/bin, cache in ~/.cache/berth)
+#   make crds    regenerate crds/registry.yaml from the operator's types
 
-.PHONY: test tools build
+.PHONY: test tools build crds bench
 
 tools:
 	scripts/tools.sh
@@ -11,5 +12,11 @@ tools:
 build:
 	cargo build --workspace
 
+crds:
+	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml
+
 test: tools
 	cargo test --workspace -- --show-output
+
+bench:
+	bench/run.sh
