@@ -16,7 +16,7 @@ crds:
 	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml
 
 test: tools
-	cargo test --workspace -- --show-output
+	cargo test --workspace --no-fail-fast -- --show-output
 
 bench:
 	bench/run.sh
