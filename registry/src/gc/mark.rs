@@ -21,10 +21,10 @@ pub(super) struct Marked {
 }
 
 /// Marks every repository's kept manifests and what they reference.
-pub(super) async fn mark(registry: &Registry, options: &GcOptions, report: &mut Report) -> Result<Marked, GcError> {
+pub(super) async fn mark(registry: &Registry, options: &GcOptions, started: SystemTime, report: &mut Report) -> Result<Marked, GcError> {
     let mut marked = Marked::default();
     for repo in registry.repositories().await? {
-        mark_repository(registry, options, &repo, &mut marked, report).await?;
+        mark_repository(registry, options, started, &repo, &mut marked, report).await?;
         marked.repositories.push(repo);
     }
     report.repositories = marked.repositories.len();
@@ -35,6 +35,7 @@ pub(super) async fn mark(registry: &Registry, options: &GcOptions, report: &mut 
 async fn mark_repository(
     registry: &Registry,
     options: &GcOptions,
+    started: SystemTime,
     repo: &RepoName,
     marked: &mut Marked,
     report: &mut Report,
@@ -55,10 +56,9 @@ async fn mark_repository(
     // may be about to tag them, or to push an index naming them).
     let mut roots: Vec<Digest> = registry.tagged(repo).await?.into_iter().map(|(_, d)| d).collect();
     if options.delete_untagged {
-        let now = SystemTime::now();
         for digest in &revisions {
             let times = [registry.last_touch(digest).await?, registry.revision_linked_at(repo, digest).await?];
-            if is_fresh(times, options.grace_period, now) {
+            if is_fresh(times, options.grace_period, started) {
                 roots.push(digest.clone());
             }
         }

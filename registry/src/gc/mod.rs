@@ -55,6 +55,9 @@ pub struct Report {
     pub bytes_freed: u64,
     /// Blobs spared because they were touched within the grace period.
     pub blobs_spared_by_grace: usize,
+    /// Untagged manifests spared because they were pushed or touched again
+    /// since the mark phase.
+    pub manifests_spared_by_grace: usize,
     /// Upload sessions purged.
     pub uploads_purged: usize,
     /// Repositories left empty and removed.
@@ -71,17 +74,26 @@ pub enum GcError {
     Storage(#[from] RegistryError),
 }
 
-/// Whether content last touched or written at `times` is within the grace period.
-fn is_fresh(times: impl IntoIterator<Item = Option<SystemTime>>, grace: Duration, now: SystemTime) -> bool {
-    times.into_iter().flatten().any(|t| now.duration_since(t).map_or(true, |age| age < grace))
+/// Whether content last touched or written at `times` counts as in use:
+/// within the grace period before the collection started.
+///
+/// Measuring from the start, not from the moment of the check, is what
+/// makes the collection safe however long it runs: a manifest pushed after
+/// the mark phase read its repository references content that its push
+/// touched (at most a quarter of the grace period before the push, since
+/// servers refresh touches that often), so that content is spared even if
+/// the sweep reaches it much later.
+fn is_fresh(times: impl IntoIterator<Item = Option<SystemTime>>, grace: Duration, started: SystemTime) -> bool {
+    times.into_iter().flatten().any(|t| started.duration_since(t).map_or(true, |age| age < grace))
 }
 
 /// Runs one collection.
 pub async fn collect(registry: &Registry, options: &GcOptions) -> Result<Report, GcError> {
     let started = Instant::now();
+    let start_time = SystemTime::now();
     let mut report = Report { dry_run: options.dry_run, ..Report::default() };
-    let marked = mark::mark(registry, options, &mut report).await?;
-    sweep::sweep(registry, options, &marked, &mut report).await?;
+    let marked = mark::mark(registry, options, start_time, &mut report).await?;
+    sweep::sweep(registry, options, &marked, start_time, &mut report).await?;
     report.duration_seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }

@@ -9,9 +9,29 @@ use super::{describe, is_fresh, GcError, GcOptions, Report};
 use crate::service::Registry;
 
 /// Sweeps untagged manifests, then blobs, then links, uploads and empty repositories.
-pub(super) async fn sweep(registry: &Registry, options: &GcOptions, marked: &Marked, report: &mut Report) -> Result<(), GcError> {
+pub(super) async fn sweep(
+    registry: &Registry,
+    options: &GcOptions,
+    marked: &Marked,
+    started: SystemTime,
+    report: &mut Report,
+) -> Result<(), GcError> {
     // Manifests first: a manifest must never outlive the blobs it references.
+    let mut spared = HashSet::new();
     for (repo, digest, subject) in &marked.untagged {
+        // A client may have pushed the same manifest again since the mark
+        // phase (rewriting its revision link) or been told it is present:
+        // re-read both right before deleting, as for blobs.
+        let times = [registry.last_touch(digest).await?, registry.revision_linked_at(repo, digest).await?];
+        if is_fresh(times, options.grace_period, started) {
+            report.manifests_spared_by_grace += 1;
+            // What a spared manifest references stays too.
+            spared.insert(digest.clone());
+            if let Some(m) = registry.stored_manifest(digest).await? {
+                spared.extend(m.config.iter().chain(&m.layers).chain(&m.manifests).map(|d| d.digest.clone()));
+            }
+            continue;
+        }
         tracing::info!(%repo, %digest, dry_run = options.dry_run, "deleting untagged manifest");
         if !options.dry_run {
             registry.unlink_revision(repo, digest, subject.as_ref()).await?;
@@ -21,14 +41,14 @@ pub(super) async fn sweep(registry: &Registry, options: &GcOptions, marked: &Mar
 
     let mut swept = HashSet::new();
     for digest in registry.blob_digests().await? {
-        if marked.blobs.contains(&digest) {
+        if marked.blobs.contains(&digest) || spared.contains(&digest) {
             continue;
         }
         let Some(blob) = registry.stored_blob(&digest).await? else { continue };
         // Read the touch as late as possible: a client told "present" after
         // this read can only be one whose manifest push re-checks and fails.
         let touched = registry.last_touch(&digest).await?;
-        if is_fresh([touched, Some(blob.modified)], options.grace_period, SystemTime::now()) {
+        if is_fresh([touched, Some(blob.modified)], options.grace_period, started) {
             report.blobs_spared_by_grace += 1;
             continue;
         }
