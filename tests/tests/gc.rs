@@ -375,11 +375,15 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
     const PUSHES_PER_WORKER: usize = 60;
     /// Images per worker; all images share base layers.
     const IMAGES: usize = 10;
+    /// One-off images per worker, pushed once and untagged at once: garbage
+    /// that no later push touches again, so collections during the run
+    /// always have something to sweep.
+    const ONE_OFFS: usize = PUSHES_PER_WORKER / 10;
 
     let setup = Arc::new(Setup::start(driver));
     let dir = tempfile::tempdir().expect("temporary directory");
     let (shared, diff_ids, bytes) = shared_layers(2, 100_000);
-    let layout = Arc::new(shared_base_layout(&dir.path().join("layout"), &shared, &diff_ids, WORKERS * IMAGES, 50_000));
+    let layout = Arc::new(shared_base_layout(&dir.path().join("layout"), &shared, &diff_ids, WORKERS * (IMAGES + ONE_OFFS), 50_000));
     add_shared(&layout, &bytes);
 
     let tally = Arc::new(Tally::default());
@@ -427,6 +431,17 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
                         let old = format!("w{w}-i{}", w * IMAGES + (n + 2) % IMAGES);
                         if live.lock().expect("live tags").remove(&old).is_some() {
                             let reply = client.delete(&format!("/v2/online/app/manifests/{old}"));
+                            assert_eq!(reply.status, 202, "{}", reply.describe());
+                            tally.deletes.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                    // Every tenth push, a one-off image goes up and is untagged right away.
+                    if n % 10 == 0 {
+                        let image = WORKERS * IMAGES + w * ONE_OFFS + n / 10;
+                        let tag = format!("w{w}-once{image}");
+                        let src = layout.reference(&format!("img-{image}"));
+                        if skopeo.try_copy(&src, &docker_ref(&setup.registry.addr(), "online/app", &tag)).is_ok() {
+                            let reply = client.delete(&format!("/v2/online/app/manifests/{tag}"));
                             assert_eq!(reply.status, 202, "{}", reply.describe());
                             tally.deletes.fetch_add(1, Ordering::SeqCst);
                         }
