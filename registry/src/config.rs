@@ -548,8 +548,8 @@ pub enum StorageSettings {
         /// Root of the layout.
         root: PathBuf,
     },
-    /// A bucket.
-    S3(S3Settings),
+    /// A bucket (boxed: its settings are much larger than a path).
+    S3(Box<S3Settings>),
 }
 
 /// The S3 driver's settings, checked.
@@ -733,12 +733,12 @@ impl Config {
                     Some(e) => Some(format!("{}://{}", if s3.secure { "https" } else { "http" }, e.trim_end_matches('/'))),
                     None => None,
                 };
-                Ok(StorageSettings::S3(S3Settings {
+                Ok(StorageSettings::S3(Box::new(S3Settings {
                     config: s3.clone(),
                     endpoint,
                     chunk_size,
                     redirect: !self.storage.redirect.disable,
-                }))
+                })))
             }
         }
     }
