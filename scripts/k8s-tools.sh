@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the Kubernetes control-plane parts the operator tests run against:
-# kube-apiserver and etcd, from the Go module proxy at pinned versions.
+# kube-apiserver, kube-controller-manager (its garbage collector deletes what
+# a deleted Registry owned) and etcd, from the Go module proxy at pinned
+# versions.
 #
 #   scripts/k8s-tools.sh            build (once) into the cache, link into .tools/bin/
 #   scripts/k8s-tools.sh --update   regenerate scripts/tools/k8s/go.mod and go.sum
@@ -11,8 +13,9 @@
 # scripts/tools/k8s/ is a small module of ours that requires k8s.io/kubernetes
 # and replaces each staging module with its published twin (v0.Y.Z for
 # v1.Y.Z). The replace list is derived from the release's own go.mod by
-# --update, never typed by hand. etcd is built from the same module, at the
-# version this Kubernetes release pins, so both share one dependency graph.
+# --update, never typed by hand. kube-controller-manager comes from the same
+# release. etcd is built from the same module, at the version this Kubernetes
+# release pins, so all three share one dependency graph.
 #
 # Binaries are cached outside the checkout ($BERTH_CACHE, default
 # ~/.cache/berth) in tools/<tool>-<version>/ and linked into .tools/bin/; a
@@ -46,6 +49,7 @@ update_module() {
     echo "tool ("
     echo "	go.etcd.io/etcd/server/v3"
     echo "	k8s.io/kubernetes/cmd/kube-apiserver"
+    echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
     echo ")"
     echo
     echo "require k8s.io/kubernetes $K8S_VERSION"
@@ -101,5 +105,6 @@ fi
 command -v go >/dev/null || { log "go is not installed (apt-get install golang-go, Go >= 1.24)"; exit 1; }
 mkdir -p "$cache/tools"
 build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_VERSION" "$(version_ldflags)"
+build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_VERSION" "$(version_ldflags)"
 build etcd go.etcd.io/etcd/server/v3 "$(module_version go.etcd.io/etcd/server/v3)"
-log "kube-apiserver $K8S_VERSION and etcd ready in $bin"
+log "kube-apiserver and kube-controller-manager $K8S_VERSION and etcd ready in $bin"

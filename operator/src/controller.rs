@@ -18,9 +18,18 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::crd::Registry;
+use crate::decoded::Decoded;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
 use crate::resources::MANAGER;
+
+/// The berth-registry image of Registries that set no `spec.image`, unless
+/// the operator is told another (`--registry-image`): the release of the
+/// same version as the operator.
+pub const DEFAULT_REGISTRY_IMAGE: &str = concat!(
+    "ghcr.io/berth-dev/berth-registry:v",
+    env!("CARGO_PKG_VERSION")
+);
 
 /// How the controller runs.
 #[derive(Debug, Clone)]
@@ -31,6 +40,21 @@ pub struct Settings {
     pub debounce: Duration,
     /// Who publishes Events (`reportingInstance`).
     pub identity: String,
+    /// The berth-registry image of Registries that set no `spec.image`.
+    pub registry_image: String,
+}
+
+impl Default for Settings {
+    /// All namespaces, a one-second debounce, identity `berth-operator`,
+    /// and [`DEFAULT_REGISTRY_IMAGE`]: the flags' defaults.
+    fn default() -> Self {
+        Settings {
+            namespace: None,
+            debounce: Duration::from_secs(1),
+            identity: MANAGER.to_owned(),
+            registry_image: DEFAULT_REGISTRY_IMAGE.to_owned(),
+        }
+    }
 }
 
 /// Runs the controller until `shutdown` completes, then lets running reconciles finish.
@@ -48,17 +72,21 @@ pub async fn run(
         client: client.clone(),
         recorder: Recorder::new(client.clone(), reporter),
         metrics,
+        registry_image: settings.registry_image.clone(),
     });
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGER}"));
 
+    // Registries are watched as `Decoded`: one that does not fit the Rust
+    // types must not fail the list (and so the controller) for all others.
     let controller = Controller::new(
-        api::<Registry>(&client, &settings),
+        api::<Decoded<Registry>>(&client, &settings),
         watcher::Config::default(),
     );
     let registries = controller.store();
     info!(
         namespace = settings.namespace.as_deref().unwrap_or("(all)"),
+        registry_image = %settings.registry_image,
         "controller starting"
     );
     controller
@@ -139,13 +167,20 @@ where
 }
 
 /// The Registries in the Secret's namespace that reference it.
-fn referencing(registries: &Store<Registry>, secret: &Secret) -> Vec<ObjectRef<Registry>> {
+fn referencing(
+    registries: &Store<Decoded<Registry>>,
+    secret: &Secret,
+) -> Vec<ObjectRef<Decoded<Registry>>> {
     let name = secret.name_any();
     registries
         .state()
         .iter()
         .filter(|registry| registry.namespace() == secret.namespace())
-        .filter(|registry| registry.spec.secret_refs().iter().any(|r| r.name == name))
+        .filter(|registry| {
+            registry
+                .valid()
+                .is_some_and(|r| r.spec.secret_refs().iter().any(|r| r.name == name))
+        })
         .map(|registry| ObjectRef::from_obj(registry.as_ref()))
         .collect()
 }

@@ -13,12 +13,6 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-/// The berth-registry image the operator runs unless `spec.image` says otherwise.
-pub const DEFAULT_IMAGE: &str = concat!(
-    "ghcr.io/berth-dev/berth-registry:v",
-    env!("CARGO_PKG_VERSION")
-);
-
 /// A container registry served on every selected node by a DaemonSet of
 /// berth-registry, backed by shared storage.
 #[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -38,9 +32,11 @@ pub const DEFAULT_IMAGE: &str = concat!(
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RegistrySpec {
-    /// Container image of berth-registry.
-    #[serde(default = "default_image")]
-    pub image: String,
+    /// Container image of berth-registry. Unset (or empty) means the image
+    /// the operator is configured with (its `--registry-image` flag), so
+    /// Registries that set none follow the operator's upgrades.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
 
     /// When the kubelet pulls the image.
     #[serde(default)]
@@ -98,10 +94,6 @@ pub struct RegistrySpec {
     /// Verbosity of the registry's logs.
     #[serde(default)]
     pub log_level: LogLevel,
-}
-
-fn default_image() -> String {
-    DEFAULT_IMAGE.to_owned()
 }
 
 /// When the kubelet pulls the image.
@@ -466,6 +458,14 @@ impl RegistrySpec {
         refs
     }
 
+    /// The image to run: `spec.image`, or `default` when that is unset or empty.
+    pub fn image_or<'a>(&'a self, default: &'a str) -> &'a str {
+        match self.image.as_deref().map(str::trim) {
+            Some(image) if !image.is_empty() => image,
+            _ => default,
+        }
+    }
+
     /// Whether content lives on each node's own disk.
     pub fn node_local_storage(&self) -> bool {
         self.storage
@@ -507,7 +507,8 @@ mod tests {
         let spec: RegistrySpec =
             serde_json::from_value(serde_json::json!({"storage": {"s3": {"bucket": "images"}}}))
                 .unwrap();
-        assert_eq!(spec.image, DEFAULT_IMAGE);
+        assert_eq!(spec.image, None);
+        assert_eq!(spec.image_or("default:1"), "default:1");
         assert_eq!(
             spec.exposure,
             Exposure {
@@ -517,6 +518,19 @@ mod tests {
         );
         assert_eq!(spec.log_level, LogLevel::Info);
         assert_eq!(spec.storage.s3.unwrap().region, "us-east-1");
+    }
+
+    #[test]
+    fn an_empty_image_means_the_default() {
+        let spec = |image: &str| -> RegistrySpec {
+            serde_json::from_value(
+                serde_json::json!({"image": image, "storage": {"s3": {"bucket": "images"}}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(spec("").image_or("default:1"), "default:1");
+        assert_eq!(spec("  ").image_or("default:1"), "default:1");
+        assert_eq!(spec("mine:2").image_or("default:1"), "mine:2");
     }
 
     #[test]
@@ -543,6 +557,10 @@ mod tests {
             spec["properties"]["image"]["description"]
                 .as_str()
                 .is_some()
+        );
+        assert!(
+            spec["properties"]["image"].get("default").is_none(),
+            "no image default in the schema: the operator's flag decides"
         );
     }
 }

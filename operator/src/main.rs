@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use berth_operator::controller::{self, Settings};
+use berth_operator::controller::{self, DEFAULT_REGISTRY_IMAGE, Settings};
 use berth_operator::leader::{Elector, LeaseSettings};
 use berth_operator::metrics::{self, Metrics};
 use clap::{Parser, ValueEnum};
@@ -25,6 +25,17 @@ struct Args {
     /// Watch Registries in this namespace only (default: all namespaces).
     #[arg(long, env = "BERTH_WATCH_NAMESPACE")]
     namespace: Option<String>,
+    /// The berth-registry image run by Registries whose spec.image is unset
+    /// or empty. A Registry that names an image keeps it. Changing this rolls
+    /// the pods of every Registry that names none. The built-in default is
+    /// the berth-registry release of this operator's version.
+    #[arg(
+        long,
+        env = "BERTH_REGISTRY_IMAGE",
+        default_value = DEFAULT_REGISTRY_IMAGE,
+        value_parser = image_reference,
+    )]
+    registry_image: String,
     /// Name of the leader-election Lease.
     #[arg(long, default_value = "berth-operator")]
     lease_name: String,
@@ -135,6 +146,7 @@ async fn lead(
         namespace: args.namespace.clone(),
         debounce: args.debounce,
         identity,
+        registry_image: args.registry_image.clone(),
     };
     let running = tokio::spawn(controller::run(client, settings, metrics, fired(stop)));
 
@@ -160,6 +172,20 @@ async fn lead(
         anyhow::bail!("lost the leader lease");
     }
     Ok(())
+}
+
+/// An image reference, as `--registry-image` takes it: not empty, no blanks.
+fn image_reference(text: &str) -> Result<String, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("an image reference cannot be empty".to_owned());
+    }
+    if text.chars().any(char::is_whitespace) {
+        return Err(format!(
+            "{text:?} is not an image reference (it has blanks)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 /// Completes when the watched flag turns true (or its sender is gone).

@@ -1,13 +1,17 @@
 //! One reconcile of one Registry, as a short pipeline:
 //! validate -> read referenced Secrets -> build desired objects ->
 //! server-side apply each -> read DaemonSet status -> patch Registry status.
+//!
+//! A Registry being deleted is left to the garbage collector; one that does
+//! not fit the Rust types (see [`crate::decoded`]) only gets a status and an
+//! Event saying why.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::chrono::Utc;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -19,6 +23,7 @@ use serde::de::DeserializeOwned;
 use tracing::{info, warn};
 
 use crate::crd::{Registry, RegistryStatus};
+use crate::decoded::{Decoded, Undecodable};
 use crate::metrics::Metrics;
 use crate::resources::{self, COMPONENT_LABEL, Desired, INSTANCE_LABEL, MANAGER, cron_job_name};
 use crate::status::{self, Blocked, READY, Rollout};
@@ -40,6 +45,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reconcile counters and durations.
     pub metrics: Metrics,
+    /// The berth-registry image of Registries that set no `spec.image`.
+    pub registry_image: String,
 }
 
 /// Why a reconcile failed (and will be retried).
@@ -67,15 +74,23 @@ impl Error {
 }
 
 /// Reconciles one Registry, counting the outcome.
-pub async fn reconcile(registry: Arc<Registry>, ctx: Arc<Context>) -> Result<Action, Error> {
+pub async fn reconcile(
+    registry: Arc<Decoded<Registry>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
     let started = Instant::now();
-    let result = reconcile_inner(&registry, &ctx).await;
+    let result = match registry.as_ref() {
+        Decoded::Valid(registry) => reconcile_inner(registry, &ctx).await,
+        Decoded::Invalid(undecodable) => {
+            report_undecodable(undecodable, registry.object_ref(&()), &ctx).await
+        }
+    };
     ctx.metrics.reconciled(result.is_ok(), started.elapsed());
     result
 }
 
 /// Retries a failed reconcile after a pause and says why in an Event.
-pub fn error_policy(registry: Arc<Registry>, error: &Error, ctx: Arc<Context>) -> Action {
+pub fn error_policy(registry: Arc<Decoded<Registry>>, error: &Error, ctx: Arc<Context>) -> Action {
     warn!(registry = %registry.name_any(), namespace = ?registry.namespace(), %error, "reconcile failed");
     let event = Event {
         type_: EventType::Warning,
@@ -95,6 +110,12 @@ pub fn error_policy(registry: Arc<Registry>, error: &Error, ctx: Arc<Context>) -
 }
 
 async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, Error> {
+    if is_being_deleted(registry) {
+        // The garbage collector deletes the owned objects (in the
+        // foreground, while the Registry waits for them); applying them
+        // again would only re-create what it just deleted.
+        return Ok(Action::await_change());
+    }
     let namespace = registry
         .namespace()
         .ok_or_else(|| Error::NoNamespace(registry.name_any()))?;
@@ -109,7 +130,7 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
             (status::blocked(registry, &blocked, &now), false, RETRY)
         }
         Ok(secrets_hash) => {
-            let desired = resources::build(registry, &secrets_hash);
+            let desired = resources::build(registry, &ctx.registry_image, &secrets_hash);
             let daemon_set = apply_all(registry, &ctx.client, &namespace, desired).await?;
             let last_gc = last_gc(registry, &ctx.client, &namespace).await?;
             let status = status::applied(registry, Rollout::of(&daemon_set), last_gc, &now);
@@ -117,13 +138,52 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
             (status, true, if settled { RESYNC } else { RETRY })
         }
     };
-    publish_changes(registry, &status, applied, ctx).await;
+    let previous = registry.status.as_ref();
+    publish_changes(previous, &status, applied, registry.object_ref(&()), ctx).await;
     // An unchanged status is not written: the write would trigger another
     // reconcile, which would write again.
-    if registry.status.as_ref() != Some(&status) {
-        patch_status(registry, &ctx.client, &namespace, &status).await?;
+    if previous != Some(&status) {
+        patch_status(&registry.name_any(), &ctx.client, &namespace, &status).await?;
     }
     Ok(Action::requeue(requeue))
+}
+
+/// Says on a Registry that does not fit the Rust types why, in its status
+/// and an Event, and waits for it to change. Writing the status also
+/// replaces a status that someone else made unreadable.
+async fn report_undecodable(
+    object: &Undecodable,
+    reference: ObjectReference,
+    ctx: &Context,
+) -> Result<Action, Error> {
+    let meta = &object.metadata;
+    let name = meta.name.clone().unwrap_or_default();
+    if meta.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let namespace = meta
+        .namespace
+        .clone()
+        .ok_or_else(|| Error::NoNamespace(name.clone()))?;
+    warn!(registry = %name, %namespace, error = %object.error, "cannot decode");
+    let message = format!(
+        "the Registry does not fit berth-operator's types: {}",
+        object.error
+    );
+    let now = Time(Utc::now());
+    let previous = object.status.as_ref();
+    let status = status::undecodable(previous, meta.generation, &message, &now);
+    publish_changes(previous, &status, false, reference, ctx).await;
+    if previous != Some(&status) {
+        patch_status(&name, &ctx.client, &namespace, &status).await?;
+    }
+    Ok(Action::await_change())
+}
+
+/// Whether the Registry has been deleted and waits only for its finalizers
+/// (such as the garbage collector's `foregroundDeletion`).
+fn is_being_deleted(registry: &Registry) -> bool {
+    registry.metadata.deletion_timestamp.is_some()
 }
 
 /// What the schema cannot check.
@@ -267,7 +327,7 @@ async fn last_gc(
     client: &Client,
     namespace: &str,
 ) -> Result<Option<crate::crd::GcResult>, Error> {
-    if resources::cron_job(registry).is_none() {
+    if !resources::runs_cron_job(registry) {
         return Ok(None);
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
@@ -283,7 +343,7 @@ async fn last_gc(
 }
 
 async fn patch_status(
-    registry: &Registry,
+    name: &str,
     client: &Client,
     namespace: &str,
     status: &RegistryStatus,
@@ -294,9 +354,8 @@ async fn patch_status(
         "kind": Registry::kind(&()),
         "status": status,
     });
-    let name = registry.name_any();
     api.patch_status(
-        &name,
+        name,
         &PatchParams::apply(MANAGER).force(),
         &Patch::Apply(&patch),
     )
@@ -314,14 +373,15 @@ fn is_true(status: &RegistryStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
-/// One Event for each condition that changed and for a newly applied generation.
+/// One Event for each condition that changed from `previous` and for a
+/// newly applied generation.
 async fn publish_changes(
-    registry: &Registry,
+    previous: Option<&RegistryStatus>,
     status: &RegistryStatus,
     applied: bool,
+    reference: ObjectReference,
     ctx: &Context,
 ) {
-    let previous = registry.status.as_ref();
     let mut events = Vec::new();
     for condition in &status.conditions {
         let before =
@@ -361,7 +421,6 @@ async fn publish_changes(
             secondary: None,
         });
     }
-    let reference = registry.object_ref(&());
     for event in events {
         if let Err(error) = ctx.recorder.publish(&event, &reference).await {
             warn!(%error, "cannot publish event");
@@ -395,5 +454,14 @@ mod tests {
                 .starts_with("spec.gc.schedule")
         );
         assert_eq!(validate(&s3_registry()), Ok(()));
+    }
+
+    #[test]
+    fn a_deleted_registry_is_left_to_the_garbage_collector() {
+        let mut registry = s3_registry();
+        assert!(!is_being_deleted(&registry));
+        registry.metadata.deletion_timestamp = Some(Time(Utc::now()));
+        registry.metadata.finalizers = Some(vec!["foregroundDeletion".to_owned()]);
+        assert!(is_being_deleted(&registry));
     }
 }

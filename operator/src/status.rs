@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::crd::{GcResult, Registry, RegistryStatus};
-use crate::resources::{cron_job, endpoint, gc_interval};
+use crate::resources::{endpoint, gc_interval, runs_cron_job};
 
 /// Condition type: every desired node runs an updated, ready pod.
 pub const READY: &str = "Ready";
@@ -115,11 +115,19 @@ pub fn applied(
             format!("{ready} of {desired} nodes ready, {updated} of {desired} updated"),
         )
     };
-    set(&mut status, registry, READY, ready, reason, &message, now);
+    set(
+        &mut status,
+        before(registry),
+        READY,
+        ready,
+        reason,
+        &message,
+        now,
+    );
     if rollout.complete() || (rollout.observed && rollout.desired == 0) {
         set(
             &mut status,
-            registry,
+            before(registry),
             PROGRESSING,
             false,
             "RolloutComplete",
@@ -129,7 +137,7 @@ pub fn applied(
     } else {
         set(
             &mut status,
-            registry,
+            before(registry),
             PROGRESSING,
             true,
             "RollingOut",
@@ -144,7 +152,7 @@ pub fn applied(
         );
         set(
             &mut status,
-            registry,
+            before(registry),
             DEGRADED,
             true,
             "NodeLocalStorage",
@@ -154,7 +162,7 @@ pub fn applied(
     } else {
         set(
             &mut status,
-            registry,
+            before(registry),
             DEGRADED,
             false,
             "AsExpected",
@@ -177,7 +185,7 @@ pub fn blocked(registry: &Registry, blocked: &Blocked, now: &Time) -> RegistrySt
     }
     set(
         &mut status,
-        registry,
+        before(registry),
         READY,
         false,
         blocked.reason,
@@ -186,7 +194,7 @@ pub fn blocked(registry: &Registry, blocked: &Blocked, now: &Time) -> RegistrySt
     );
     set(
         &mut status,
-        registry,
+        before(registry),
         PROGRESSING,
         false,
         blocked.reason,
@@ -195,7 +203,7 @@ pub fn blocked(registry: &Registry, blocked: &Blocked, now: &Time) -> RegistrySt
     );
     set(
         &mut status,
-        registry,
+        before(registry),
         DEGRADED,
         true,
         blocked.reason,
@@ -205,10 +213,53 @@ pub fn blocked(registry: &Registry, blocked: &Blocked, now: &Time) -> RegistrySt
     status
 }
 
+/// The reason of the conditions of a Registry the operator cannot read.
+pub const UNDECODABLE: &str = "Undecodable";
+
+/// The status of a Registry that does not fit the operator's types (see
+/// [`crate::decoded`]): not ready and degraded, saying why; what the
+/// previous status reported is kept when it still reads.
+pub fn undecodable(
+    previous: Option<&RegistryStatus>,
+    generation: Option<i64>,
+    message: &str,
+    now: &Time,
+) -> RegistryStatus {
+    let mut status = RegistryStatus {
+        observed_generation: generation,
+        ..previous.cloned().unwrap_or_default()
+    };
+    status.conditions = Vec::new();
+    let before = Before {
+        status: previous,
+        generation,
+    };
+    set(&mut status, before, READY, false, UNDECODABLE, message, now);
+    set(
+        &mut status,
+        before,
+        PROGRESSING,
+        false,
+        UNDECODABLE,
+        message,
+        now,
+    );
+    set(
+        &mut status,
+        before,
+        DEGRADED,
+        true,
+        UNDECODABLE,
+        message,
+        now,
+    );
+    status
+}
+
 /// Fields that do not depend on the cluster.
 fn base(registry: &Registry) -> RegistryStatus {
     let gc_mode = match &registry.spec.gc {
-        Some(gc) if gc.schedule.is_some() && cron_job(registry).is_some() => "CronJob",
+        Some(_) if runs_cron_job(registry) => "CronJob",
         Some(gc) if gc.schedule.as_deref().and_then(gc_interval).is_some() && !gc.suspend => {
             "InServer"
         }
@@ -227,10 +278,25 @@ fn previous(registry: &Registry) -> Option<&RegistryStatus> {
     registry.status.as_ref()
 }
 
+/// What a new condition is compared with: the status it replaces and the
+/// generation it describes.
+#[derive(Debug, Clone, Copy)]
+struct Before<'a> {
+    status: Option<&'a RegistryStatus>,
+    generation: Option<i64>,
+}
+
+fn before(registry: &Registry) -> Before<'_> {
+    Before {
+        status: previous(registry),
+        generation: registry.metadata.generation,
+    }
+}
+
 /// Adds a condition, keeping its last transition time when its status is unchanged.
 fn set(
     status: &mut RegistryStatus,
-    registry: &Registry,
+    before: Before<'_>,
     type_: &str,
     value: bool,
     reason: &str,
@@ -238,7 +304,8 @@ fn set(
     now: &Time,
 ) {
     let value = if value { "True" } else { "False" };
-    let last_transition_time = previous(registry)
+    let last_transition_time = before
+        .status
         .and_then(|s| s.conditions.iter().find(|c| c.type_ == type_))
         .filter(|c| c.status == value)
         .map_or_else(|| now.clone(), |c| c.last_transition_time.clone());
@@ -247,7 +314,7 @@ fn set(
         status: value.to_owned(),
         reason: reason.to_owned(),
         message: message.to_owned(),
-        observed_generation: registry.metadata.generation,
+        observed_generation: before.generation,
         last_transition_time,
     });
 }

@@ -8,16 +8,17 @@ use std::time::Duration;
 
 use berth_operator::crd::Registry;
 use berth_operator::resources::CONFIG_HASH_ANNOTATION;
+use berth_tests::metrics::Exposition;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::coordination::v1::Lease;
+use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
-use k8s_openapi::api::events::v1::Event;
-use kube::api::{ApiResource, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
-use support::{ControlPlane, Operator, eventually};
+use support::{ControlPlane, Operator, event_with_reason, eventually, eventually_within};
 
 fn registry(name: &str, spec: serde_json::Value) -> Registry {
     serde_json::from_value(json!({
@@ -357,15 +358,7 @@ async fn missing_secret_blocks_until_it_appears() {
         daemon_sets.get_opt("blocked").await.expect("get").is_none(),
         "nothing is applied while blocked"
     );
-    let events: Api<Event> = Api::namespaced(client.clone(), &ns);
-    eventually("a SecretNotFound Event", || async {
-        let list = events.list(&ListParams::default()).await.ok()?;
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("SecretNotFound"))
-            .then_some(())
-    })
-    .await;
+    event_with_reason(&client, &ns, "SecretNotFound").await;
 
     // The Secret watch reconciles as soon as it exists: well within the 30 s retry.
     let started = std::time::Instant::now();
@@ -535,12 +528,54 @@ async fn spec_change_and_secret_rotation_roll_the_pods() {
     assert_ne!(third, first);
 }
 
-#[tokio::test]
+/// The image the operator processes are told through `BERTH_REGISTRY_IMAGE`.
+const ENV_IMAGE: &str = "registry.example/berth-registry:from-env";
+
+/// `/healthz` and `/metrics` of an operator process serving them on `port`:
+/// the metrics parsed (strictly, as OpenMetrics text), once both answer 200.
+/// `/healthz` must say `ok`.
+async fn scrape(port: u16) -> Option<Exposition> {
+    tokio::task::block_in_place(|| {
+        let http = berth_tests::http::Client::with_agent(
+            &format!("http://127.0.0.1:{port}"),
+            berth_tests::http::agent_with_timeout(Duration::from_secs(5)),
+        );
+        let health = http.try_request("GET", "/healthz", &[], None).ok()?;
+        let metrics = http.try_request("GET", "/metrics", &[], None).ok()?;
+        if (health.status, metrics.status) != (200, 200) {
+            return None;
+        }
+        assert_eq!(health.text(), "ok", "/healthz");
+        let content_type = metrics.header("content-type").unwrap_or_default();
+        assert!(
+            content_type.starts_with("application/openmetrics-text"),
+            "{content_type}"
+        );
+        let text = metrics.text();
+        let parsed = berth_tests::metrics::parse(&text)
+            .unwrap_or_else(|e| panic!("/metrics does not parse: {e}\n{text}"));
+        Some(parsed)
+    })
+}
+
+/// Successful reconciles so far.
+fn reconciles_ok(metrics: &Exposition) -> f64 {
+    metrics.sum("berth_operator_reconciles_total", &[("outcome", "ok")])
+}
+
+/// Every reconcile, whatever its outcome, is also timed.
+fn assert_every_reconcile_timed(metrics: &Exposition) {
+    let counted = metrics.sum("berth_operator_reconciles_total", &[]);
+    let timed = metrics.sum("berth_operator_reconcile_duration_seconds_count", &[]);
+    assert_eq!(counted, timed, "reconciles counted and timed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_operators_elect_one_leader_and_fail_over() {
     let plane = ControlPlane::shared().await;
     let client = plane.client().await;
     let ns = plane.namespace("leader").await;
-    let spawn = |identity: &str| {
+    let spawn = |identity: &str, port: u16| {
         std::process::Command::new(env!("CARGO_BIN_EXE_berth-operator"))
             .args([
                 "--namespace",
@@ -550,21 +585,24 @@ async fn two_operators_elect_one_leader_and_fail_over() {
                 "--identity",
                 identity,
             ])
-            .args([
-                "--lease-duration",
-                "4s",
-                "--renew-interval",
-                "1s",
-                "--metrics-addr",
-                "127.0.0.1:0",
-            ])
+            .args(["--lease-duration", "4s", "--renew-interval", "1s"])
+            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .env("KUBECONFIG", &plane.kubeconfig)
+            .env("BERTH_REGISTRY_IMAGE", ENV_IMAGE)
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::null())
             .spawn()
             .expect("start berth-operator")
     };
-    let mut operators = vec![("one", Killed(spawn("one"))), ("two", Killed(spawn("two")))];
+    let ports = BTreeMap::from([("one", support::free_port()), ("two", support::free_port())]);
+    let port = |identity: &str| ports[identity];
+    let mut operators: Vec<_> = ports
+        .iter()
+        .map(|(identity, port)| (*identity, Killed(spawn(identity, *port))))
+        .collect();
+    for port in ports.values() {
+        eventually("/healthz and /metrics", || scrape(*port)).await;
+    }
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
     let holder = || async {
         leases
@@ -576,6 +614,16 @@ async fn two_operators_elect_one_leader_and_fail_over() {
             .filter(|h| !h.is_empty())
     };
     let leader = eventually("a leader", holder).await;
+    let (leader, follower) = if leader == "one" {
+        ("one", "two")
+    } else {
+        ("two", "one")
+    };
+    let leading = |identity: &'static str, gauge: f64| async move {
+        let metrics = scrape(port(identity)).await?;
+        (metrics.sum("berth_operator_leader", &[]) == gauge).then_some(metrics)
+    };
+    eventually("the leader's gauge", || leading(leader, 1.0)).await;
 
     let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
     let reconciled = |name: &'static str| {
@@ -588,20 +636,59 @@ async fn two_operators_elect_one_leader_and_fail_over() {
         .await
         .expect("create");
     eventually("the leader reconciles", || reconciled("first")).await;
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let ds = daemon_sets.get("first").await.expect("DaemonSet");
+    let image = ds
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.containers.first().and_then(|c| c.image.clone()));
+    assert_eq!(image.as_deref(), Some(ENV_IMAGE), "BERTH_REGISTRY_IMAGE");
+
+    // The leader's counters move with its reconciles; the follower's stay at zero.
+    let before = eventually("a counted reconcile", || async {
+        let metrics = scrape(port(leader)).await?;
+        let ok = reconciles_ok(&metrics);
+        (ok >= 1.0).then_some(ok)
+    })
+    .await;
+    registries
+        .patch(
+            "first",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"logLevel": "debug"}})),
+        )
+        .await
+        .expect("patch");
+    let metrics = eventually("the counter moves", || async {
+        Some(scrape(port(leader)).await?).filter(|m| reconciles_ok(m) > before)
+    })
+    .await;
+    assert_every_reconcile_timed(&metrics);
+    let idle = eventually("the follower's gauge", || leading(follower, 0.0)).await;
+    assert_eq!(
+        idle.sum("berth_operator_reconciles_total", &[]),
+        0.0,
+        "a follower does not reconcile"
+    );
 
     // Kill the leader without letting it release the Lease.
     operators.retain(|(identity, _)| *identity != leader);
-    let follower = operators[0].0;
     let new_leader = eventually("the other replica takes over", || async {
-        holder().await.filter(|h| h != &leader)
+        holder().await.filter(|h| h != leader)
     })
     .await;
     assert_eq!(new_leader, follower);
+    eventually("the new leader's gauge", || leading(follower, 1.0)).await;
     registries
         .create(&PostParams::default(), &registry("second", spec))
         .await
         .expect("create");
     eventually("the new leader reconciles", || reconciled("second")).await;
+    let metrics = eventually("the new leader counts", || async {
+        Some(scrape(port(follower)).await?).filter(|m| reconciles_ok(m) >= 1.0)
+    })
+    .await;
+    assert_every_reconcile_timed(&metrics);
 }
 
 /// A child process killed (SIGKILL) when dropped.
@@ -642,6 +729,247 @@ async fn operator_survives_an_apiserver_restart() {
         .expect("create after restart");
     eventually("DaemonSet after the restart", || async {
         daemon_sets.get_opt("after").await.ok().flatten()
+    })
+    .await;
+}
+
+/// The objects a Registry named `name` owns that still exist: kind/name and uid.
+async fn owned_objects(client: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
+    async fn exists<K>(client: &Client, namespace: &str, name: &str) -> Option<(String, String)>
+    where
+        K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        let id = format!("{}/{name}", K::kind(&()));
+        // An error counts as present: only a clean 404 is gone.
+        match api.get_opt(name).await {
+            Ok(None) => None,
+            Ok(Some(object)) => Some((id, object.uid().unwrap_or_default())),
+            Err(error) => Some((id, format!("unknown: {error}"))),
+        }
+    }
+    let gc = format!("{name}-gc");
+    [
+        exists::<DaemonSet>(client, namespace, name).await,
+        exists::<Service>(client, namespace, name).await,
+        exists::<ConfigMap>(client, namespace, name).await,
+        exists::<ServiceAccount>(client, namespace, name).await,
+        exists::<CronJob>(client, namespace, &gc).await,
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+#[tokio::test]
+async fn deleting_a_registry_deletes_what_it_owns() {
+    let plane = ControlPlane::shared().await;
+    let controller_manager = plane.start_controller_manager().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("delete").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let unrelated: ConfigMap =
+        serde_json::from_value(json!({"metadata": {"name": "unrelated"}})).expect("a ConfigMap");
+    config_maps
+        .create(&PostParams::default(), &unrelated)
+        .await
+        .expect("create ConfigMap");
+
+    // One Registry is deleted in the background (the default), the other in
+    // the foreground: it stays, marked as deleting, until its dependents are
+    // gone, and the operator must not re-create them meanwhile.
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}, "gc": {"schedule": "0 3 * * *"}});
+    let names = ["background", "foreground"];
+    for name in names {
+        registries
+            .create(&PostParams::default(), &registry(name, spec.clone()))
+            .await
+            .expect("create Registry");
+    }
+    let mut created = std::collections::BTreeSet::new();
+    for name in names {
+        let objects = eventually("every owned object", || async {
+            Some(owned_objects(&client, &ns, name).await).filter(|o| o.len() == 5)
+        })
+        .await;
+        created.extend(objects.into_iter().map(|(_, uid)| uid));
+        eventually("status", || async {
+            registries.get(name).await.ok()?.status.map(|_| ())
+        })
+        .await;
+    }
+
+    registries
+        .delete("background", &DeleteParams::default())
+        .await
+        .expect("delete in the background");
+    registries
+        .delete("foreground", &DeleteParams::foreground())
+        .await
+        .expect("delete in the foreground");
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let mut left = Vec::new();
+        for name in names {
+            for (object, uid) in owned_objects(&client, &ns, name).await {
+                assert!(
+                    created.contains(&uid),
+                    "{object} was created again while its Registry was being deleted"
+                );
+                left.push(object);
+            }
+            if !matches!(registries.get_opt(name).await, Ok(None)) {
+                left.push(format!("Registry/{name}"));
+            }
+        }
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still there after deleting the Registries: {left:?}\n{}",
+            controller_manager.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(
+        config_maps
+            .get_opt("unrelated")
+            .await
+            .expect("get")
+            .is_some(),
+        "an object the Registries did not own is kept"
+    );
+
+    // Nothing of the operator's holds up a namespace's deletion.
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete the namespace");
+    eventually_within(
+        "the namespace is gone",
+        Duration::from_secs(120),
+        || async { matches!(namespaces.get_opt(&ns).await, Ok(None)).then_some(()) },
+    )
+    .await;
+}
+
+/// The Ready condition of a Registry read without its Rust type, as
+/// (status, reason, message).
+async fn raw_ready(api: &Api<DynamicObject>, name: &str) -> Option<(String, String, String)> {
+    let object = api.get(name).await.ok()?;
+    let conditions = object.data["status"]["conditions"].as_array()?.clone();
+    let ready = conditions.iter().find(|c| c["type"] == "Ready")?;
+    let field = |key: &str| ready[key].as_str().unwrap_or_default().to_owned();
+    Some((field("status"), field("reason"), field("message")))
+}
+
+#[tokio::test]
+async fn an_undecodable_registry_does_not_stop_the_others() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("undecodable").await;
+    let untyped: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), &ns, &ApiResource::erase::<Registry>(&()));
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+
+    // The schema has no bounds for a preference's weight (k8s-openapi's
+    // int32 format is not enforced), so the API server stores a weight the
+    // Rust type (i32) cannot hold.
+    let weight = |weight: i64| {
+        json!({"nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+            {"weight": weight, "preference": {"matchExpressions": [
+                {"key": "disk", "operator": "In", "values": ["ssd"]}]}}]}})
+    };
+    let broken: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "berth.dev/v1alpha1", "kind": "Registry", "metadata": {"name": "broken"},
+        "spec": {"storage": {"s3": {"bucket": "images"}}, "affinity": weight(1 << 32)},
+    }))
+    .expect("an object");
+    untyped
+        .create(&PostParams::default(), &broken)
+        .await
+        .expect("the schema lets the weight through");
+    assert!(
+        matches!(
+            registries.get("broken").await,
+            Err(kube::Error::SerdeError(_))
+        ),
+        "the Registry does not decode"
+    );
+    // A status the operator's type cannot hold, written by someone else.
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}});
+    registries
+        .create(&PostParams::default(), &registry("scribbled", spec.clone()))
+        .await
+        .expect("create");
+    untyped
+        .patch_status(
+            "scribbled",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"desiredNodes": 1_i64 << 32}})),
+        )
+        .await
+        .expect("the schema lets the count through");
+    assert!(registries.get("scribbled").await.is_err());
+
+    let _operator = Operator::start(client.clone(), &ns);
+    registries
+        .create(&PostParams::default(), &registry("healthy", spec))
+        .await
+        .expect("create");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    eventually("the decodable Registry is reconciled", || async {
+        daemon_sets.get_opt("healthy").await.ok().flatten()
+    })
+    .await;
+
+    // The undecodable one says why, in its status and an Event.
+    let (status, _, message) = eventually("Ready=False on the broken Registry", || async {
+        raw_ready(&untyped, "broken")
+            .await
+            .filter(|(_, reason, _)| reason == "Undecodable")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(message.contains("i32"), "{message}");
+    event_with_reason(&client, &ns, "Undecodable").await;
+    assert!(daemon_sets.get_opt("broken").await.expect("get").is_none());
+
+    // The operator owns the status: writing its own repairs the scribbled one.
+    eventually("the scribbled Registry is reconciled", || async {
+        daemon_sets.get_opt("scribbled").await.ok().flatten()
+    })
+    .await;
+    eventually("its status decodes", || async {
+        registries.get("scribbled").await.ok()?.status
+    })
+    .await;
+
+    // Once fixed, the broken one is reconciled like any other.
+    untyped
+        .patch(
+            "broken",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"affinity": weight(50)}})),
+        )
+        .await
+        .expect("fix the weight");
+    eventually("the fixed Registry is reconciled", || async {
+        daemon_sets.get_opt("broken").await.ok().flatten()
+    })
+    .await;
+    eventually("Ready no longer Undecodable", || async {
+        raw_ready(&untyped, "broken")
+            .await
+            .filter(|(_, reason, _)| reason != "Undecodable")
     })
     .await;
 }

@@ -13,14 +13,25 @@ pub fn cron_job_name(registry: &Registry) -> String {
     format!("{}-gc", object_name(registry))
 }
 
-/// The GC CronJob, when a schedule is set and the storage is shared.
-/// Node-local (hostPath) content is collected by each registry pod instead.
-pub fn cron_job(registry: &Registry) -> Option<CronJob> {
-    let gc = registry.spec.gc.as_ref()?;
-    let schedule = gc.schedule.clone()?;
-    if registry.spec.node_local_storage() {
+/// Whether the Registry has a GC CronJob: a schedule is set and the
+/// storage is shared. Node-local (hostPath) content is collected by each
+/// registry pod instead.
+pub fn runs_cron_job(registry: &Registry) -> bool {
+    let scheduled = registry
+        .spec
+        .gc
+        .as_ref()
+        .is_some_and(|gc| gc.schedule.is_some());
+    scheduled && !registry.spec.node_local_storage()
+}
+
+/// The GC CronJob running `image`, when [`runs_cron_job`].
+pub fn cron_job(registry: &Registry, image: &str) -> Option<CronJob> {
+    if !runs_cron_job(registry) {
         return None;
     }
+    let gc = registry.spec.gc.as_ref()?;
+    let schedule = gc.schedule.clone()?;
     let mut args = vec![
         "gc".to_owned(),
         "--config".to_owned(),
@@ -48,7 +59,7 @@ pub fn cron_job(registry: &Registry) -> Option<CronJob> {
         }),
         containers: vec![Container {
             name: "gc".to_owned(),
-            image: Some(registry.spec.image.clone()),
+            image: Some(image.to_owned()),
             image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
             args: Some(args),
             env: s3_env(registry),
@@ -106,7 +117,7 @@ mod tests {
 
     #[test]
     fn gc_job_runs_against_the_same_config() {
-        let cron = cron_job(&s3_registry()).expect("S3 with a schedule");
+        let cron = cron_job(&s3_registry(), IMAGE).expect("S3 with a schedule");
         assert_eq!(cron.metadata.name.as_deref(), Some("cache-gc"));
         let spec = cron.spec.unwrap();
         assert_eq!(spec.schedule, "0 3 * * *");
@@ -130,9 +141,12 @@ mod tests {
 
     #[test]
     fn no_cron_job_without_schedule_or_for_node_local_storage() {
-        assert!(cron_job(&host_path_registry()).is_none());
+        assert!(cron_job(&host_path_registry(), IMAGE).is_none());
+        assert!(!runs_cron_job(&host_path_registry()));
         let unscheduled =
             registry(serde_json::json!({"storage": {"s3": {"bucket": "images"}}, "gc": {}}));
-        assert!(cron_job(&unscheduled).is_none());
+        assert!(cron_job(&unscheduled, IMAGE).is_none());
+        assert!(!runs_cron_job(&unscheduled));
+        assert!(runs_cron_job(&s3_registry()));
     }
 }

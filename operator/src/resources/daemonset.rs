@@ -22,8 +22,8 @@ use crate::crd::{ExposureMode, Registry, S3_ACCESS_KEY, S3_SECRET_KEY};
 /// The user and group the registry runs as.
 pub const RUN_AS: i64 = 65532;
 
-/// The DaemonSet, its pod template annotated with `config_hash`.
-pub fn daemon_set(registry: &Registry, config_hash: &str) -> DaemonSet {
+/// The DaemonSet running `image`, its pod template annotated with `config_hash`.
+pub fn daemon_set(registry: &Registry, image: &str, config_hash: &str) -> DaemonSet {
     let spec = &registry.spec;
     let selector = component_labels(registry, "registry");
     let mut annotations = spec.pod_annotations.clone();
@@ -77,7 +77,7 @@ pub fn daemon_set(registry: &Registry, config_hash: &str) -> DaemonSet {
                         }),
                         ..PodSecurityContext::default()
                     }),
-                    containers: vec![container(registry)],
+                    containers: vec![container(registry, image)],
                     volumes: Some(volumes(registry)),
                     ..PodSpec::default()
                 }),
@@ -88,7 +88,7 @@ pub fn daemon_set(registry: &Registry, config_hash: &str) -> DaemonSet {
     }
 }
 
-fn container(registry: &Registry) -> Container {
+fn container(registry: &Registry, image: &str) -> Container {
     let spec = &registry.spec;
     let port = listen_port(registry);
     let scheme = if spec.tls.is_some() { "HTTPS" } else { "HTTP" };
@@ -105,7 +105,7 @@ fn container(registry: &Registry) -> Container {
     };
     Container {
         name: "registry".to_owned(),
-        image: Some(spec.image.clone()),
+        image: Some(image.to_owned()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_owned()),
         args: Some(vec![
             "serve".to_owned(),
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn s3_registry_pod() {
-        let ds = daemon_set(&s3_registry(), "abc");
+        let ds = daemon_set(&s3_registry(), IMAGE, "abc");
         let spec = ds.spec.as_ref().unwrap();
         let rolling = spec
             .update_strategy
@@ -297,6 +297,7 @@ mod tests {
             container.args.as_ref().unwrap(),
             &["serve", "--config", "/etc/berth/config.yml"]
         );
+        assert_eq!(container.image.as_deref(), Some(IMAGE));
         assert_eq!(container.image_pull_policy.as_deref(), Some("IfNotPresent"));
         let port = &container.ports.as_ref().unwrap()[0];
         assert_eq!((port.container_port, port.host_port), (5000, Some(5000)));
@@ -388,7 +389,7 @@ mod tests {
 
     #[test]
     fn host_network_registry_pod() {
-        let ds = daemon_set(&host_path_registry(), "abc");
+        let ds = daemon_set(&host_path_registry(), IMAGE, "abc");
         let (pod, container) = pod(&ds);
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));

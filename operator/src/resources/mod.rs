@@ -17,7 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use kube::{Resource, ResourceExt};
 
 pub use configmap::{config_file, config_map, gc_interval};
-pub use cronjob::{cron_job, cron_job_name};
+pub use cronjob::{cron_job, cron_job_name, runs_cron_job};
 pub use daemonset::daemon_set;
 pub use service::{endpoint, service};
 pub use serviceaccount::service_account;
@@ -61,16 +61,19 @@ pub struct Desired {
     pub cron_job: Option<CronJob>,
 }
 
-/// Builds every owned object. `secrets_hash` digests the referenced
-/// Secrets' contents so that rotating one changes the pod template.
-pub fn build(registry: &Registry, secrets_hash: &str) -> Desired {
+/// Builds every owned object. `default_image` is the operator's
+/// `--registry-image`, run unless `spec.image` names another;
+/// `secrets_hash` digests the referenced Secrets' contents so that
+/// rotating one changes the pod template.
+pub fn build(registry: &Registry, default_image: &str, secrets_hash: &str) -> Desired {
+    let image = registry.spec.image_or(default_image);
     let config_map = config_map(registry);
     let config_hash = hash_of(&[config_file(registry).as_bytes(), secrets_hash.as_bytes()]);
     Desired {
         service_account: service_account(registry),
-        daemon_set: daemon_set(registry, &config_hash),
+        daemon_set: daemon_set(registry, image, &config_hash),
         service: service(registry),
-        cron_job: cron_job(registry),
+        cron_job: cron_job(registry, image),
         config_map,
     }
 }
@@ -133,6 +136,9 @@ pub fn hash_of(parts: &[&[u8]]) -> String {
 pub(crate) mod fixtures {
     use crate::crd::Registry;
 
+    /// The operator's `--registry-image` in these tests.
+    pub const IMAGE: &str = "registry.example/berth-registry:test";
+
     /// A Registry as the API server returns it (defaults applied, uid set).
     pub fn registry(spec: serde_json::Value) -> Registry {
         serde_json::from_value(serde_json::json!({
@@ -172,7 +178,7 @@ mod tests {
 
     #[test]
     fn every_object_is_labelled_and_owned() {
-        let desired = build(&s3_registry(), "");
+        let desired = build(&s3_registry(), IMAGE, "");
         let metas = [
             &desired.config_map.metadata,
             &desired.service_account.metadata,
@@ -203,7 +209,7 @@ mod tests {
     fn secrets_hash_changes_the_pod_template() {
         let registry = s3_registry();
         let hash = |secrets: &str| {
-            let ds = build(&registry, secrets).daemon_set;
+            let ds = build(&registry, IMAGE, secrets).daemon_set;
             ds.spec
                 .unwrap()
                 .template
@@ -215,5 +221,32 @@ mod tests {
         };
         assert_eq!(hash("a"), hash("a"));
         assert_ne!(hash("a"), hash("b"));
+    }
+
+    #[test]
+    fn the_default_image_applies_unless_the_spec_names_one() {
+        let images = |registry: &Registry| {
+            let desired = build(registry, IMAGE, "");
+            let pod = |spec: Option<&k8s_openapi::api::core::v1::PodSpec>| {
+                spec.and_then(|p| p.containers[0].image.clone())
+            };
+            let ds = desired.daemon_set.spec.as_ref().unwrap();
+            let cron = desired.cron_job.as_ref().unwrap().spec.as_ref().unwrap();
+            let job = cron.job_template.spec.as_ref().unwrap();
+            (
+                pod(ds.template.spec.as_ref()),
+                pod(job.template.spec.as_ref()),
+            )
+        };
+        let default = Some(IMAGE.to_owned());
+        assert_eq!(images(&s3_registry()), (default.clone(), default));
+
+        let mut own = s3_registry();
+        own.spec.image = Some("mirror.example/berth:1".to_owned());
+        let mine = Some("mirror.example/berth:1".to_owned());
+        assert_eq!(images(&own), (mine.clone(), mine));
+
+        own.spec.image = Some(String::new());
+        assert_eq!(images(&own).0.as_deref(), Some(IMAGE));
     }
 }

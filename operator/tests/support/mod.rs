@@ -2,10 +2,14 @@
 //! controller-runtime's envtest does it: etcd and kube-apiserver (built by
 //! `make tools` into `.tools/bin/`) on free loopback ports, state in a
 //! temporary directory, a serving certificate made on the spot, and an admin
-//! identity from a static token file. There is no kube-controller-manager,
-//! scheduler or kubelet: tests play their part where they need one.
+//! identity from a static token file. kube-controller-manager runs only when
+//! a test asks for it ([`ControlPlane::start_controller_manager`]), with just
+//! the controllers that delete: the garbage collector (owner references)
+//! and the namespace controller. There is no scheduler or kubelet: tests
+//! play their part where they need one.
 //!
-//! Processes are killed when the [`ControlPlane`] is dropped.
+//! Processes are killed when the [`ControlPlane`] (or the
+//! [`ControllerManager`]) is dropped.
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
@@ -20,8 +24,9 @@ use base64::Engine as _;
 use berth_operator::controller::{self, Settings};
 use berth_operator::metrics::Metrics;
 use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
@@ -42,6 +47,11 @@ pub struct ControlPlane {
     /// The kubeconfig file of an admin (group `system:masters`).
     pub kubeconfig: PathBuf,
 }
+
+/// The controllers [`ControlPlane::start_controller_manager`] runs: the
+/// garbage collector, which deletes objects whose owner is gone, and the
+/// namespace controller, which empties a deleted namespace.
+pub const CONTROLLERS: &str = "garbage-collector-controller,namespace-controller";
 
 /// Where `make tools` links the binaries.
 pub fn tool(name: &str) -> PathBuf {
@@ -128,6 +138,62 @@ impl ControlPlane {
         if let Some(mut child) = self.apiserver.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+    }
+
+    /// Starts kube-controller-manager with only [`CONTROLLERS`], as the
+    /// admin of the kubeconfig, and waits until its `/healthz` answers. It
+    /// acts on the whole cluster; it is stopped when the handle is dropped.
+    pub async fn start_controller_manager(&self) -> ControllerManager {
+        let bin = tool("kube-controller-manager");
+        let dir = self.dir.path();
+        let path = |name: &str| dir.join(name).display().to_string();
+        let port = free_port();
+        let args = [
+            format!("--kubeconfig={}", self.kubeconfig.display()),
+            format!("--controllers={CONTROLLERS}"),
+            "--use-service-account-credentials=false".to_owned(),
+            "--leader-elect=false".to_owned(),
+            format!("--service-account-private-key-file={}", path("sa.key")),
+            format!("--root-ca-file={}", path("ca.crt")),
+            "--bind-address=127.0.0.1".to_owned(),
+            format!("--secure-port={port}"),
+            format!("--tls-cert-file={}", path("serving.crt")),
+            format!("--tls-private-key-file={}", path("serving.key")),
+        ];
+        let log = dir.join(format!("controller-manager-{port}.log"));
+        let mut manager = ControllerManager {
+            child: spawn(&bin, &args, &log),
+            log,
+        };
+        let url = format!("https://127.0.0.1:{port}");
+        let kubeconfig = Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+        let mut config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .expect("kubeconfig");
+        config.cluster_url = url.parse().expect("a URL");
+        let client = Client::try_from(config).expect("client");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            let request = http::Request::get("/healthz")
+                .body(Vec::new())
+                .expect("request");
+            if matches!(client.request_text(request).await, Ok(body) if body == "ok") {
+                return manager;
+            }
+            if let Ok(Some(status)) = manager.child.try_wait() {
+                panic!(
+                    "kube-controller-manager exited ({status}):\n{}",
+                    manager.logs()
+                );
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "kube-controller-manager not healthy after {READY_TIMEOUT:?}:\n{}",
+                    manager.logs()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
 
@@ -234,6 +300,32 @@ impl Drop for ControlPlane {
     }
 }
 
+/// kube-controller-manager, running; killed when dropped.
+pub struct ControllerManager {
+    child: Child,
+    log: PathBuf,
+}
+
+impl ControllerManager {
+    /// The tail of its log.
+    pub fn logs(&self) -> String {
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        format!(
+            "--- {}\n{}",
+            self.log.display(),
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
+impl Drop for ControllerManager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn start_etcd(bin: &Path, dir: &Path, port: u16) -> Child {
     let peer = free_port();
     let args = [
@@ -321,12 +413,34 @@ fn rand_suffix() -> u64 {
 }
 
 /// Polls `check` until it returns `Some`, for up to 30 seconds.
-pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    eventually_within(what, Duration::from_secs(30), check).await
+}
+
+/// Waits for an Event with `reason` in namespace `ns`.
+pub async fn event_with_reason(client: &Client, ns: &str, reason: &str) {
+    let events: Api<Event> = Api::namespaced(client.clone(), ns);
+    eventually(&format!("a {reason} Event"), || async {
+        let list = events.list(&ListParams::default()).await.ok()?;
+        list.items
+            .iter()
+            .any(|e| e.reason.as_deref() == Some(reason))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Polls `check` until it returns `Some`, for up to `timeout`.
+pub async fn eventually_within<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
             return value;
@@ -347,7 +461,13 @@ impl Operator {
             namespace: Some(namespace.to_owned()),
             debounce: Duration::from_millis(100),
             identity: format!("test-{namespace}"),
+            ..Settings::default()
         };
+        Operator::start_with(client, settings)
+    }
+
+    /// Starts the controller against `client` with `settings` as they are.
+    pub fn start_with(client: Client, settings: Settings) -> Operator {
         Operator(tokio::spawn(controller::run(
             client,
             settings,

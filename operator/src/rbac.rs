@@ -1,0 +1,127 @@
+//! The operator's declared API needs: every resource it reads or writes and
+//! every verb it uses, and nothing else.
+//!
+//! This list is kept next to the code that makes the calls and must change
+//! with it: [`controller`](crate::controller) watches (`list`, `watch`),
+//! [`reconcile`](crate::reconcile) reads Secrets and GC pods and applies the
+//! owned objects server-side (`patch`, and `create` for the first apply),
+//! deletes an unscheduled CronJob and patches the Registry's status; the
+//! event recorder creates Events and patches repeated ones; the
+//! [`leader`](crate::leader) elector creates, reads and replaces its Lease.
+//!
+//! The Helm chart (`charts/berth/templates/rbac.yaml`) grants exactly these
+//! rules: `operator/tests/helm.rs` checks that every resource here is one the
+//! code's types name, compares the rendered ClusterRole and Roles with
+//! [`RBAC`], and runs the operator with nothing but the rendered
+//! ServiceAccount's permissions.
+
+/// Where a rule applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Scope {
+    /// The namespaces the operator watches: a ClusterRole when it watches
+    /// all of them (the default), a Role in the one namespace given by
+    /// `--namespace` otherwise.
+    Watched,
+    /// The namespace of the leader-election Lease (the operator's own).
+    LeaseNamespace,
+}
+
+/// Which objects of the resource a rule covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Names {
+    /// Any object.
+    Any,
+    /// Only the Lease named by `--lease-name` (RBAC `resourceNames`).
+    Lease,
+}
+
+/// One permission the operator needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// API group (`""` is the core group).
+    pub group: &'static str,
+    /// Resource, with `/subresource` where it applies to one.
+    pub resource: &'static str,
+    /// Verbs, sorted.
+    pub verbs: &'static [&'static str],
+    /// Where the rule applies.
+    pub scope: Scope,
+    /// Which objects it covers.
+    pub names: Names,
+}
+
+const fn watched(
+    group: &'static str,
+    resource: &'static str,
+    verbs: &'static [&'static str],
+) -> Rule {
+    Rule {
+        group,
+        resource,
+        verbs,
+        scope: Scope::Watched,
+        names: Names::Any,
+    }
+}
+
+/// Every resource and verb the operator uses. A verb missing here fails
+/// at run time with 403; a verb here that the code no longer uses is a
+/// permission granted for nothing.
+pub const RBAC: &[Rule] = &[
+    // The controller's primary watch.
+    watched("berth.dev", "registries", &["list", "watch"]),
+    // reconcile::patch_status (server-side apply of the status subresource).
+    watched("berth.dev", "registries/status", &["patch"]),
+    // Owned objects: watched by the controller, applied by reconcile::apply
+    // (an apply that creates the object needs `create` as well as `patch`).
+    watched("", "configmaps", &["create", "list", "patch", "watch"]),
+    watched("", "serviceaccounts", &["create", "list", "patch", "watch"]),
+    watched("", "services", &["create", "list", "patch", "watch"]),
+    watched("apps", "daemonsets", &["create", "list", "patch", "watch"]),
+    // Also read and deleted by reconcile::delete_owned_cron_job.
+    watched(
+        "batch",
+        "cronjobs",
+        &["create", "delete", "get", "list", "patch", "watch"],
+    ),
+    // Referenced Secrets: watched so a rotation rolls the pods, read by
+    // reconcile::secrets_hash.
+    watched("", "secrets", &["get", "list", "watch"]),
+    // reconcile::last_gc lists the GC pods of a Registry.
+    watched("", "pods", &["list"]),
+    // kube's event Recorder: create, and patch to count a repeated event.
+    watched("events.k8s.io", "events", &["create", "patch"]),
+    // leader::Elector: create the Lease when it does not exist (RBAC cannot
+    // restrict `create` by name) ...
+    Rule {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["create"],
+        scope: Scope::LeaseNamespace,
+        names: Names::Any,
+    },
+    // ... and read and replace only its own Lease.
+    Rule {
+        group: "coordination.k8s.io",
+        resource: "leases",
+        verbs: &["get", "update"],
+        scope: Scope::LeaseNamespace,
+        names: Names::Lease,
+    },
+];
+
+/// [`RBAC`] flattened to one `(scope, group, resource, verb, names)` per
+/// permission, sorted: the form in which two rule lists compare equal
+/// however their rules are grouped.
+pub fn permissions() -> Vec<(Scope, &'static str, &'static str, &'static str, Names)> {
+    let mut all: Vec<_> = RBAC
+        .iter()
+        .flat_map(|rule| {
+            rule.verbs
+                .iter()
+                .map(move |verb| (rule.scope, rule.group, rule.resource, *verb, rule.names))
+        })
+        .collect();
+    all.sort();
+    all
+}
