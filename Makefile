@@ -2,7 +2,8 @@
 #
 #   make test    install what the tests need (cached), then run every test
 #   make tools   only provision the tools (.tools/bin, cache in ~/.cache/berth)
-#   make crds    regenerate crds/registry.yaml from the operator's types
+#   make crds    regenerate crds/registry.yaml (and the chart's copy) from the operator's types
+#   make bench   berth-registry side by side with CNCF Distribution (bench/README.md)
 
 .PHONY: test tools build crds bench
 
@@ -14,6 +15,7 @@ build:
 
 crds:
 	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml
+	cp crds/registry.yaml charts/berth/crds/registry.yaml
 
 test: tools
 	cargo test --workspace --no-fail-fast -- --show-output
