@@ -1,0 +1,291 @@
+"""Writes bench/results/<date>.md from a finished bench.Bench run."""
+
+import os
+import platform
+import subprocess
+
+from bench import FIGURES, FIGURE_INFO, ROOT, fmt, median
+
+DRIVER_TITLES = {"fs": "filesystem driver", "s3": "s3 driver, against MinIO on loopback"}
+CEILINGS = {
+    "fs": {
+        "manifest": "nginx, same file",
+        "blob": "nginx sendfile, same file",
+        "push": "disk: dd conv=fsync",
+    },
+    "s3": {
+        "manifest": "MinIO GET, same object",
+        "blob": "MinIO GET, same object",
+        "push": "MinIO PUT (curl), same bytes",
+    },
+}
+
+
+def sh(argv):
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+        return (out.stdout + out.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"unavailable ({e})"
+
+
+def first_line(text):
+    return text.splitlines()[0] if text else ""
+
+
+def machine():
+    mem = ""
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemTotal:"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+    cpu = ""
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    debian = ""
+    if os.path.exists("/etc/debian_version"):
+        with open("/etc/debian_version") as f:
+            debian = f.read().strip()
+    return [
+        ("nproc", sh(["nproc"])),
+        ("CPU", cpu),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("OS", f"Debian {debian}" if debian else platform.platform()),
+    ]
+
+
+def versions(b):
+    a = b.args
+    rev = sh(["git", "-C", ROOT, "rev-parse", "--short=12", "HEAD"])
+    dirty = sh(["git", "-C", ROOT, "status", "--porcelain", "--", "registry", "Cargo.toml", "Cargo.lock"])
+    berth = f"git {rev}" + (" with uncommitted changes under registry/ or Cargo.*" if dirty else "")
+    rows = [
+        ("berth-registry", f"{berth}; `cargo build --release -p berth-registry`; {first_line(sh(['rustc', '--version']))}"),
+        ("Distribution 2.8", first_line(sh([a.dist28, "--version"])) + " (Debian package docker-registry)"),
+    ]
+    if a.dist3:
+        rows.append(("Distribution v3", first_line(sh([a.dist3, "--version"])) + " (built from the Go module proxy, pinned v3.1.2)"))
+    rows.append(("zot", a.zot_status or "not run"))
+    rows += [
+        ("nginx", first_line(sh([a.nginx, "-v"]))),
+        ("MinIO", first_line(sh([a.minio, "--version"])) + " (pinned in scripts/tools.sh)" if a.minio else "not run"),
+        ("wrk", first_line(sh([a.wrk, "-v"]))),
+        ("skopeo", first_line(sh([a.skopeo, "--version"]))),
+        ("curl", first_line(sh([a.curl, "--version"]))),
+        ("Go (builds)", first_line(sh(["go", "version"]))),
+        ("python3", platform.python_version()),
+    ]
+    return rows
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return None
+    return a / b
+
+
+def fmt_ratio(r):
+    return "n/a" if r is None else f"{r:.2f}x"
+
+
+def ceiling_label(driver, figure):
+    if figure.startswith("manifest"):
+        return CEILINGS[driver]["manifest"]
+    if figure.startswith("blob"):
+        return CEILINGS[driver]["blob"]
+    if figure.startswith("push"):
+        return CEILINGS[driver]["push"]
+    return None
+
+
+def table(b, driver):
+    regs = b.regs[driver]
+    res = b.results.get(driver, {})
+    head = ["Figure", "Unit"] + [r.label for r in regs]
+    peers = [r for r in regs if r.id != "berth"]
+    head += [f"Berth/{r.label.replace('Distribution ', 'Dist ')}" for r in peers]
+    head += ["Ceiling", "Berth/ceiling"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for key, label, unit, better in FIGURES:
+        if key not in res:
+            continue
+        med = {who: median(vals) for who, vals in res[key].items()}
+        berth = med.get(f"berth-{driver}")
+        row = [label + (" (lower is better)" if better == "lower" else ""), unit]
+        row += [fmt(med.get(r.key)) for r in regs]
+        row += [fmt_ratio(ratio(berth, med.get(r.key))) for r in peers]
+        c = med.get("ceiling")
+        if c is not None:
+            row += [f"{fmt(c)} ({ceiling_label(driver, key)})", fmt_ratio(ratio(berth, c))]
+        else:
+            row += ["—", "—"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def targets(b):
+    """The issue's targets, on the fs driver against Distribution 2.8."""
+    res = b.results.get("fs", {})
+
+    def m(fig, who):
+        return median(res.get(fig, {}).get(who, []))
+
+    B, D = "berth-fs", "dist28-fs"
+    out = []
+
+    def line(ok, text):
+        verdict = "n/a" if ok is None else ("met" if ok else "**missed**")
+        out.append(f"- {verdict}: {text}")
+        return ok
+
+    for kind in ("tag", "digest"):
+        rb, rd = m(f"manifest_{kind}_rps", B), m(f"manifest_{kind}_rps", D)
+        pb, pd = m(f"manifest_{kind}_p99", B), m(f"manifest_{kind}_p99", D)
+        r = ratio(rb, rd)
+        ok = None if r is None or pb is None or pd is None else (r >= 5 and pb < pd)
+        line(ok, f"manifest GET by {kind} ≥5x req/s with lower p99: {fmt(rb)} vs {fmt(rd)} req/s = "
+                 f"{fmt_ratio(r)}; p99 {fmt(pb)} vs {fmt(pd)} ms")
+    for fig, size in (("blob_4m", "4 MiB"), ("blob_64m", "64 MiB")):
+        vb, vd, vn = m(fig, B), m(fig, D), m(fig, "ceiling")
+        r, rn = ratio(vb, vd), ratio(vb, vn)
+        ok = None if r is None or rn is None else (r >= 1.5 and rn >= 0.9)
+        line(ok, f"blob GET {size} ≥1.5x and within 10% of nginx sendfile: {fmt(vb)} vs {fmt(vd)} MiB/s = "
+                 f"{fmt_ratio(r)}; nginx {fmt(vn)} MiB/s, Berth at {fmt_ratio(rn)} of it")
+    for fig in ("push_skopeo_1", "push_skopeo_4", "push_chunked_1", "push_chunked_4"):
+        vb, vd = m(fig, B), m(fig, D)
+        r = ratio(vb, vd)
+        line(None if r is None else r >= 1.2, f"push ≥1.2x, {FIGURE_INFO[fig][0].split(', ', 1)[1]}: "
+                 f"{fmt(vb)} vs {fmt(vd)} MiB/s = {fmt_ratio(r)} (disk ceiling {fmt(m(fig, 'ceiling'))} MiB/s)")
+    vb, vd = m("peak_rss", B), m("peak_rss", D)
+    r = ratio(vb, vd)
+    line(None if r is None else r <= 1 / 3, f"peak RSS ≤ 1/3 under the mixed load: {fmt(vb)} vs {fmt(vd)} MiB = {fmt_ratio(r)}")
+    return "\n".join(out)
+
+
+def per_round(b):
+    lines = []
+    for driver in b.regs:
+        lines.append(f"\n{DRIVER_TITLES[driver]}:\n")
+        lines.append("| Figure | Server | " + " | ".join(f"round {i + 1}" for i in range(b.args.rounds)) + " |")
+        lines.append("|" + "---|" * (2 + b.args.rounds))
+        for key, _, _, _ in FIGURES:
+            for who, vals in b.results.get(driver, {}).get(key, {}).items():
+                lines.append(f"| {key} | {who} | " + " | ".join(fmt(v) for v in vals) + " |")
+    return "\n".join(lines)
+
+
+def write(b):
+    os.makedirs(b.args.results, exist_ok=True)
+    day = b.started.strftime("%Y-%m-%d")
+    path = os.path.join(b.args.results, f"{day}.md")
+    n = 2
+    while os.path.exists(path):
+        path = os.path.join(b.args.results, f"{day}-{n}.md")
+        n += 1
+    img = b.images
+    pull, push = img["pull"], img["push"]
+    a = b.args
+    load = sh(["cat", "/proc/loadavg"])
+    doc = []
+    doc.append(f"# Benchmark: Berth vs CNCF Distribution, {day}\n")
+    doc.append(
+        f"Run by `{a.command_line or 'bench/run.sh'}` from {b.started:%Y-%m-%d %H:%M} to {b.finished:%H:%M} "
+        f"({(b.finished - b.started).seconds // 60} min): {a.rounds} interleaved round{'s' if a.rounds != 1 else ''}, "
+        f"{a.duration} s per wrk run. "
+        "Every figure is the median over the rounds. Within a round every figure is measured on every server "
+        "before the next figure, in an order that rotates each round. The machine was shared with other "
+        f"builds and tests while this ran (load average {b.load_start or '?'} at the start, "
+        f"{' '.join(load.split()[:3])} at the end), so single numbers "
+        "are noisy; read the ratios, and the per-round values at the end.\n"
+    )
+    doc.append("Ratios are Berth divided by the other. For req/s and MiB/s higher is better; for p99 latency "
+               "and RSS lower is better, so a ratio below 1 favours Berth there.\n")
+    if a.zot_status:
+        doc.append(f"zot is not in this run: {a.zot_status}\n")
+
+    doc.append("## Machine\n")
+    doc += [f"- {k}: {v}" for k, v in machine()]
+    doc.append("")
+    doc.append("## Versions\n")
+    doc += [f"- {k}: {v}" for k, v in versions(b)]
+    doc.append("")
+    for driver in b.regs:
+        doc.append(f"## Results, {DRIVER_TITLES[driver]}\n")
+        doc.append(table(b, driver))
+        doc.append("")
+    doc.append("## Targets\n")
+    doc.append("Against Distribution 2.8 on the filesystem driver.\n")
+    doc.append(targets(b))
+    doc.append("")
+
+    def mib(n):
+        return f"{n / (1 << 20):.2f} MiB"
+
+    doc.append("## Workload\n")
+    doc.append(
+        "All servers get the same `config.yml` (the `registry:2` image's stock file: info logging with access "
+        "logs, `storage.cache.blobdescriptor: inmemory`, health checks), plus `storage.delete.enabled`, "
+        "`storage.redirect.disable: true` (clients get the bytes from the registry, not a pre-signed URL), and "
+        "the storage under test. Servers run with an empty environment but PATH and HOME. Same images and "
+        "clients for all, generated by `bench/gen_images.py` with seed "
+        f"`{img['spec']['seed']}`: layers are random bytes in gzip streams of stored blocks (incompressible, "
+        "valid gzip).\n"
+    )
+    doc.append(f"- pull image `{'bench/pull:latest'}`: layers `{img['spec']['pull']}` ({mib(pull['bytes'])}), "
+               f"manifest {pull['manifest']['size']} bytes, `{pull['manifest']['digest']}`")
+    doc.append(f"- push images, one per client: layers `{img['spec']['push']}` (names are base layers shared by "
+               f"all push images), {mib(push[0]['bytes'])} each")
+    doc.append("- manifest GET: wrk, 32 connections, 2 threads, `Accept` listing the OCI and Docker manifest and "
+               "index types; by tag (`latest`) and by digest")
+    doc.append(f"- blob GET: wrk, 4 connections, 2 threads, the pull image's 4 MiB and 64 MiB layers "
+               f"({mib(img['blobs']['4MiB']['size'])} and {mib(img['blobs']['64MiB']['size'])} with the gzip framing)")
+    doc.append("- push, skopeo: `skopeo copy --preserve-digests` of one image per client into its own repository, "
+               "into a freshly started server on fresh storage; each blob goes up as POST, one streamed PATCH, "
+               "PUT. Each skopeo process gets an empty blob-location cache, so nothing is mounted across "
+               "repositories or rounds. MiB/s = bytes of all the images / wall time from the first client's "
+               "start to the last one's end.")
+    doc.append(f"- push, chunked: `bench/push_chunked.py`, POST, PATCH chunks of {mib(a.chunk_size)} with "
+               "Content-Range, PUT ?digest=, then the manifest; otherwise as skopeo")
+    doc.append(f"- mixed: `bench/wrk/mixed.lua`, 4 connections, each repeating 6 pulls (manifest by tag, by digest, "
+               f"the 4 MiB blob) and 1 push of a {mib(img['mix_blob']['size'])} blob (POST, PUT with the body): "
+               "75% of requests and of blob bytes are pulls. Each server is restarted before it, so its VmHWM "
+               "(from /proc/PID/status, read when wrk ends) is the peak RSS of this load.")
+    doc.append(f"- ceilings: nginx {first_line(sh([a.nginx, '-v'])).split('/')[-1]} (sendfile on, access_log off) serving the "
+               "same manifest and blob files; the disk as `dd conv=fsync` of "
+               f"{a.dd_mib} MiB; MinIO's own GET (wrk on a pre-signed URL) and PUT (curl --aws-sigv4) for s3")
+    doc.append("")
+    doc.append("## Commands\n")
+    doc.append("The run: `make bench` (`bench/run.sh`, which provisions the tools, builds berth-registry and "
+               "then runs `bench/bench.py`). Below, exactly as run, the servers, Berth's command for each "
+               "figure and the ceilings'; the peers' commands are Berth's with their own port. Every command "
+               f"of the run is in `{b.commands.path}`.\n")
+    doc.append("```")
+    for what, line in b.commands.first.items():
+        parts = what.split()
+        who = parts[-1] if len(parts) > 1 else ""
+        if what.startswith(("server", "generate", "seed minio", "ceiling")) or who.startswith("berth") \
+                or who in ("nginx", "minio"):
+            doc.append(f"# {what}\n{line}")
+    doc.append("```\n")
+    doc.append("With 4 clients, 4 such push commands run at once: `push-0` to `push-3` into `bench/push-0` to "
+               "`bench/push-3`. Each server start writes its own config file; apart from the port and the "
+               "storage location they are all this one:\n")
+    for driver, text in b.configs.items():
+        doc.append(f"{DRIVER_TITLES[driver]}:\n")
+        doc.append("```yaml")
+        doc.append(text.rstrip("\n"))
+        doc.append("```\n")
+    if b.notes:
+        doc.append("## Notes from the run\n")
+        doc += [f"- {n}" for n in b.notes]
+        doc.append("")
+    doc.append("## Per-round values")
+    doc.append(per_round(b))
+    doc.append("")
+    with open(path, "w") as f:
+        f.write("\n".join(doc))
+    return path
