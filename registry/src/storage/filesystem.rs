@@ -4,22 +4,29 @@
 //! renamed into place, so a crash never leaves a half-written file where a
 //! reader looks. Temporary files live outside `docker/`, the only tree CNCF
 //! Distribution walks.
+//!
+//! Every operation is one trip to tokio's blocking pool running plain
+//! `std::fs` calls: a manifest GET reads three small files, and `tokio::fs`
+//! would take a trip (and a thread hand-off) for each open, read and close.
+//! Streamed reads are positioned reads straight into the chunk handed to
+//! the client, with no intermediate buffer.
 
-use std::io::{self, SeekFrom};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use async_trait::async_trait;
-use bytes::Bytes;
-use tokio::fs;
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt, BufWriter};
-use tokio_util::io::ReaderStream;
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
 
 use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 
-/// Read buffer size for streamed reads.
-const READ_CHUNK: usize = 256 * 1024;
-/// Write buffer size for appends.
-const WRITE_BUFFER: usize = 1024 * 1024;
+/// Size of each chunk of a streamed read.
+const READ_CHUNK: usize = 512 * 1024;
+/// Appends smaller than this are gathered before they are written.
+const WRITE_BUFFER: usize = 256 * 1024;
 /// Where temporary files live, relative to the root.
 const TMP_DIR: &str = ".berth/tmp";
 
@@ -44,9 +51,10 @@ impl FilesystemDriver {
         self.root.join(path.trim_start_matches('/'))
     }
 
-    async fn temp_file(&self) -> Result<PathBuf> {
-        let dir = self.root.join(TMP_DIR);
-        fs::create_dir_all(&dir).await.map_err(|e| io_error(&dir, e))?;
+    /// A fresh temporary file name, its directory created.
+    fn temp_file(root: &Path) -> Result<PathBuf> {
+        let dir = root.join(TMP_DIR);
+        fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         Ok(dir.join(format!("{:032x}", rand::random::<u128>())))
     }
 }
@@ -59,25 +67,74 @@ fn io_error(path: &Path, source: io::Error) -> StorageError {
     }
 }
 
+/// Runs `work` on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(path: &Path, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| io_error(path, io::Error::other(e)))?
+}
+
 /// Renames `from` to `to`, creating `to`'s directory; retried once when
 /// garbage collection pruned that directory in between.
-async fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
+fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
     for attempt in 0..2 {
-        create_parent(to).await?;
-        match fs::rename(from, to).await {
+        create_parent(to)?;
+        match fs::rename(from, to) {
             Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 && fs::metadata(from).await.is_ok() => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 && from.exists() => continue,
             Err(e) => return Err(io_error(from, e)),
         }
     }
     Ok(())
 }
 
-async fn create_parent(path: &Path) -> Result<()> {
+fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
-        Some(parent) => fs::create_dir_all(parent).await.map_err(|e| io_error(parent, e)),
+        Some(parent) => fs::create_dir_all(parent).map_err(|e| io_error(parent, e)),
         None => Ok(()),
     }
+}
+
+/// Reads at most `limit` bytes of the file at `path`.
+fn read_small(path: &Path, limit: u64) -> Result<Bytes> {
+    let file = File::open(path).map_err(|e| io_error(path, e))?;
+    let mut content = Vec::new();
+    // Read one byte past the limit to tell "exactly at" from "over".
+    file.take(limit.saturating_add(1)).read_to_end(&mut content).map_err(|e| io_error(path, e))?;
+    if content.len() as u64 > limit {
+        return Err(StorageError::TooLarge { path: path.display().to_string(), limit });
+    }
+    Ok(content.into())
+}
+
+/// Writes `content` to a temporary file, makes it durable, then renames it to `path`.
+fn write_small(root: &Path, path: &Path, content: &[u8]) -> Result<()> {
+    let tmp = FilesystemDriver::temp_file(root)?;
+    let result = File::create(&tmp)
+        .and_then(|mut file| {
+            file.write_all(content)?;
+            file.sync_all()
+        })
+        .map_err(|e| io_error(&tmp, e))
+        .and_then(|()| rename_into_place(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Reads up to `len` bytes at `offset` into a new chunk; empty at the end of the file.
+fn read_chunk(file: &File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
+    let mut chunk = BytesMut::zeroed(len);
+    let mut filled = 0;
+    while filled < len {
+        match file.read_at(&mut chunk[filled..], offset + filled as u64) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(io_error(path, e)),
+        }
+    }
+    chunk.truncate(filled);
+    Ok(chunk.freeze())
 }
 
 #[async_trait]
@@ -88,113 +145,116 @@ impl StorageDriver for FilesystemDriver {
 
     async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes> {
         let full = self.full(path);
-        let file = fs::File::open(&full).await.map_err(|e| io_error(&full, e))?;
-        let mut content = Vec::new();
-        // Read one byte past the limit to tell "exactly at" from "over".
-        file.take(limit.saturating_add(1)).read_to_end(&mut content).await.map_err(|e| io_error(&full, e))?;
-        if content.len() as u64 > limit {
-            return Err(StorageError::TooLarge { path: path.to_owned(), limit });
-        }
-        Ok(content.into())
+        blocking(&full.clone(), move || read_small(&full, limit)).await.map_err(|e| match e {
+            // Name the driver path, as callers know it.
+            StorageError::TooLarge { limit, .. } => StorageError::TooLarge { path: path.to_owned(), limit },
+            other => other,
+        })
     }
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
-        let full = self.full(path);
-        let tmp = self.temp_file().await?;
-        let result = async {
-            let mut file = fs::File::create(&tmp).await.map_err(|e| io_error(&tmp, e))?;
-            file.write_all(&content).await.map_err(|e| io_error(&tmp, e))?;
-            file.sync_all().await.map_err(|e| io_error(&tmp, e))?;
-            rename_into_place(&tmp, &full).await
-        }
-        .await;
-        if result.is_err() {
-            let _ = fs::remove_file(&tmp).await;
-        }
-        result
+        let (root, full) = (self.root.clone(), self.full(path));
+        blocking(&full.clone(), move || write_small(&root, &full, &content)).await
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
-        let full = self.full(path);
-        let mut file = fs::File::open(&full).await.map_err(|e| io_error(&full, e))?;
-        if offset > 0 {
-            file.seek(SeekFrom::Start(offset)).await.map_err(|e| io_error(&full, e))?;
-        }
-        let stream: ByteStream = match len {
-            Some(len) => Box::pin(ReaderStream::with_capacity(file.take(len), READ_CHUNK)),
-            None => Box::pin(ReaderStream::with_capacity(file, READ_CHUNK)),
-        };
-        Ok(stream)
+        let full = Arc::new(self.full(path));
+        let opened = full.clone();
+        let file = Arc::new(blocking(&full, move || File::open(&*opened).map_err(|e| io_error(&opened, e))).await?);
+        let end = len.map_or(u64::MAX, |len| offset.saturating_add(len));
+        let chunks = stream::try_unfold(offset, move |at| {
+            let (file, path) = (file.clone(), full.clone());
+            async move {
+                let want = end.saturating_sub(at).min(READ_CHUNK as u64) as usize;
+                if want == 0 {
+                    return Ok(None);
+                }
+                let chunk = blocking(&path.clone(), move || read_chunk(&file, &path, at, want)).await?;
+                Ok((!chunk.is_empty()).then(|| {
+                    let next = at + chunk.len() as u64;
+                    (chunk, next)
+                }))
+            }
+        });
+        Ok(Box::pin(futures_util::TryStreamExt::map_err(chunks, |e: StorageError| io::Error::other(e))))
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path);
-        create_parent(&full).await?;
-        let file = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&full)
-            .await
-            .map_err(|e| io_error(&full, e))?;
-        let size = file.metadata().await.map_err(|e| io_error(&full, e))?.len();
-        Ok(Box::new(FsWriter { file: BufWriter::with_capacity(WRITE_BUFFER, file), size, path: full }))
+        let opened = full.clone();
+        let (file, size) = blocking(&full, move || {
+            create_parent(&opened)?;
+            let file = OpenOptions::new().create(true).append(true).open(&opened).map_err(|e| io_error(&opened, e))?;
+            let size = file.metadata().map_err(|e| io_error(&opened, e))?.len();
+            Ok((file, size))
+        })
+        .await?;
+        Ok(Box::new(FsWriter { file: Arc::new(file), pending: BytesMut::new(), size, path: Arc::new(full) }))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         let full = self.full(path);
-        let meta = fs::metadata(&full).await.map_err(|e| io_error(&full, e))?;
-        Ok(FileInfo {
-            size: if meta.is_dir() { 0 } else { meta.len() },
-            modified: meta.modified().map_err(|e| io_error(&full, e))?,
-            is_dir: meta.is_dir(),
+        blocking(&full.clone(), move || {
+            let meta = fs::metadata(&full).map_err(|e| io_error(&full, e))?;
+            Ok(FileInfo {
+                size: if meta.is_dir() { 0 } else { meta.len() },
+                modified: meta.modified().map_err(|e| io_error(&full, e))?,
+                is_dir: meta.is_dir(),
+            })
         })
+        .await
     }
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         let full = self.full(path);
-        let mut entries = fs::read_dir(&full).await.map_err(|e| io_error(&full, e))?;
-        let mut names = Vec::new();
-        while let Some(entry) = entries.next_entry().await.map_err(|e| io_error(&full, e))? {
-            if let Some(name) = entry.file_name().to_str() {
-                names.push(name.to_owned());
+        blocking(&full.clone(), move || {
+            let mut names = Vec::new();
+            for entry in fs::read_dir(&full).map_err(|e| io_error(&full, e))? {
+                let entry = entry.map_err(|e| io_error(&full, e))?;
+                if let Some(name) = entry.file_name().to_str() {
+                    names.push(name.to_owned());
+                }
             }
-        }
-        Ok(names)
+            Ok(names)
+        })
+        .await
     }
 
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        rename_into_place(&self.full(from), &self.full(to)).await
+        let (from, to) = (self.full(from), self.full(to));
+        blocking(&from.clone(), move || rename_into_place(&from, &to)).await
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
         let full = self.full(path);
-        let meta = fs::symlink_metadata(&full).await.map_err(|e| io_error(&full, e))?;
-        if meta.is_dir() {
-            fs::remove_dir_all(&full).await.map_err(|e| io_error(&full, e))
-        } else {
-            fs::remove_file(&full).await.map_err(|e| io_error(&full, e))
-        }
+        blocking(&full.clone(), move || {
+            let meta = fs::symlink_metadata(&full).map_err(|e| io_error(&full, e))?;
+            if meta.is_dir() { fs::remove_dir_all(&full) } else { fs::remove_file(&full) }.map_err(|e| io_error(&full, e))
+        })
+        .await
     }
 
     async fn prune_empty_dirs(&self, path: &str) -> Result<()> {
         let full = self.full(path);
-        tokio::task::spawn_blocking(move || prune(&full))
-            .await
-            .map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?
+        blocking(&full.clone(), move || prune(&full)).await
     }
 
     async fn check(&self) -> Result<()> {
         // Writable and readable: the same probe a write path would need.
-        let probe = self.temp_file().await?;
-        fs::write(&probe, b"ok").await.map_err(|e| io_error(&probe, e))?;
-        fs::remove_file(&probe).await.map_err(|e| io_error(&probe, e))
+        let root = self.root.clone();
+        blocking(&self.root, move || {
+            let probe = FilesystemDriver::temp_file(&root)?;
+            fs::write(&probe, b"ok").map_err(|e| io_error(&probe, e))?;
+            fs::remove_file(&probe).map_err(|e| io_error(&probe, e))
+        })
+        .await
     }
 }
 
 /// Removes empty directories bottom-up with `rmdir`, which refuses a
 /// directory that a concurrent writer has just put something in.
 fn prune(dir: &Path) -> Result<()> {
-    let entries = match std::fs::read_dir(dir) {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
         Err(e) => return Err(io_error(dir, e)),
@@ -205,26 +265,43 @@ fn prune(dir: &Path) -> Result<()> {
             prune(&entry.path())?;
         }
     }
-    match std::fs::remove_dir(dir) {
+    match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
         Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound) => Ok(()),
         Err(e) => Err(io_error(dir, e)),
     }
 }
 
-/// Appends to one file through a large buffer; `commit` flushes and fsyncs.
+/// Appends to one file. Small appends are gathered into `pending` and
+/// written together; `close` and `commit` write what is pending and fsync.
 struct FsWriter {
-    file: BufWriter<fs::File>,
+    file: Arc<File>,
+    pending: BytesMut,
     size: u64,
-    path: PathBuf,
+    path: Arc<PathBuf>,
+}
+
+impl FsWriter {
+    /// Writes what is pending, then `chunk`, in one trip to the blocking pool.
+    async fn write_through(&mut self, chunk: Bytes) -> Result<()> {
+        let pending = std::mem::take(&mut self.pending).freeze();
+        let (file, path) = (self.file.clone(), self.path.clone());
+        blocking(&self.path, move || {
+            (&*file).write_all(&pending).and_then(|()| (&*file).write_all(&chunk)).map_err(|e| io_error(&path, e))
+        })
+        .await
+    }
 }
 
 #[async_trait]
 impl FileWriter for FsWriter {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        self.file.write_all(&chunk).await.map_err(|e| io_error(&self.path, e))?;
         self.size += chunk.len() as u64;
-        Ok(())
+        if self.pending.len() + chunk.len() < WRITE_BUFFER {
+            self.pending.extend_from_slice(&chunk);
+            return Ok(());
+        }
+        self.write_through(chunk).await
     }
 
     fn size(&self) -> u64 {
@@ -232,8 +309,9 @@ impl FileWriter for FsWriter {
     }
 
     async fn close(mut self: Box<Self>) -> Result<()> {
-        self.file.flush().await.map_err(|e| io_error(&self.path, e))?;
-        self.file.get_ref().sync_data().await.map_err(|e| io_error(&self.path, e))
+        self.write_through(Bytes::new()).await?;
+        let (file, path) = (self.file.clone(), self.path.clone());
+        blocking(&self.path, move || file.sync_data().map_err(|e| io_error(&path, e))).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -25,13 +25,10 @@ use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption, StorageClass};
 use aws_sdk_s3::Client;
 use bytes::{Bytes, BytesMut};
-use tokio_util::io::ReaderStream;
 
 use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 use crate::config::{S3Settings, S3_MIN_CHUNK};
 
-/// Read buffer size for streamed reads.
-const READ_CHUNK: usize = 256 * 1024;
 /// Largest object `CopyObject` copies in one request.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
 /// Part size of multipart copies of larger objects.
@@ -404,7 +401,11 @@ impl StorageDriver for S3Driver {
             .send()
             .await
             .map_err(|e| s.error(path, e))?;
-        Ok(Box::pin(ReaderStream::with_capacity(out.body.into_async_read(), READ_CHUNK)))
+        // The body's own chunks, as they arrive: no copy into another buffer.
+        let chunks = futures_util::stream::try_unfold(out.body, |mut body| async move {
+            Ok(body.try_next().await.map_err(io::Error::other)?.map(|chunk| (chunk, body)))
+        });
+        Ok(Box::pin(chunks))
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
