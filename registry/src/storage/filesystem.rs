@@ -67,9 +67,11 @@ fn io_error(path: &Path, source: io::Error) -> StorageError {
     }
 }
 
-/// Runs `work` on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(path: &Path, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| io_error(path, io::Error::other(e)))?
+/// Runs `work`, an operation on the driver path `path`, on tokio's blocking pool.
+async fn blocking<T: Send + 'static>(path: &str, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?
 }
 
 /// Renames `from` to `to`, creating `to`'s directory; retried once when
@@ -145,7 +147,7 @@ impl StorageDriver for FilesystemDriver {
 
     async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes> {
         let full = self.full(path);
-        blocking(&full.clone(), move || read_small(&full, limit)).await.map_err(|e| match e {
+        blocking(path, move || read_small(&full, limit)).await.map_err(|e| match e {
             // Name the driver path, as callers know it.
             StorageError::TooLarge { limit, .. } => StorageError::TooLarge { path: path.to_owned(), limit },
             other => other,
@@ -154,22 +156,23 @@ impl StorageDriver for FilesystemDriver {
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
         let (root, full) = (self.root.clone(), self.full(path));
-        blocking(&full.clone(), move || write_small(&root, &full, &content)).await
+        blocking(path, move || write_small(&root, &full, &content)).await
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
         let full = Arc::new(self.full(path));
         let opened = full.clone();
-        let file = Arc::new(blocking(&full, move || File::open(&*opened).map_err(|e| io_error(&opened, e))).await?);
+        let file = Arc::new(blocking(path, move || File::open(&*opened).map_err(|e| io_error(&opened, e))).await?);
         let end = len.map_or(u64::MAX, |len| offset.saturating_add(len));
+        let name: Arc<str> = Arc::from(path);
         let chunks = stream::try_unfold(offset, move |at| {
-            let (file, path) = (file.clone(), full.clone());
+            let (file, full, name) = (file.clone(), full.clone(), name.clone());
             async move {
                 let want = end.saturating_sub(at).min(READ_CHUNK as u64) as usize;
                 if want == 0 {
                     return Ok(None);
                 }
-                let chunk = blocking(&path.clone(), move || read_chunk(&file, &path, at, want)).await?;
+                let chunk = blocking(&name, move || read_chunk(&file, &full, at, want)).await?;
                 Ok((!chunk.is_empty()).then(|| {
                     let next = at + chunk.len() as u64;
                     (chunk, next)
@@ -182,7 +185,7 @@ impl StorageDriver for FilesystemDriver {
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
         let full = self.full(path);
         let opened = full.clone();
-        let (file, size) = blocking(&full, move || {
+        let (file, size) = blocking(path, move || {
             create_parent(&opened)?;
             let file = OpenOptions::new().create(true).append(true).open(&opened).map_err(|e| io_error(&opened, e))?;
             let size = file.metadata().map_err(|e| io_error(&opened, e))?.len();
@@ -194,7 +197,7 @@ impl StorageDriver for FilesystemDriver {
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         let full = self.full(path);
-        blocking(&full.clone(), move || {
+        blocking(path, move || {
             let meta = fs::metadata(&full).map_err(|e| io_error(&full, e))?;
             Ok(FileInfo {
                 size: if meta.is_dir() { 0 } else { meta.len() },
@@ -207,7 +210,7 @@ impl StorageDriver for FilesystemDriver {
 
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         let full = self.full(path);
-        blocking(&full.clone(), move || {
+        blocking(path, move || {
             let mut names = Vec::new();
             for entry in fs::read_dir(&full).map_err(|e| io_error(&full, e))? {
                 let entry = entry.map_err(|e| io_error(&full, e))?;
@@ -220,14 +223,14 @@ impl StorageDriver for FilesystemDriver {
         .await
     }
 
-    async fn rename(&self, from: &str, to: &str) -> Result<()> {
-        let (from, to) = (self.full(from), self.full(to));
-        blocking(&from.clone(), move || rename_into_place(&from, &to)).await
+    async fn rename(&self, from_path: &str, to: &str) -> Result<()> {
+        let (from, to) = (self.full(from_path), self.full(to));
+        blocking(from_path, move || rename_into_place(&from, &to)).await
     }
 
     async fn delete(&self, path: &str) -> Result<()> {
         let full = self.full(path);
-        blocking(&full.clone(), move || {
+        blocking(path, move || {
             let meta = fs::symlink_metadata(&full).map_err(|e| io_error(&full, e))?;
             if meta.is_dir() { fs::remove_dir_all(&full) } else { fs::remove_file(&full) }.map_err(|e| io_error(&full, e))
         })
@@ -236,13 +239,13 @@ impl StorageDriver for FilesystemDriver {
 
     async fn prune_empty_dirs(&self, path: &str) -> Result<()> {
         let full = self.full(path);
-        blocking(&full.clone(), move || prune(&full)).await
+        blocking(path, move || prune(&full)).await
     }
 
     async fn check(&self) -> Result<()> {
         // Writable and readable: the same probe a write path would need.
         let root = self.root.clone();
-        blocking(&self.root, move || {
+        blocking("/", move || {
             let probe = FilesystemDriver::temp_file(&root)?;
             fs::write(&probe, b"ok").map_err(|e| io_error(&probe, e))?;
             fs::remove_file(&probe).map_err(|e| io_error(&probe, e))
@@ -286,7 +289,7 @@ impl FsWriter {
     async fn write_through(&mut self, chunk: Bytes) -> Result<()> {
         let pending = std::mem::take(&mut self.pending).freeze();
         let (file, path) = (self.file.clone(), self.path.clone());
-        blocking(&self.path, move || {
+        blocking(&self.path.to_string_lossy(), move || {
             (&*file).write_all(&pending).and_then(|()| (&*file).write_all(&chunk)).map_err(|e| io_error(&path, e))
         })
         .await
@@ -311,7 +314,7 @@ impl FileWriter for FsWriter {
     async fn close(mut self: Box<Self>) -> Result<()> {
         self.write_through(Bytes::new()).await?;
         let (file, path) = (self.file.clone(), self.path.clone());
-        blocking(&self.path, move || file.sync_data().map_err(|e| io_error(&path, e))).await
+        blocking(&self.path.to_string_lossy(), move || file.sync_data().map_err(|e| io_error(&path, e))).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
