@@ -175,10 +175,7 @@ impl ControlPlane {
         let client = Client::try_from(config).expect("client");
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let request = http::Request::get("/healthz")
-                .body(Vec::new())
-                .expect("request");
-            if matches!(client.request_text(request).await, Ok(body) if body == "ok") {
+            if answers_ok(&client, "/healthz").await {
                 return manager;
             }
             if let Ok(Some(status)) = manager.child.try_wait() {
@@ -231,10 +228,7 @@ impl ControlPlane {
         let client = self.client().await;
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let request = http::Request::get("/readyz")
-                .body(Vec::new())
-                .expect("request");
-            if matches!(client.request_text(request).await, Ok(body) if body == "ok") {
+            if answers_ok(&client, "/readyz").await {
                 return;
             }
             if let Some(Ok(Some(status))) = self.apiserver.as_mut().map(Child::try_wait) {
@@ -419,6 +413,12 @@ where
     Fut: Future<Output = Option<T>>,
 {
     eventually_within(what, Duration::from_secs(30), check).await
+}
+
+/// Whether the server behind `client` answers `path` (`/healthz`, `/readyz`) with `ok`.
+async fn answers_ok(client: &Client, path: &str) -> bool {
+    let request = http::Request::get(path).body(Vec::new()).expect("request");
+    matches!(client.request_text(request).await, Ok(body) if body == "ok")
 }
 
 /// Waits for an Event with `reason` in namespace `ns`.
