@@ -8,12 +8,12 @@
 //! Every operation is one trip to tokio's blocking pool running plain
 //! `std::fs` calls: a manifest GET reads three small files, and `tokio::fs`
 //! would take a trip (and a thread hand-off) for each open, read and close.
-//! Streamed reads are positioned reads straight into the chunk handed to
-//! the client, with no intermediate buffer.
+//! Streamed reads hand the client memory mappings of the file (see
+//! [`mapped`]), so the bytes are copied once, from the page cache into
+//! the socket, not twice.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
-use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -21,9 +21,11 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 
+use super::mapped;
 use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 
-/// Size of each chunk of a streamed read.
+/// Size of each chunk of a streamed read: each is one mapping, resident
+/// while hyper holds it, so larger chunks cost memory and buy no speed.
 const READ_CHUNK: usize = 512 * 1024;
 /// Appends smaller than this are gathered before they are written.
 const WRITE_BUFFER: usize = 256 * 1024;
@@ -123,22 +125,6 @@ fn write_small(root: &Path, path: &Path, content: &[u8]) -> Result<()> {
     result
 }
 
-/// Reads up to `len` bytes at `offset` into a new chunk; empty at the end of the file.
-fn read_chunk(file: &File, path: &Path, offset: u64, len: usize) -> Result<Bytes> {
-    let mut chunk = BytesMut::zeroed(len);
-    let mut filled = 0;
-    while filled < len {
-        match file.read_at(&mut chunk[filled..], offset + filled as u64) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(io_error(path, e)),
-        }
-    }
-    chunk.truncate(filled);
-    Ok(chunk.freeze())
-}
-
 #[async_trait]
 impl StorageDriver for FilesystemDriver {
     fn name(&self) -> &'static str {
@@ -160,23 +146,29 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
-        let full = Arc::new(self.full(path));
-        let opened = full.clone();
-        let file = Arc::new(blocking(path, move || File::open(&*opened).map_err(|e| io_error(&opened, e))).await?);
-        let end = len.map_or(u64::MAX, |len| offset.saturating_add(len));
+        let full = self.full(path);
+        let (file, size) = blocking(path, move || {
+            let file = File::open(&full).map_err(|e| io_error(&full, e))?;
+            let size = file.metadata().map_err(|e| io_error(&full, e))?.len();
+            Ok((Arc::new(file), size))
+        })
+        .await?;
+        // Never past the size at open: a mapping must not outrun the file.
+        let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
         let name: Arc<str> = Arc::from(path);
         let chunks = stream::try_unfold(offset, move |at| {
-            let (file, full, name) = (file.clone(), full.clone(), name.clone());
+            let (file, name) = (file.clone(), name.clone());
             async move {
                 let want = end.saturating_sub(at).min(READ_CHUNK as u64) as usize;
                 if want == 0 {
                     return Ok(None);
                 }
-                let chunk = blocking(&name, move || read_chunk(&file, &full, at, want)).await?;
-                Ok((!chunk.is_empty()).then(|| {
-                    let next = at + chunk.len() as u64;
-                    (chunk, next)
-                }))
+                let path = name.clone();
+                let chunk = blocking(&name, move || {
+                    mapped::map_range(&file, at, want).map_err(|e| StorageError::Io { path: path.to_string(), source: e })
+                })
+                .await?;
+                Ok(Some((chunk, at + want as u64)))
             }
         });
         Ok(Box::pin(futures_util::TryStreamExt::map_err(chunks, |e: StorageError| io::Error::other(e))))

@@ -7,6 +7,7 @@
 //! always built from validated components.
 
 pub mod filesystem;
+mod mapped;
 pub mod instrumented;
 pub mod s3;
 
