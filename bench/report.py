@@ -244,7 +244,7 @@ def write(b):
     doc.append(f"- blob GET: wrk, 4 connections, 2 threads, the pull image's 4 MiB and 64 MiB layers "
                f"({mib(img['blobs']['4MiB']['size'])} and {mib(img['blobs']['64MiB']['size'])} with the gzip framing)")
     doc.append("- push, skopeo: `skopeo copy --preserve-digests` of one image per client into its own repository, "
-               "into a freshly started server on fresh storage; each blob goes up as POST, one streamed PATCH, "
+               "into a freshly started server on fresh storage, after a `sync`; each blob goes up as POST, one streamed PATCH, "
                "PUT. Each skopeo process gets an empty blob-location cache, so nothing is mounted across "
                "repositories or rounds. MiB/s = bytes of all the images / wall time from the first client's "
                "start to the last one's end.")

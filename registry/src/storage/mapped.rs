@@ -23,6 +23,12 @@ use std::ptr::NonNull;
 
 use bytes::Bytes;
 
+/// Private and read-only; populated at once where the platform can.
+#[cfg(target_os = "linux")]
+const MAP_FLAGS: libc::c_int = libc::MAP_PRIVATE | libc::MAP_POPULATE;
+#[cfg(not(target_os = "linux"))]
+const MAP_FLAGS: libc::c_int = libc::MAP_PRIVATE;
+
 /// A mapped file range; unmapped on drop.
 struct Mapping {
     /// Start of the mapping (page-aligned).
@@ -65,7 +71,7 @@ pub(super) fn map_range(file: &File, offset: u64, len: usize) -> io::Result<Byte
     // SAFETY: a fresh read-only private mapping of an open file descriptor;
     // nothing else refers to the address range it returns.
     let base = unsafe {
-        libc::mmap(std::ptr::null_mut(), mapped, libc::PROT_READ, libc::MAP_PRIVATE | libc::MAP_POPULATE, file.as_raw_fd(), start)
+        libc::mmap(std::ptr::null_mut(), mapped, libc::PROT_READ, MAP_FLAGS, file.as_raw_fd(), start)
     };
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
