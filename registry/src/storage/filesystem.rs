@@ -146,10 +146,11 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
-        let full = self.full(path);
+        let full = Arc::new(self.full(path));
+        let opened = full.clone();
         let (file, size) = blocking(path, move || {
-            let file = File::open(&full).map_err(|e| io_error(&full, e))?;
-            let size = file.metadata().map_err(|e| io_error(&full, e))?.len();
+            let file = File::open(&*opened).map_err(|e| io_error(&opened, e))?;
+            let size = file.metadata().map_err(|e| io_error(&opened, e))?.len();
             Ok((Arc::new(file), size))
         })
         .await?;
@@ -157,17 +158,13 @@ impl StorageDriver for FilesystemDriver {
         let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
         let name: Arc<str> = Arc::from(path);
         let chunks = stream::try_unfold(offset, move |at| {
-            let (file, name) = (file.clone(), name.clone());
+            let (file, full, name) = (file.clone(), full.clone(), name.clone());
             async move {
                 let want = end.saturating_sub(at).min(READ_CHUNK as u64) as usize;
                 if want == 0 {
                     return Ok(None);
                 }
-                let path = name.clone();
-                let chunk = blocking(&name, move || {
-                    mapped::map_range(&file, at, want).map_err(|e| StorageError::Io { path: path.to_string(), source: e })
-                })
-                .await?;
+                let chunk = blocking(&name, move || mapped::map_range(&file, at, want).map_err(|e| io_error(&full, e))).await?;
                 Ok(Some((chunk, at + want as u64)))
             }
         });
