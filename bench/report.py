@@ -131,13 +131,15 @@ def targets(b):
     """The issue's targets, on the fs driver against Distribution 2.8."""
     res = b.results.get("fs", {})
 
+    def rounds(fig, who):
+        return res.get(fig, {}).get(who, [])
+
     def m(fig, who):
-        return median(res.get(fig, {}).get(who, []))
+        return median(rounds(fig, who))
 
     def paired(fig, who, other):
         """Median over the rounds of who/other within each round."""
-        pairs = zip(res.get(fig, {}).get(who, []), res.get(fig, {}).get(other, []))
-        return median([r for r in (ratio(a, b) for a, b in pairs) if r is not None])
+        return median([ratio(a, b) for a, b in zip(rounds(fig, who), rounds(fig, other))])
 
     B, D = "berth-fs", "dist28-fs"
     out = []
