@@ -78,7 +78,10 @@ fn parse(text: &str) -> HashMap<String, String> {
                 users.insert(user.to_owned(), hash.to_owned());
             }
             // Never log the line: it holds a password hash.
-            _ => tracing::warn!(line = n + 1, "htpasswd: skipping an entry that is not user:bcrypt-hash"),
+            _ => tracing::warn!(
+                line = n + 1,
+                "htpasswd: skipping an entry that is not user:bcrypt-hash"
+            ),
         }
     }
     users
@@ -87,8 +90,15 @@ fn parse(text: &str) -> HashMap<String, String> {
 impl Htpasswd {
     /// Loads the file at `path`.
     pub fn load(path: &Path, realm: &str) -> Result<Arc<Htpasswd>, HtpasswdError> {
-        let db = Htpasswd { path: path.to_owned(), realm: realm.to_owned(), users: RwLock::default() };
-        db.reload().map_err(|source| HtpasswdError { path: path.display().to_string(), source })?;
+        let db = Htpasswd {
+            path: path.to_owned(),
+            realm: realm.to_owned(),
+            users: RwLock::default(),
+        };
+        db.reload().map_err(|source| HtpasswdError {
+            path: path.display().to_string(),
+            source,
+        })?;
         Ok(Arc::new(db))
     }
 
@@ -105,10 +115,18 @@ impl Htpasswd {
         }
         let hashes = parse(&std::fs::read_to_string(&self.path)?);
         let count = hashes.len();
-        let cost = hashes.values().find_map(|h| h.get(4..6)?.parse().ok()).unwrap_or(DEFAULT_COST);
-        let stand_in = bcrypt::hash(rand::random::<u64>().to_string(), cost).map_err(std::io::Error::other)?;
-        *self.users.write().unwrap_or_else(|e| e.into_inner()) =
-            Users { hashes, stand_in, verified: HashSet::new(), stamp: Some(stamp) };
+        let cost = hashes
+            .values()
+            .find_map(|h| h.get(4..6)?.parse().ok())
+            .unwrap_or(DEFAULT_COST);
+        let stand_in =
+            bcrypt::hash(rand::random::<u64>().to_string(), cost).map_err(std::io::Error::other)?;
+        *self.users.write().unwrap_or_else(|e| e.into_inner()) = Users {
+            hashes,
+            stand_in,
+            verified: HashSet::new(),
+            stamp: Some(stamp),
+        };
         tracing::info!(users = count, path = %self.path.display(), "htpasswd loaded");
         Ok(true)
     }
@@ -121,8 +139,12 @@ impl Htpasswd {
     /// Checks an `Authorization` header value. Runs bcrypt, so call it off
     /// the async executor threads.
     pub fn check(&self, authorization: Option<&str>) -> Verdict {
-        let Some(header) = authorization else { return Verdict::Anonymous };
-        let Some((user, password)) = decode_basic(header) else { return Verdict::Denied };
+        let Some(header) = authorization else {
+            return Verdict::Anonymous;
+        };
+        let Some((user, password)) = decode_basic(header) else {
+            return Verdict::Denied;
+        };
         // Clients without credentials answer a challenge with empty ones.
         if user.is_empty() && password.is_empty() {
             return Verdict::Anonymous;
@@ -136,7 +158,8 @@ impl Htpasswd {
             (users.hashes.get(&user).cloned(), users.stand_in.clone())
         };
         let known = hash.is_some();
-        let ok = bcrypt::verify(&password, hash.as_deref().unwrap_or(&stand_in)).unwrap_or(false) && known;
+        let ok = bcrypt::verify(&password, hash.as_deref().unwrap_or(&stand_in)).unwrap_or(false)
+            && known;
         if !ok {
             return Verdict::Denied;
         }
@@ -155,7 +178,9 @@ fn decode_basic(header: &str) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
     let text = String::from_utf8(decoded).ok()?;
     let (user, password) = text.split_once(':')?;
     Some((user.to_owned(), password.to_owned()))
@@ -166,7 +191,10 @@ mod tests {
     use super::*;
 
     fn basic(user: &str, password: &str) -> String {
-        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}")))
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        )
     }
 
     #[test]
@@ -176,8 +204,14 @@ mod tests {
         let hash = bcrypt::hash("s3cret", 4).unwrap();
         std::fs::write(&path, format!("alice:{hash}\nbad line\n")).unwrap();
         let db = Htpasswd::load(&path, "r").unwrap();
-        assert_eq!(db.check(Some(&basic("alice", "s3cret"))), Verdict::User("alice".into()));
-        assert_eq!(db.check(Some(&basic("alice", "s3cret"))), Verdict::User("alice".into()));
+        assert_eq!(
+            db.check(Some(&basic("alice", "s3cret"))),
+            Verdict::User("alice".into())
+        );
+        assert_eq!(
+            db.check(Some(&basic("alice", "s3cret"))),
+            Verdict::User("alice".into())
+        );
         assert_eq!(db.check(Some(&basic("alice", "wrong"))), Verdict::Denied);
         assert_eq!(db.check(Some(&basic("bob", "s3cret"))), Verdict::Denied);
         assert_eq!(db.check(Some("Bearer x")), Verdict::Denied);
@@ -188,9 +222,17 @@ mod tests {
         std::fs::write(&path, format!("alice:{new_hash}\nbob:{new_hash}\n")).unwrap();
         // Force a different stamp even on coarse-mtime filesystems.
         let later = SystemTime::now() + Duration::from_secs(5);
-        std::fs::File::options().write(true).open(&path).unwrap().set_modified(later).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(later)
+            .unwrap();
         assert!(db.reload().unwrap());
         assert_eq!(db.check(Some(&basic("alice", "s3cret"))), Verdict::Denied);
-        assert_eq!(db.check(Some(&basic("bob", "rotated"))), Verdict::User("bob".into()));
+        assert_eq!(
+            db.check(Some(&basic("bob", "rotated"))),
+            Verdict::User("bob".into())
+        );
     }
 }

@@ -46,7 +46,10 @@ pub enum ConfigError {
 }
 
 fn invalid(key: &str, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid { key: key.to_owned(), message: message.into() }
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        message: message.into(),
+    }
 }
 
 /// The whole configuration.
@@ -98,7 +101,12 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log { level: default_level(), formatter: default_formatter(), fields: BTreeMap::new(), accesslog: AccessLog::default() }
+        Log {
+            level: default_level(),
+            formatter: default_formatter(),
+            fields: BTreeMap::new(),
+            accesslog: AccessLog::default(),
+        }
     }
 }
 
@@ -172,7 +180,10 @@ pub struct Prometheus {
 
 impl Default for Prometheus {
     fn default() -> Self {
-        Prometheus { enabled: true, path: default_metrics_path() }
+        Prometheus {
+            enabled: true,
+            path: default_metrics_path(),
+        }
     }
 }
 
@@ -375,11 +386,15 @@ fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Er
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => Err(serde::de::Error::custom(format!("expected a string, got {other:?}"))),
+        other => Err(serde::de::Error::custom(format!(
+            "expected a string, got {other:?}"
+        ))),
     }
 }
 
-fn optional_scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+fn optional_scalar_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<String>, D::Error> {
     scalar_string(d).map(Some)
 }
 
@@ -424,7 +439,12 @@ pub struct UploadPurging {
 
 impl Default for UploadPurging {
     fn default() -> Self {
-        UploadPurging { enabled: true, age: default_purge_age(), interval: default_purge_interval(), dryrun: false }
+        UploadPurging {
+            enabled: true,
+            age: default_purge_age(),
+            interval: default_purge_interval(),
+            dryrun: false,
+        }
     }
 }
 
@@ -464,7 +484,11 @@ pub struct StorageHealth {
 
 impl Default for StorageHealth {
     fn default() -> Self {
-        StorageHealth { enabled: true, interval: None, threshold: None }
+        StorageHealth {
+            enabled: true,
+            interval: None,
+            threshold: None,
+        }
     }
 }
 
@@ -585,9 +609,15 @@ impl Config {
     /// The configuration used when no file is given: 127.0.0.1:5000, `./data`.
     pub fn development() -> Config {
         Config {
-            http: Http { addr: Some("127.0.0.1:5000".to_owned()), ..Http::default() },
+            http: Http {
+                addr: Some("127.0.0.1:5000".to_owned()),
+                ..Http::default()
+            },
             storage: Storage {
-                filesystem: Some(Filesystem { rootdirectory: PathBuf::from("./data"), maxthreads: None }),
+                filesystem: Some(Filesystem {
+                    rootdirectory: PathBuf::from("./data"),
+                    maxthreads: None,
+                }),
                 s3: None,
                 delete: Enabled { enabled: true },
                 ..Storage::default()
@@ -597,22 +627,37 @@ impl Config {
     }
 
     /// Reads `path`, applies `REGISTRY_*` overrides from `env`, and checks the result.
-    pub fn load(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    pub fn load(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
         Config::parse(&text, &path.display().to_string(), env)
     }
 
     /// Parses config text (named `origin` in errors) with environment overrides.
-    pub fn parse(text: &str, origin: &str, env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
-        let mut tree: Value = serde_yaml::from_str(text)
-            .map_err(|e| ConfigError::Syntax { path: origin.to_owned(), message: e.to_string() })?;
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
+        let mut tree: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })?;
         if tree.is_null() {
             tree = Value::Mapping(Default::default());
         }
         let overrides = apply_env(&mut tree, env)?;
         let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let key = e.path().to_string();
-            let var = overrides.iter().find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(&key)).map(|(_, v)| v.clone());
+            let var = overrides
+                .iter()
+                .find(|(k, _)| key.starts_with(k.as_str()) || k.starts_with(&key))
+                .map(|(_, v)| v.clone());
             let message = e.into_inner().to_string();
             match var {
                 Some(var) => invalid(&key, format!("{message} (set by {var})")),
@@ -625,19 +670,41 @@ impl Config {
     /// Checks values and resolves defaults.
     pub fn settle(self) -> Result<Settings, ConfigError> {
         match &self.version {
-            None => return Err(invalid("version", "missing; Distribution's format is version 0.1")),
+            None => {
+                return Err(invalid(
+                    "version",
+                    "missing; Distribution's format is version 0.1",
+                ));
+            }
             Some(Value::String(s)) if s == "0.1" => {}
             Some(Value::Number(n)) if n.as_f64() == Some(0.1) => {}
-            Some(other) => return Err(invalid("version", format!("unsupported version {other:?}; expected 0.1"))),
+            Some(other) => {
+                return Err(invalid(
+                    "version",
+                    format!("unsupported version {other:?}; expected 0.1"),
+                ));
+            }
         }
         if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
-            return Err(invalid("log.level", format!("{:?} is not one of error, warn, info, debug, trace", self.log.level)));
+            return Err(invalid(
+                "log.level",
+                format!(
+                    "{:?} is not one of error, warn, info, debug, trace",
+                    self.log.level
+                ),
+            ));
         }
         if !["text", "json"].contains(&self.log.formatter.as_str()) {
-            return Err(invalid("log.formatter", format!("{:?} is not one of text, json", self.log.formatter)));
+            return Err(invalid(
+                "log.formatter",
+                format!("{:?} is not one of text, json", self.log.formatter),
+            ));
         }
         if let Some(net) = self.http.net.as_deref().filter(|n| *n != "tcp") {
-            return Err(invalid("http.net", format!("{net:?} is not supported; only tcp")));
+            return Err(invalid(
+                "http.net",
+                format!("{net:?} is not supported; only tcp"),
+            ));
         }
         let addr = parse_addr("http.addr", self.http.addr.as_deref().unwrap_or(":5000"))?;
         let debug_addr = match &self.http.debug {
@@ -658,8 +725,15 @@ impl Config {
         if let Some(tls) = &self.http.tls {
             check_readable("http.tls.certificate", tls.certificate.as_deref())?;
             check_readable("http.tls.key", tls.key.as_deref())?;
-            if let Some(v) = tls.minimumtls.as_deref().filter(|v| !["tls1.2", "tls1.3"].contains(v)) {
-                return Err(invalid("http.tls.minimumtls", format!("{v:?} is not one of tls1.2, tls1.3")));
+            if let Some(v) = tls
+                .minimumtls
+                .as_deref()
+                .filter(|v| !["tls1.2", "tls1.3"].contains(v))
+            {
+                return Err(invalid(
+                    "http.tls.minimumtls",
+                    format!("{v:?} is not one of tls1.2, tls1.3"),
+                ));
             }
             for (i, ca) in tls.clientcas.iter().enumerate() {
                 check_readable(&format!("http.tls.clientcas[{i}]"), Some(ca))?;
@@ -669,19 +743,31 @@ impl Config {
         let purging = &self.storage.maintenance.uploadpurging;
         let purge = if purging.enabled {
             let age = parse_duration("storage.maintenance.uploadpurging.age", &purging.age)?;
-            let interval = parse_duration("storage.maintenance.uploadpurging.interval", &purging.interval)?;
+            let interval = parse_duration(
+                "storage.maintenance.uploadpurging.interval",
+                &purging.interval,
+            )?;
             if interval.is_zero() {
-                return Err(invalid("storage.maintenance.uploadpurging.interval", "must be greater than zero"));
+                return Err(invalid(
+                    "storage.maintenance.uploadpurging.interval",
+                    "must be greater than zero",
+                ));
             }
             Some((age, interval))
         } else {
             None
         };
         if self.berth.manifestmaxbytes == 0 {
-            return Err(invalid("berth.manifestmaxbytes", "must be greater than zero"));
+            return Err(invalid(
+                "berth.manifestmaxbytes",
+                "must be greater than zero",
+            ));
         }
         if self.berth.notificationqueuesize == 0 {
-            return Err(invalid("berth.notificationqueuesize", "must be greater than zero"));
+            return Err(invalid(
+                "berth.notificationqueuesize",
+                "must be greater than zero",
+            ));
         }
         let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
         let gc_interval = match &self.berth.gcinterval {
@@ -694,43 +780,82 @@ impl Config {
             }
             None => None,
         };
-        Ok(Settings { config: self, addr, storage, drain_timeout, purge, debug_addr, endpoints, gc_grace_period, gc_interval })
+        Ok(Settings {
+            config: self,
+            addr,
+            storage,
+            drain_timeout,
+            purge,
+            debug_addr,
+            endpoints,
+            gc_grace_period,
+            gc_interval,
+        })
     }
 
     /// The one configured storage driver, checked.
     fn storage_settings(&self) -> Result<StorageSettings, ConfigError> {
         match (&self.storage.filesystem, &self.storage.s3) {
-            (Some(_), Some(_)) => Err(invalid("storage", "configure exactly one driver: filesystem or s3")),
-            (None, None) => Err(invalid("storage", "no storage driver configured (supported: filesystem, s3)")),
+            (Some(_), Some(_)) => Err(invalid(
+                "storage",
+                "configure exactly one driver: filesystem or s3",
+            )),
+            (None, None) => Err(invalid(
+                "storage",
+                "no storage driver configured (supported: filesystem, s3)",
+            )),
             (Some(fs), None) => {
                 if fs.rootdirectory.as_os_str().is_empty() {
-                    return Err(invalid("storage.filesystem.rootdirectory", "must not be empty"));
+                    return Err(invalid(
+                        "storage.filesystem.rootdirectory",
+                        "must not be empty",
+                    ));
                 }
-                Ok(StorageSettings::Filesystem { root: fs.rootdirectory.clone() })
+                Ok(StorageSettings::Filesystem {
+                    root: fs.rootdirectory.clone(),
+                })
             }
             (None, Some(s3)) => {
                 if s3.bucket.is_empty() {
                     return Err(invalid("storage.s3.bucket", "must not be empty"));
                 }
                 if s3.skipverify {
-                    return Err(invalid("storage.s3.skipverify", "skipping TLS verification is not supported"));
+                    return Err(invalid(
+                        "storage.s3.skipverify",
+                        "skipping TLS verification is not supported",
+                    ));
                 }
                 if !s3.v4auth {
-                    return Err(invalid("storage.s3.v4auth", "only signature v4 is supported"));
+                    return Err(invalid(
+                        "storage.s3.v4auth",
+                        "only signature v4 is supported",
+                    ));
                 }
                 if s3.accesskey.is_some() != s3.secretkey.is_some() {
-                    return Err(invalid("storage.s3.secretkey", "accesskey and secretkey go together"));
+                    return Err(invalid(
+                        "storage.s3.secretkey",
+                        "accesskey and secretkey go together",
+                    ));
                 }
                 let chunk_size = s3.chunksize.unwrap_or(10 * 1024 * 1024);
                 if chunk_size < S3_MIN_CHUNK {
-                    return Err(invalid("storage.s3.chunksize", format!("must be at least {S3_MIN_CHUNK} bytes")));
+                    return Err(invalid(
+                        "storage.s3.chunksize",
+                        format!("must be at least {S3_MIN_CHUNK} bytes"),
+                    ));
                 }
                 let endpoint = match s3.regionendpoint.as_deref().filter(|e| !e.is_empty()) {
                     Some(e) if e.contains("://") => {
-                        e.parse::<http::Uri>().map_err(|err| invalid("storage.s3.regionendpoint", format!("{e:?}: {err}")))?;
+                        e.parse::<http::Uri>().map_err(|err| {
+                            invalid("storage.s3.regionendpoint", format!("{e:?}: {err}"))
+                        })?;
                         Some(e.trim_end_matches('/').to_owned())
                     }
-                    Some(e) => Some(format!("{}://{}", if s3.secure { "https" } else { "http" }, e.trim_end_matches('/'))),
+                    Some(e) => Some(format!(
+                        "{}://{}",
+                        if s3.secure { "https" } else { "http" },
+                        e.trim_end_matches('/')
+                    )),
                     None => None,
                 };
                 Ok(StorageSettings::S3(Box::new(S3Settings {
@@ -751,19 +876,30 @@ impl Config {
             if e.name.is_empty() {
                 return Err(invalid(&key("name"), "must not be empty"));
             }
-            let uri: http::Uri = e.url.parse().map_err(|err| invalid(&key("url"), format!("{:?}: {err}", e.url)))?;
+            let uri: http::Uri = e
+                .url
+                .parse()
+                .map_err(|err| invalid(&key("url"), format!("{:?}: {err}", e.url)))?;
             if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
-                return Err(invalid(&key("url"), format!("{:?} is not an http(s) URL", e.url)));
+                return Err(invalid(
+                    &key("url"),
+                    format!("{:?} is not an http(s) URL", e.url),
+                ));
             }
             for (name, values) in &e.headers {
-                http::HeaderName::try_from(name.as_str()).map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
+                http::HeaderName::try_from(name.as_str())
+                    .map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
                 for v in values {
-                    http::HeaderValue::try_from(v.as_str()).map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
+                    http::HeaderValue::try_from(v.as_str())
+                        .map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
                 }
             }
             for action in &e.ignore.actions {
                 if !["push", "pull", "mount", "delete"].contains(&action.as_str()) {
-                    return Err(invalid(&key("ignore.actions"), format!("{action:?} is not one of push, pull, mount, delete")));
+                    return Err(invalid(
+                        &key("ignore.actions"),
+                        format!("{action:?} is not one of push, pull, mount, delete"),
+                    ));
                 }
             }
             if e.disabled {
@@ -780,7 +916,12 @@ impl Config {
             if timeout.is_zero() {
                 return Err(invalid(&key("timeout"), "must be greater than zero"));
             }
-            out.push(EndpointSettings { config: e.clone(), timeout, threshold: e.threshold.unwrap_or(10), backoff });
+            out.push(EndpointSettings {
+                config: e.clone(),
+                timeout,
+                threshold: e.threshold.unwrap_or(10),
+                backoff,
+            });
         }
         Ok(out)
     }
@@ -788,7 +929,11 @@ impl Config {
 
 /// Parses Go-style listen addresses: `host:port`, `[v6]:port`, `:port`.
 fn parse_addr(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
-    let full = if addr.starts_with(':') { format!("0.0.0.0{addr}") } else { addr.to_owned() };
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_owned()
+    };
     full.to_socket_addrs()
         .ok()
         .and_then(|mut a| a.next())
@@ -797,32 +942,53 @@ fn parse_addr(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
 
 /// Parses Go-style durations such as `10s`, `1h30m`, `168h`.
 pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text).map_err(|e| invalid(key, format!("{text:?} is not a duration: {e}")))
+    humantime::parse_duration(text)
+        .map_err(|e| invalid(key, format!("{text:?} is not a duration: {e}")))
 }
 
 fn check_readable(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
     let path = path.ok_or_else(|| invalid(key, "missing"))?;
-    std::fs::metadata(path).map(|_| ()).map_err(|e| invalid(key, format!("{}: {e}", path.display())))
+    std::fs::metadata(path)
+        .map(|_| ())
+        .map_err(|e| invalid(key, format!("{}: {e}", path.display())))
 }
 
 /// Applies `REGISTRY_A_B_C=value` as `a.b.c: value`, returning each
 /// overridden dotted key with the variable that set it.
-fn apply_env(tree: &mut Value, env: impl IntoIterator<Item = (String, String)>) -> Result<Vec<(String, String)>, ConfigError> {
+fn apply_env(
+    tree: &mut Value,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<Vec<(String, String)>, ConfigError> {
     let mut applied = Vec::new();
-    let mut vars: Vec<(String, String)> = env.into_iter().filter(|(k, _)| k.starts_with(ENV_PREFIX)).collect();
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .collect();
     vars.sort();
     for (var, raw) in vars {
-        let keys: Vec<String> = var[ENV_PREFIX.len()..].split('_').map(str::to_lowercase).collect();
+        let keys: Vec<String> = var[ENV_PREFIX.len()..]
+            .split('_')
+            .map(str::to_lowercase)
+            .collect();
         if keys.iter().any(String::is_empty) {
             return Err(invalid(&var, "malformed override variable"));
         }
         let value: Value = serde_yaml::from_str(&raw).unwrap_or(Value::String(raw.clone()));
-        let value = if value.is_null() { Value::String(raw) } else { value };
+        let value = if value.is_null() {
+            Value::String(raw)
+        } else {
+            value
+        };
         let mut node = &mut *tree;
         for (i, key) in keys.iter().enumerate() {
             let map = match node {
                 Value::Mapping(m) => m,
-                _ => return Err(invalid(&keys[..i].join("."), format!("cannot set {var}: not a section"))),
+                _ => {
+                    return Err(invalid(
+                        &keys[..i].join("."),
+                        format!("cannot set {var}: not a section"),
+                    ));
+                }
             };
             let entry = map.entry(Value::String(key.clone())).or_insert(Value::Null);
             if i + 1 < keys.len() && entry.is_null() {
@@ -843,16 +1009,28 @@ mod tests {
     const BASIC: &str = "version: 0.1\nhttp:\n  addr: 127.0.0.1:5001\nstorage:\n  filesystem:\n    rootdirectory: /tmp/r\n  delete:\n    enabled: true\n";
 
     fn parse(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
-        Config::parse(text, "test.yml", env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        Config::parse(
+            text,
+            "test.yml",
+            env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+        )
     }
 
     #[test]
     fn reads_distribution_config() {
         let s = parse(BASIC, &[]).unwrap();
         assert_eq!(s.addr, "127.0.0.1:5001".parse().unwrap());
-        assert!(matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("/tmp/r")));
+        assert!(
+            matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("/tmp/r"))
+        );
         assert!(s.config.storage.delete.enabled);
-        assert_eq!(s.purge, Some((Duration::from_secs(168 * 3600), Duration::from_secs(24 * 3600))));
+        assert_eq!(
+            s.purge,
+            Some((
+                Duration::from_secs(168 * 3600),
+                Duration::from_secs(24 * 3600)
+            ))
+        );
     }
 
     #[test]
@@ -864,19 +1042,32 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = parse(&BASIC.replace("rootdirectory", "rootdir"), &[]).unwrap_err().to_string();
-        assert!(err.contains("storage.filesystem") && err.contains("rootdir"), "{err}");
-        let err = parse(&format!("{BASIC}bogus: 1\n"), &[]).unwrap_err().to_string();
+        let err = parse(&BASIC.replace("rootdirectory", "rootdir"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("storage.filesystem") && err.contains("rootdir"),
+            "{err}"
+        );
+        let err = parse(&format!("{BASIC}bogus: 1\n"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]
     fn invalid_values_are_named() {
-        let err = parse(&BASIC.replace("enabled: true", "enabled: maybe"), &[]).unwrap_err().to_string();
+        let err = parse(&BASIC.replace("enabled: true", "enabled: maybe"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("storage.delete.enabled"), "{err}");
-        let err = parse(&BASIC.replace("127.0.0.1:5001", "nowhere"), &[]).unwrap_err().to_string();
+        let err = parse(&BASIC.replace("127.0.0.1:5001", "nowhere"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("http.addr"), "{err}");
-        let err = parse(&BASIC.replace("version: 0.1", "version: 2"), &[]).unwrap_err().to_string();
+        let err = parse(&BASIC.replace("version: 0.1", "version: 2"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("version"), "{err}");
     }
 
@@ -895,7 +1086,9 @@ mod tests {
         assert_eq!(s.addr.port(), 6000);
         assert!(!s.config.storage.delete.enabled);
         assert!(s.config.storage.maintenance.readonly.enabled);
-        let err = parse(BASIC, &[("REGISTRY_HTTP_ADR", "x")]).unwrap_err().to_string();
+        let err = parse(BASIC, &[("REGISTRY_HTTP_ADR", "x")])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
     }
 
@@ -911,28 +1104,56 @@ mod tests {
         let s = parse(&text, &[]).unwrap();
         assert_eq!(s.endpoints.len(), 1);
         assert_eq!(s.endpoints[0].timeout, Duration::from_millis(500));
-        let err = parse(&text.replace("[pull]", "[fetch]"), &[]).unwrap_err().to_string();
-        assert!(err.starts_with("notifications.endpoints[0].ignore.actions"), "{err}");
-        let err = parse(&text.replace("http://127.0.0.1:9/hook", "ftp://x"), &[]).unwrap_err().to_string();
+        let err = parse(&text.replace("[pull]", "[fetch]"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("notifications.endpoints[0].ignore.actions"),
+            "{err}"
+        );
+        let err = parse(&text.replace("http://127.0.0.1:9/hook", "ftp://x"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("notifications.endpoints[0].url"), "{err}");
-        let err = parse(&text.replace(&htpasswd.display().to_string(), "/nonexistent/htpasswd"), &[]).unwrap_err().to_string();
+        let err = parse(
+            &text.replace(&htpasswd.display().to_string(), "/nonexistent/htpasswd"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("auth.htpasswd.path"), "{err}");
     }
 
     #[test]
     fn s3_settings() {
         let text = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: 127.0.0.1:9000\n    secure: false\n    forcepathstyle: true\n  redirect:\n    disable: true\n";
-        let s = parse(text, &[("REGISTRY_STORAGE_S3_ACCESSKEY", "12345"), ("REGISTRY_STORAGE_S3_SECRETKEY", "true")]).unwrap();
-        let StorageSettings::S3(s3) = &s.storage else { panic!("not s3") };
+        let s = parse(
+            text,
+            &[
+                ("REGISTRY_STORAGE_S3_ACCESSKEY", "12345"),
+                ("REGISTRY_STORAGE_S3_SECRETKEY", "true"),
+            ],
+        )
+        .unwrap();
+        let StorageSettings::S3(s3) = &s.storage else {
+            panic!("not s3")
+        };
         assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
         assert_eq!(s3.config.accesskey.as_deref(), Some("12345"));
         assert_eq!(s3.config.secretkey.as_deref(), Some("true"));
         assert_eq!(s3.chunk_size, 10 * 1024 * 1024);
         assert!(!s3.redirect);
-        let err = parse(&text.replace("secure: false", "chunksize: 1000"), &[]).unwrap_err().to_string();
+        let err = parse(&text.replace("secure: false", "chunksize: 1000"), &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("storage.s3.chunksize"), "{err}");
         let both = format!("{text}  filesystem:\n    rootdirectory: /x\n");
-        assert!(parse(&both, &[]).unwrap_err().to_string().starts_with("storage:"));
+        assert!(
+            parse(&both, &[])
+                .unwrap_err()
+                .to_string()
+                .starts_with("storage:")
+        );
     }
 
     #[test]

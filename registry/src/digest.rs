@@ -93,11 +93,16 @@ impl FromStr for Digest {
         let algorithm = Algorithm::from_name(alg)
             .ok_or_else(|| DigestParseError::UnsupportedAlgorithm(alg.to_owned()))?;
         let valid = hex.len() == algorithm.hex_len()
-            && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !valid {
             return Err(DigestParseError::InvalidEncoding(s.to_owned()));
         }
-        Ok(Digest { algorithm, hex: hex.to_owned() })
+        Ok(Digest {
+            algorithm,
+            hex: hex.to_owned(),
+        })
     }
 }
 
@@ -179,9 +184,18 @@ mod tests {
 
     #[test]
     fn rejects_bad_digests() {
-        assert!(matches!("abc".parse::<Digest>(), Err(DigestParseError::MissingAlgorithm(_))));
-        assert!(matches!("md5:abc".parse::<Digest>(), Err(DigestParseError::UnsupportedAlgorithm(_))));
-        assert!(matches!("sha256:abc".parse::<Digest>(), Err(DigestParseError::InvalidEncoding(_))));
+        assert!(matches!(
+            "abc".parse::<Digest>(),
+            Err(DigestParseError::MissingAlgorithm(_))
+        ));
+        assert!(matches!(
+            "md5:abc".parse::<Digest>(),
+            Err(DigestParseError::UnsupportedAlgorithm(_))
+        ));
+        assert!(matches!(
+            "sha256:abc".parse::<Digest>(),
+            Err(DigestParseError::InvalidEncoding(_))
+        ));
         let upper = EMPTY.to_uppercase().replace("SHA256", "sha256");
         assert!(upper.parse::<Digest>().is_err());
         let traversal = format!("sha256:../{}", &EMPTY[10..]);

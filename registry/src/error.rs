@@ -77,9 +77,10 @@ impl Code {
     /// The HTTP status the spec (or Distribution, where the spec is silent) pairs with it.
     pub fn status(self) -> StatusCode {
         match self {
-            Code::BlobUnknown | Code::BlobUploadUnknown | Code::ManifestUnknown | Code::NameUnknown => {
-                StatusCode::NOT_FOUND
-            }
+            Code::BlobUnknown
+            | Code::BlobUploadUnknown
+            | Code::ManifestUnknown
+            | Code::NameUnknown => StatusCode::NOT_FOUND,
             Code::BlobUploadInvalid
             | Code::DigestInvalid
             | Code::ManifestBlobUnknown
@@ -104,7 +105,9 @@ impl Code {
             Code::BlobUploadInvalid => "blob upload invalid",
             Code::BlobUploadUnknown => "blob upload unknown to registry",
             Code::DigestInvalid => "provided digest did not match uploaded content",
-            Code::ManifestBlobUnknown => "manifest references a manifest or blob unknown to registry",
+            Code::ManifestBlobUnknown => {
+                "manifest references a manifest or blob unknown to registry"
+            }
             Code::ManifestInvalid => "manifest invalid",
             Code::ManifestUnknown => "manifest unknown to registry",
             Code::NameInvalid => "invalid repository name",
@@ -135,7 +138,10 @@ pub struct RegistryError {
 impl RegistryError {
     /// An error with `code` and a detail text.
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
-        RegistryError { code, detail: detail.into() }
+        RegistryError {
+            code,
+            detail: detail.into(),
+        }
     }
 }
 

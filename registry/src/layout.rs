@@ -26,7 +26,12 @@ pub const REPOSITORIES: &str = "/docker/registry/v2/repositories";
 
 /// The content of a blob.
 pub fn blob_data(d: &Digest) -> String {
-    format!("{V2}/blobs/{}/{}/{}/data", d.algorithm().name(), &d.hex()[..2], d.hex())
+    format!(
+        "{V2}/blobs/{}/{}/{}/data",
+        d.algorithm().name(),
+        &d.hex()[..2],
+        d.hex()
+    )
 }
 
 /// Where the last touch of a digest is recorded (see `service::touch`).
@@ -39,7 +44,12 @@ pub const BLOBS: &str = "/docker/registry/v2/blobs";
 
 /// A blob's directory (deleted as a whole to delete the blob).
 pub fn blob_dir(d: &Digest) -> String {
-    format!("{V2}/blobs/{}/{}/{}", d.algorithm().name(), &d.hex()[..2], d.hex())
+    format!(
+        "{V2}/blobs/{}/{}/{}",
+        d.algorithm().name(),
+        &d.hex()[..2],
+        d.hex()
+    )
 }
 
 /// A repository's directory.
@@ -54,22 +64,38 @@ pub fn manifests_dir(repo: &RepoName) -> String {
 
 /// The link that makes a blob (layer or config) part of a repository.
 pub fn layer_link(repo: &RepoName, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{repo}/_layers/{}/{}/link", d.algorithm().name(), d.hex())
+    format!(
+        "{REPOSITORIES}/{repo}/_layers/{}/{}/link",
+        d.algorithm().name(),
+        d.hex()
+    )
 }
 
 /// The directory of a layer link (deleted as a whole to unlink).
 pub fn layer_link_dir(repo: &RepoName, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{repo}/_layers/{}/{}", d.algorithm().name(), d.hex())
+    format!(
+        "{REPOSITORIES}/{repo}/_layers/{}/{}",
+        d.algorithm().name(),
+        d.hex()
+    )
 }
 
 /// The link that makes a manifest revision part of a repository.
 pub fn revision_link(repo: &RepoName, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{repo}/_manifests/revisions/{}/{}/link", d.algorithm().name(), d.hex())
+    format!(
+        "{REPOSITORIES}/{repo}/_manifests/revisions/{}/{}/link",
+        d.algorithm().name(),
+        d.hex()
+    )
 }
 
 /// The directory of a revision link.
 pub fn revision_dir(repo: &RepoName, d: &Digest) -> String {
-    format!("{REPOSITORIES}/{repo}/_manifests/revisions/{}/{}", d.algorithm().name(), d.hex())
+    format!(
+        "{REPOSITORIES}/{repo}/_manifests/revisions/{}/{}",
+        d.algorithm().name(),
+        d.hex()
+    )
 }
 
 /// The directory listing a repository's tags.
@@ -127,7 +153,12 @@ pub fn referrers_dir(repo: &RepoName, subject: &Digest) -> String {
 
 /// The descriptor of one referrer of `subject`.
 pub fn referrer_entry(repo: &RepoName, subject: &Digest, referrer: &Digest) -> String {
-    format!("{}/{}-{}", referrers_dir(repo, subject), referrer.algorithm().name(), referrer.hex())
+    format!(
+        "{}/{}-{}",
+        referrers_dir(repo, subject),
+        referrer.algorithm().name(),
+        referrer.hex()
+    )
 }
 
 #[cfg(test)]
@@ -136,7 +167,9 @@ mod tests {
 
     #[test]
     fn distribution_paths() {
-        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855".parse().unwrap();
+        let d: Digest = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+            .parse()
+            .unwrap();
         let r = RepoName::parse("a/b").unwrap();
         assert_eq!(
             blob_data(&d),
@@ -147,6 +180,9 @@ mod tests {
             "/docker/registry/v2/repositories/a/b/_layers/sha256/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855/link"
         );
         let t = Tag::parse("v1").unwrap();
-        assert_eq!(tag_current_link(&r, &t), "/docker/registry/v2/repositories/a/b/_manifests/tags/v1/current/link");
+        assert_eq!(
+            tag_current_link(&r, &t),
+            "/docker/registry/v2/repositories/a/b/_manifests/tags/v1/current/link"
+        );
     }
 }

@@ -9,13 +9,18 @@ use crate::config::Log;
 /// Installs the global subscriber. `BERTH_LOG` (an `EnvFilter` directive)
 /// overrides `log.level` when set.
 pub fn init(log: &Log) {
-    let filter = EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
+    let filter =
+        EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(&log.level));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     // A second init (tests, embedding) keeps the first subscriber.
-    let _ = if log.formatter == "json" { builder.json().try_init() } else { builder.try_init() };
+    let _ = if log.formatter == "json" {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }
 
 /// `log.fields` rendered as `key=value` pairs, attached to every request's span.
@@ -24,7 +29,10 @@ pub fn static_fields(log: &Log) -> String {
         .iter()
         .map(|(k, v)| match v {
             serde_yaml::Value::String(s) => format!("{k}={s}"),
-            other => format!("{k}={}", serde_yaml::to_string(other).unwrap_or_default().trim()),
+            other => format!(
+                "{k}={}",
+                serde_yaml::to_string(other).unwrap_or_default().trim()
+            ),
         })
         .collect::<Vec<_>>()
         .join(" ")

@@ -15,7 +15,11 @@ use clap::{Args, Parser, Subcommand};
 
 /// An OCI Distribution registry, a drop-in for CNCF Distribution.
 #[derive(Parser)]
-#[command(name = "berth-registry", version, args_conflicts_with_subcommands = true)]
+#[command(
+    name = "berth-registry",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -90,7 +94,9 @@ fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(&args)?;
     logging::init(&settings.config.log);
-    server::run(settings, server::shutdown_signal()).await.context("berth-registry")?;
+    server::run(settings, server::shutdown_signal())
+        .await
+        .context("berth-registry")?;
     Ok(())
 }
 
@@ -109,13 +115,21 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
             humantime::format_duration(configured)
         );
     }
-    let options = GcOptions { dry_run: args.dry_run, delete_untagged: args.delete_untagged, grace_period, upload_ttl: args.upload_ttl };
+    let options = GcOptions {
+        dry_run: args.dry_run,
+        delete_untagged: args.delete_untagged,
+        grace_period,
+        upload_ttl: args.upload_ttl,
+    };
     let registry = server::registry(&settings, Arc::new(Metrics::new())).await;
     let report = gc::collect(&registry, &options).await?;
     let json = serde_json::to_string(&report)?;
     println!("{json}");
     // Kubernetes shows this file as the container's termination message.
-    if let Ok(mut log) = std::fs::OpenOptions::new().write(true).open(TERMINATION_LOG) {
+    if let Ok(mut log) = std::fs::OpenOptions::new()
+        .write(true)
+        .open(TERMINATION_LOG)
+    {
         let _ = std::io::Write::write_all(&mut log, json.as_bytes());
     }
     Ok(())
@@ -142,9 +156,11 @@ fn main() -> ExitCode {
     limit_malloc_arenas();
     let cli = Cli::parse();
     let result = match cli.command {
-        Some(Command::Config { command: ConfigCommand::Check { file } }) => {
-            Config::load(&file, std::env::vars()).map(|_| println!("{}: ok", file.display())).map_err(Into::into)
-        }
+        Some(Command::Config {
+            command: ConfigCommand::Check { file },
+        }) => Config::load(&file, std::env::vars())
+            .map(|_| println!("{}: ok", file.display()))
+            .map_err(Into::into),
         Some(Command::Serve(args)) => run_async(serve(args)),
         Some(Command::Gc(args)) => run_async(gc(args)),
         None => run_async(serve(cli.serve)),

@@ -14,7 +14,12 @@ use crate::service::Registry;
 const FIRST_PURGE_DELAY: Duration = Duration::from_secs(60);
 
 /// Purges uploads older than `age` every `interval`, forever.
-pub async fn purge_uploads_forever(registry: Arc<Registry>, age: Duration, interval: Duration, dry_run: bool) {
+pub async fn purge_uploads_forever(
+    registry: Arc<Registry>,
+    age: Duration,
+    interval: Duration,
+    dry_run: bool,
+) {
     tokio::time::sleep(FIRST_PURGE_DELAY.min(interval)).await;
     loop {
         match registry.purge_uploads(age, dry_run).await {
@@ -26,7 +31,12 @@ pub async fn purge_uploads_forever(registry: Arc<Registry>, age: Duration, inter
 }
 
 /// Collects garbage every `interval`, forever, recording each run in the metrics.
-pub async fn collect_garbage_forever(registry: Arc<Registry>, options: GcOptions, interval: Duration, metrics: Arc<Metrics>) {
+pub async fn collect_garbage_forever(
+    registry: Arc<Registry>,
+    options: GcOptions,
+    interval: Duration,
+    metrics: Arc<Metrics>,
+) {
     loop {
         tokio::time::sleep(interval).await;
         match gc::collect(&registry, &options).await {

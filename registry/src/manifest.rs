@@ -55,7 +55,8 @@ impl Descriptor {
     /// Whether the registry need not hold this blob: non-distributable and
     /// foreign layers are fetched from elsewhere by design.
     pub fn is_foreign(&self) -> bool {
-        self.media_type.starts_with("application/vnd.oci.image.layer.nondistributable.")
+        self.media_type
+            .starts_with("application/vnd.oci.image.layer.nondistributable.")
             || self.media_type == "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
     }
 }
@@ -109,39 +110,52 @@ fn kind_of(media_type: &str) -> Option<Kind> {
 /// `Content-Type`, else (OCI allows omitting it) from the body's shape. A
 /// `Content-Type` naming another manifest type than the body is rejected.
 pub fn parse(content_type: Option<&str>, body: &[u8]) -> Result<Manifest, String> {
-    let raw: Raw = serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
+    let raw: Raw =
+        serde_json::from_slice(body).map_err(|e| format!("manifest is not valid JSON: {e}"))?;
     if raw.schema_version != Some(2) {
         return Err(format!(
             "schemaVersion must be 2, got {}",
-            raw.schema_version.map_or("nothing".to_owned(), |v| v.to_string())
+            raw.schema_version
+                .map_or("nothing".to_owned(), |v| v.to_string())
         ));
     }
-    let header_type = content_type.map(|c| c.split(';').next().unwrap_or("").trim()).filter(|c| kind_of(c).is_some());
+    let header_type = content_type
+        .map(|c| c.split(';').next().unwrap_or("").trim())
+        .filter(|c| kind_of(c).is_some());
     let media_type = match (&raw.media_type, header_type) {
         (Some(body_type), Some(header)) if body_type != header => {
-            return Err(format!("mediaType {body_type:?} does not match Content-Type {header:?}"));
+            return Err(format!(
+                "mediaType {body_type:?} does not match Content-Type {header:?}"
+            ));
         }
         (Some(body_type), _) => body_type.clone(),
         (None, Some(header)) => header.to_owned(),
         (None, None) if raw.manifests.is_some() => OCI_INDEX.to_owned(),
         (None, None) => OCI_MANIFEST.to_owned(),
     };
-    let kind = kind_of(&media_type).ok_or_else(|| format!("unsupported manifest mediaType {media_type:?}"))?;
+    let kind = kind_of(&media_type)
+        .ok_or_else(|| format!("unsupported manifest mediaType {media_type:?}"))?;
     if media_type.starts_with("application/vnd.docker") && raw.media_type.is_none() {
         return Err("Docker schema 2 manifests must carry mediaType".to_owned());
     }
     match kind {
-        Kind::Image if raw.config.is_none() => return Err("image manifest has no config".to_owned()),
-        Kind::Image if raw.manifests.is_some() => return Err("image manifest must not list manifests".to_owned()),
+        Kind::Image if raw.config.is_none() => {
+            return Err("image manifest has no config".to_owned());
+        }
+        Kind::Image if raw.manifests.is_some() => {
+            return Err("image manifest must not list manifests".to_owned());
+        }
         Kind::Index if raw.manifests.is_none() => return Err("index has no manifests".to_owned()),
         Kind::Index if raw.config.is_some() || raw.layers.is_some() => {
             return Err("index must not have config or layers".to_owned());
         }
         _ => {}
     }
-    let artifact_type = raw
-        .artifact_type
-        .or_else(|| (kind == Kind::Image).then(|| raw.config.as_ref().map(|c| c.media_type.clone())).flatten());
+    let artifact_type = raw.artifact_type.or_else(|| {
+        (kind == Kind::Image)
+            .then(|| raw.config.as_ref().map(|c| c.media_type.clone()))
+            .flatten()
+    });
     Ok(Manifest {
         media_type,
         kind,
@@ -158,7 +172,9 @@ impl Manifest {
     /// Blobs this manifest needs present in its repository (config and
     /// distributable layers).
     pub fn required_blobs(&self) -> impl Iterator<Item = &Descriptor> {
-        self.config.iter().chain(self.layers.iter().filter(|l| !l.is_foreign()))
+        self.config
+            .iter()
+            .chain(self.layers.iter().filter(|l| !l.is_foreign()))
     }
 }
 
@@ -196,7 +212,10 @@ mod tests {
         let m = parse(None, image("").as_bytes()).unwrap();
         assert_eq!(m.media_type, OCI_MANIFEST);
         assert_eq!(m.kind, Kind::Image);
-        assert_eq!(m.artifact_type.as_deref(), Some("application/vnd.oci.image.config.v1+json"));
+        assert_eq!(
+            m.artifact_type.as_deref(),
+            Some("application/vnd.oci.image.config.v1+json")
+        );
         assert_eq!(m.required_blobs().count(), 1);
     }
 
@@ -211,7 +230,13 @@ mod tests {
     fn rejects_malformed() {
         assert!(parse(None, b"{").is_err());
         assert!(parse(None, br#"{"schemaVersion":1}"#).is_err());
-        assert!(parse(None, br#"{"schemaVersion":2,"mediaType":"text/plain","config":{}}"#).is_err());
+        assert!(
+            parse(
+                None,
+                br#"{"schemaVersion":2,"mediaType":"text/plain","config":{}}"#
+            )
+            .is_err()
+        );
         let bad_digest = image("").replace(D, "sha256:abc");
         assert!(parse(None, bad_digest.as_bytes()).is_err());
     }

@@ -9,7 +9,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 /// Labels of an HTTP request count.
@@ -134,18 +134,66 @@ impl Metrics {
             gc_freed_bytes: Counter::default(),
             registry: Registry::default(),
         };
-        registry.register("http_requests", "HTTP requests by route, method and status", m.requests.clone());
-        registry.register("http_request_duration_seconds", "Time to the response head", m.request_duration.clone());
-        registry.register("http_received_bytes", "Request body bytes received", m.bytes_received.clone());
-        registry.register("http_sent_bytes", "Response body bytes sent", m.bytes_sent.clone());
-        registry.register("uploads_in_flight", "Upload requests being received", m.uploads_in_flight.clone());
-        registry.register("storage_operations", "Storage operations by driver, op and outcome", m.storage_operations.clone());
-        registry.register("storage_operation_duration_seconds", "Storage operation latency", m.storage_duration.clone());
-        registry.register("notification_events", "Notification events by endpoint and outcome", m.notification_events.clone());
-        registry.register("notification_queue_depth", "Notification events waiting", m.notification_queue_depth.clone());
-        registry.register("gc_runs", "Garbage collection runs in this server, by outcome", m.gc_runs.clone());
-        registry.register("gc_deleted_blobs", "Blobs deleted by garbage collection in this server", m.gc_deleted_blobs.clone());
-        registry.register("gc_freed_bytes", "Bytes freed by garbage collection in this server", m.gc_freed_bytes.clone());
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status",
+            m.requests.clone(),
+        );
+        registry.register(
+            "http_request_duration_seconds",
+            "Time to the response head",
+            m.request_duration.clone(),
+        );
+        registry.register(
+            "http_received_bytes",
+            "Request body bytes received",
+            m.bytes_received.clone(),
+        );
+        registry.register(
+            "http_sent_bytes",
+            "Response body bytes sent",
+            m.bytes_sent.clone(),
+        );
+        registry.register(
+            "uploads_in_flight",
+            "Upload requests being received",
+            m.uploads_in_flight.clone(),
+        );
+        registry.register(
+            "storage_operations",
+            "Storage operations by driver, op and outcome",
+            m.storage_operations.clone(),
+        );
+        registry.register(
+            "storage_operation_duration_seconds",
+            "Storage operation latency",
+            m.storage_duration.clone(),
+        );
+        registry.register(
+            "notification_events",
+            "Notification events by endpoint and outcome",
+            m.notification_events.clone(),
+        );
+        registry.register(
+            "notification_queue_depth",
+            "Notification events waiting",
+            m.notification_queue_depth.clone(),
+        );
+        registry.register(
+            "gc_runs",
+            "Garbage collection runs in this server, by outcome",
+            m.gc_runs.clone(),
+        );
+        registry.register(
+            "gc_deleted_blobs",
+            "Blobs deleted by garbage collection in this server",
+            m.gc_deleted_blobs.clone(),
+        );
+        registry.register(
+            "gc_freed_bytes",
+            "Bytes freed by garbage collection in this server",
+            m.gc_freed_bytes.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -166,9 +214,23 @@ impl Metrics {
     }
 
     /// Records one storage operation.
-    pub fn storage_op(&self, driver: &'static str, op: &'static str, outcome: &'static str, took: Duration) {
-        self.storage_operations.get_or_create(&StorageLabels { driver, op, outcome }).inc();
-        self.storage_duration.get_or_create(&StorageOpLabels { driver, op }).observe(took.as_secs_f64());
+    pub fn storage_op(
+        &self,
+        driver: &'static str,
+        op: &'static str,
+        outcome: &'static str,
+        took: Duration,
+    ) {
+        self.storage_operations
+            .get_or_create(&StorageLabels {
+                driver,
+                op,
+                outcome,
+            })
+            .inc();
+        self.storage_duration
+            .get_or_create(&StorageOpLabels { driver, op })
+            .observe(took.as_secs_f64());
     }
 }
 
@@ -179,11 +241,23 @@ mod tests {
     #[test]
     fn encodes_prometheus_text() {
         let m = Metrics::new();
-        m.requests.get_or_create(&RequestLabels { route: "blob", method: "GET".into(), status: "200".into() }).inc();
+        m.requests
+            .get_or_create(&RequestLabels {
+                route: "blob",
+                method: "GET".into(),
+                status: "200".into(),
+            })
+            .inc();
         m.storage_op("filesystem", "stat", "ok", Duration::from_millis(2));
         let text = m.encode();
-        assert!(text.contains(r#"berth_http_requests_total{route="blob",method="GET",status="200"} 1"#), "{text}");
-        assert!(text.contains("berth_storage_operation_duration_seconds_bucket"), "{text}");
+        assert!(
+            text.contains(r#"berth_http_requests_total{route="blob",method="GET",status="200"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("berth_storage_operation_duration_seconds_bucket"),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"));
     }
 }

@@ -115,10 +115,20 @@ mod tests {
 
     #[test]
     fn names() {
-        for ok in ["a", "library/ubuntu", "a-b/c__d/e.f", "a---b", "conformance/repo1", "0x"] {
+        for ok in [
+            "a",
+            "library/ubuntu",
+            "a-b/c__d/e.f",
+            "a---b",
+            "conformance/repo1",
+            "0x",
+        ] {
             assert!(RepoName::parse(ok).is_some(), "{ok}");
         }
-        for bad in ["", "A", "a/../b", "..", "a/./b", "/a", "a/", "a//b", "a_.b", "a___b", "-a", "a-", "a%2e", "a b"] {
+        for bad in [
+            "", "A", "a/../b", "..", "a/./b", "/a", "a/", "a//b", "a_.b", "a___b", "-a", "a-",
+            "a%2e", "a b",
+        ] {
             assert!(RepoName::parse(bad).is_none(), "{bad}");
         }
         assert!(RepoName::parse(&"a".repeat(256)).is_none());

@@ -16,7 +16,9 @@ where
         match tokio::task::spawn_blocking(reload.clone()).await {
             Ok(Ok(true)) => tracing::info!(what, "reloaded"),
             Ok(Ok(false)) => {}
-            Ok(Err(e)) => tracing::warn!(what, error = %e, "reload failed; keeping the previous one"),
+            Ok(Err(e)) => {
+                tracing::warn!(what, error = %e, "reload failed; keeping the previous one")
+            }
             Err(e) => tracing::warn!(what, error = %e, "reload task failed"),
         }
     }

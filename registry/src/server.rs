@@ -16,8 +16,8 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{self, AppState, PeerAddr};
 use crate::auth::{Htpasswd, HtpasswdError};
 use crate::config::{ConfigError, Settings, StorageSettings};
-use crate::logging;
 use crate::gc::GcOptions;
+use crate::logging;
 use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -57,11 +57,16 @@ fn extra_headers(settings: &Settings) -> Result<HeaderMap, ConfigError> {
     let mut headers = HeaderMap::new();
     for (name, values) in &settings.config.http.headers {
         let key = format!("http.headers.{name}");
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|e| ConfigError::Invalid { key: key.clone(), message: e.to_string() })?;
+        let name = HeaderName::try_from(name.as_str()).map_err(|e| ConfigError::Invalid {
+            key: key.clone(),
+            message: e.to_string(),
+        })?;
         for value in values {
-            let value = HeaderValue::try_from(value.as_str())
-                .map_err(|e| ConfigError::Invalid { key: key.clone(), message: e.to_string() })?;
+            let value =
+                HeaderValue::try_from(value.as_str()).map_err(|e| ConfigError::Invalid {
+                    key: key.clone(),
+                    message: e.to_string(),
+                })?;
             headers.append(name.clone(), value);
         }
     }
@@ -82,7 +87,10 @@ pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registr
         StorageSettings::Filesystem { root } => Arc::new(FilesystemDriver::new(root)),
         StorageSettings::S3(s3) => Arc::new(S3Driver::new(s3).await),
     };
-    Arc::new(Registry::new(Arc::new(Instrumented::new(driver, metrics)), options))
+    Arc::new(Registry::new(
+        Arc::new(Instrumented::new(driver, metrics)),
+        options,
+    ))
 }
 
 /// Where the data lives, for the start-up log line.
@@ -92,8 +100,15 @@ fn storage_location(storage: &StorageSettings) -> String {
         StorageSettings::S3(s3) => format!(
             "s3://{}/{}{}",
             s3.config.bucket,
-            s3.config.rootdirectory.as_deref().unwrap_or("").trim_matches('/'),
-            s3.endpoint.as_deref().map(|e| format!(" at {e}")).unwrap_or_default()
+            s3.config
+                .rootdirectory
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches('/'),
+            s3.endpoint
+                .as_deref()
+                .map(|e| format!(" at {e}"))
+                .unwrap_or_default()
         ),
     }
 }
@@ -119,7 +134,10 @@ async fn serve_listener(
     shutdown: impl Future<Output = ()>,
 ) -> GracefulShutdown {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     if !http2 {
         builder = builder.http1_only();
     }
@@ -147,13 +165,21 @@ async fn serve_listener(
         tokio::spawn(async move {
             let result = match acceptor {
                 Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => watcher.watch(builder.serve_connection(TokioIo::new(tls), service)).await,
+                    Ok(tls) => {
+                        watcher
+                            .watch(builder.serve_connection(TokioIo::new(tls), service))
+                            .await
+                    }
                     Err(e) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
                         return;
                     }
                 },
-                None => watcher.watch(builder.serve_connection(TokioIo::new(stream), service)).await,
+                None => {
+                    watcher
+                        .watch(builder.serve_connection(TokioIo::new(stream), service))
+                        .await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
@@ -165,7 +191,10 @@ async fn serve_listener(
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish and
 /// notification queues flush, both within `http.draintimeout`.
-pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Result<(), ServerError> {
+pub async fn run(
+    settings: Settings,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
     let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
     let registry = registry(&settings, metrics.clone()).await;
@@ -181,16 +210,30 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
         Some(h) => Some(Htpasswd::load(&h.path, &h.realm)?),
         None => None,
     };
-    let listener = TcpListener::bind(settings.addr).await.map_err(|source| ServerError::Bind { addr: settings.addr, source })?;
+    let listener = TcpListener::bind(settings.addr)
+        .await
+        .map_err(|source| ServerError::Bind {
+            addr: settings.addr,
+            source,
+        })?;
     let local = listener.local_addr().unwrap_or(settings.addr);
     let debug_listener = match settings.debug_addr {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?),
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServerError::Bind { addr, source })?,
+        ),
         None => None,
     };
     let notifier = if settings.endpoints.is_empty() {
         Notifier::disabled()
     } else {
-        Notifier::start(&settings.endpoints, config.berth.notificationqueuesize, metrics.clone(), source_addr(local.port()))
+        Notifier::start(
+            &settings.endpoints,
+            config.berth.notificationqueuesize,
+            metrics.clone(),
+            source_addr(local.port()),
+        )
     };
     let state = AppState {
         registry: registry.clone(),
@@ -217,7 +260,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let mut background = Vec::new();
     if let Some((age, interval)) = settings.purge {
         let dry_run = config.storage.maintenance.uploadpurging.dryrun;
-        background.push(tokio::spawn(maintenance::purge_uploads_forever(registry.clone(), age, interval, dry_run)));
+        background.push(tokio::spawn(maintenance::purge_uploads_forever(
+            registry.clone(),
+            age,
+            interval,
+            dry_run,
+        )));
     }
     if let Some(interval) = settings.gc_interval {
         let options = GcOptions {
@@ -226,7 +274,12 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
             grace_period: settings.gc_grace_period,
             upload_ttl: settings.purge.map_or(DEFAULT_UPLOAD_TTL, |(age, _)| age),
         };
-        background.push(tokio::spawn(maintenance::collect_garbage_forever(registry.clone(), options, interval, metrics.clone())));
+        background.push(tokio::spawn(maintenance::collect_garbage_forever(
+            registry.clone(),
+            options,
+            interval,
+            metrics.clone(),
+        )));
     }
     if let Some(reloader) = cert_reloader {
         background.push(tokio::spawn(reloader.follow_files()));
@@ -249,7 +302,10 @@ pub async fn run(settings: Settings, shutdown: impl Future<Output = ()>) -> Resu
     let graceful = serve_listener(listener, api::router(state), acceptor, http2, shutdown).await;
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tracing::info!(timeout = ?settings.drain_timeout, "shutting down: draining connections");
-    if tokio::time::timeout_at(deadline, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     notifier.flush(deadline.into_std()).await;

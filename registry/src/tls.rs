@@ -12,10 +12,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
-use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -46,7 +46,11 @@ pub enum TlsError {
 }
 
 fn pem_error(key: &'static str, path: &Path, message: impl ToString) -> TlsError {
-    TlsError::Pem { key, path: path.display().to_string(), message: message.to_string() }
+    TlsError::Pem {
+        key,
+        path: path.display().to_string(),
+        message: message.to_string(),
+    }
 }
 
 fn read_certs(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
@@ -78,14 +82,21 @@ pub struct CertReloader {
 
 impl fmt::Debug for CertReloader {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("CertReloader").field("certificate", &self.certificate).finish_non_exhaustive()
+        f.debug_struct("CertReloader")
+            .field("certificate", &self.certificate)
+            .finish_non_exhaustive()
     }
 }
 
 /// Loads a certificate chain and its private key, checking they match.
-fn load_pair(certificate: &Path, key: &Path, provider: &CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
+fn load_pair(
+    certificate: &Path,
+    key: &Path,
+    provider: &CryptoProvider,
+) -> Result<Arc<CertifiedKey>, TlsError> {
     let certs = read_certs("http.tls.certificate", certificate)?;
-    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error("http.tls.key", key, e))?;
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| pem_error("http.tls.key", key, e))?;
     let signing = provider.key_provider.load_private_key(key_der)?;
     let certified = CertifiedKey::new(certs, signing);
     certified.keys_match()?;
@@ -93,10 +104,19 @@ fn load_pair(certificate: &Path, key: &Path, provider: &CryptoProvider) -> Resul
 }
 
 impl CertReloader {
-    fn new(certificate: PathBuf, key: PathBuf, provider: Arc<CryptoProvider>) -> Result<Self, TlsError> {
+    fn new(
+        certificate: PathBuf,
+        key: PathBuf,
+        provider: Arc<CryptoProvider>,
+    ) -> Result<Self, TlsError> {
         let stamps = (stamp(&certificate), stamp(&key));
         let first = load_pair(&certificate, &key, &provider)?;
-        Ok(CertReloader { current: RwLock::new((first, stamps.0, stamps.1)), certificate, key, provider })
+        Ok(CertReloader {
+            current: RwLock::new((first, stamps.0, stamps.1)),
+            certificate,
+            key,
+            provider,
+        })
     }
 
     /// Reloads when either file changed. Returns whether a new pair is in force.
@@ -115,21 +135,39 @@ impl CertReloader {
 
     /// Keeps the certificate in step with its files until the task is dropped.
     pub async fn follow_files(self: Arc<Self>) {
-        crate::reload::follow("TLS certificate", RELOAD_INTERVAL, move || self.reload_if_changed()).await
+        crate::reload::follow("TLS certificate", RELOAD_INTERVAL, move || {
+            self.reload_if_changed()
+        })
+        .await
     }
 }
 
 impl ResolvesServerCert for CertReloader {
     fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.read().unwrap_or_else(|e| e.into_inner()).0.clone())
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .0
+                .clone(),
+        )
     }
 }
 
 /// Builds the rustls server configuration for `tls`, offering HTTP/2 unless
 /// disabled; the returned reloader must be followed for rotation to work.
-pub fn server_config(tls: &Tls, http2: bool) -> Result<(Arc<ServerConfig>, Arc<CertReloader>), TlsError> {
-    let certificate = tls.certificate.clone().ok_or_else(|| pem_error("http.tls.certificate", Path::new(""), "missing"))?;
-    let key = tls.key.clone().ok_or_else(|| pem_error("http.tls.key", Path::new(""), "missing"))?;
+pub fn server_config(
+    tls: &Tls,
+    http2: bool,
+) -> Result<(Arc<ServerConfig>, Arc<CertReloader>), TlsError> {
+    let certificate = tls
+        .certificate
+        .clone()
+        .ok_or_else(|| pem_error("http.tls.certificate", Path::new(""), "missing"))?;
+    let key = tls
+        .key
+        .clone()
+        .ok_or_else(|| pem_error("http.tls.key", Path::new(""), "missing"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let reloader = Arc::new(CertReloader::new(certificate, key, provider.clone())?);
 
@@ -137,7 +175,8 @@ pub fn server_config(tls: &Tls, http2: bool) -> Result<(Arc<ServerConfig>, Arc<C
         Some("tls1.3") => &[&rustls::version::TLS13],
         _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
-    let builder = ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
     let builder = if tls.clientcas.is_empty() {
         builder.with_no_client_auth()
     } else {
@@ -153,6 +192,10 @@ pub fn server_config(tls: &Tls, http2: bool) -> Result<(Arc<ServerConfig>, Arc<C
         builder.with_client_cert_verifier(verifier)
     };
     let mut config = builder.with_cert_resolver(reloader.clone());
-    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     Ok((Arc::new(config), reloader))
 }

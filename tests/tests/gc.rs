@@ -41,15 +41,25 @@ struct Setup {
 
 impl Setup {
     fn start(driver: Driver) -> Setup {
-        let options = RegistryOptions::new().delete_enabled(true).section("berth", GRACE_CONFIG);
+        let options = RegistryOptions::new()
+            .delete_enabled(true)
+            .section("berth", GRACE_CONFIG);
         match driver {
-            Driver::Filesystem => Setup { registry: BerthRegistry::start(options), s3: None },
+            Driver::Filesystem => Setup {
+                registry: BerthRegistry::start(options),
+                s3: None,
+            },
             Driver::S3 => {
                 let minio = Minio::start();
-                let bucket = minio.create_bucket("gc-tests").with_root_directory("registry");
+                let bucket = minio
+                    .create_bucket("gc-tests")
+                    .with_root_directory("registry");
                 // Redirects off: tests read blobs through the registry.
                 let registry = BerthRegistry::start(options.s3(&bucket, false));
-                Setup { registry, s3: Some((minio, bucket)) }
+                Setup {
+                    registry,
+                    s3: Some((minio, bucket)),
+                }
             }
         }
     }
@@ -97,23 +107,40 @@ fn gc(registry: &BerthRegistry, args: &[&str]) -> Value {
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_str(stdout.trim()).unwrap_or_else(|e| panic!("gc report is not JSON ({e}): {stdout}"))
+    serde_json::from_str(stdout.trim())
+        .unwrap_or_else(|e| panic!("gc report is not JSON ({e}): {stdout}"))
 }
 
 fn number(report: &Value, key: &str) -> u64 {
-    report[key].as_u64().unwrap_or_else(|| panic!("report has no {key}: {report}"))
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("report has no {key}: {report}"))
 }
 
 /// Sizes of the blob files under the storage root, by digest.
 fn stored_blobs(root: &Path) -> BTreeMap<String, u64> {
     let mut blobs = BTreeMap::new();
     let base = root.join("docker/registry/v2/blobs");
-    let Ok(algs) = std::fs::read_dir(&base) else { return blobs };
+    let Ok(algs) = std::fs::read_dir(&base) else {
+        return blobs;
+    };
     for alg in algs.flatten() {
-        for prefix in std::fs::read_dir(alg.path()).into_iter().flatten().flatten() {
-            for blob in std::fs::read_dir(prefix.path()).into_iter().flatten().flatten() {
+        for prefix in std::fs::read_dir(alg.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            for blob in std::fs::read_dir(prefix.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
                 if let Ok(meta) = std::fs::metadata(blob.path().join("data")) {
-                    let digest = format!("{}:{}", alg.file_name().to_string_lossy(), blob.file_name().to_string_lossy());
+                    let digest = format!(
+                        "{}:{}",
+                        alg.file_name().to_string_lossy(),
+                        blob.file_name().to_string_lossy()
+                    );
                     blobs.insert(digest, meta.len());
                 }
             }
@@ -127,19 +154,35 @@ fn stored_blobs(root: &Path) -> BTreeMap<String, u64> {
 fn verify_image(client: &Client, repo: &str, tag: &str) -> Result<BTreeSet<String>, String> {
     let reply = client.get_with(
         &format!("/v2/{repo}/manifests/{tag}"),
-        &[("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json")],
+        &[(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.oci.image.index.v1+json",
+        )],
     );
     if reply.status != 200 {
-        return Err(format!("{repo}:{tag}: manifest GET answered {}", reply.status));
+        return Err(format!(
+            "{repo}:{tag}: manifest GET answered {}",
+            reply.status
+        ));
     }
     let mut parts = BTreeSet::from([oci::sha256_digest(&reply.body)]);
-    let manifest: Value = serde_json::from_slice(&reply.body).map_err(|e| format!("{repo}:{tag}: {e}"))?;
-    let children = manifest["manifests"].as_array().cloned().unwrap_or_default();
+    let manifest: Value =
+        serde_json::from_slice(&reply.body).map_err(|e| format!("{repo}:{tag}: {e}"))?;
+    let children = manifest["manifests"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     for child in children {
         let digest = child["digest"].as_str().unwrap_or_default();
-        let reply = client.get_with(&format!("/v2/{repo}/manifests/{digest}"), &[("Accept", OCI_MANIFEST)]);
+        let reply = client.get_with(
+            &format!("/v2/{repo}/manifests/{digest}"),
+            &[("Accept", OCI_MANIFEST)],
+        );
         if reply.status != 200 || oci::sha256_digest(&reply.body) != digest {
-            return Err(format!("{repo}:{tag}: child manifest {digest} answered {}", reply.status));
+            return Err(format!(
+                "{repo}:{tag}: child manifest {digest} answered {}",
+                reply.status
+            ));
         }
         parts.insert(digest.to_owned());
         let child: Value = serde_json::from_slice(&reply.body).map_err(|e| e.to_string())?;
@@ -151,13 +194,20 @@ fn verify_image(client: &Client, repo: &str, tag: &str) -> Result<BTreeSet<Strin
 
 fn verify_blobs(client: &Client, repo: &str, manifest: &Value) -> Result<BTreeSet<String>, String> {
     let mut digests = BTreeSet::new();
-    let descriptors = manifest["config"].as_object().map(|c| Value::Object(c.clone())).into_iter();
+    let descriptors = manifest["config"]
+        .as_object()
+        .map(|c| Value::Object(c.clone()))
+        .into_iter();
     let layers = manifest["layers"].as_array().cloned().unwrap_or_default();
     for descriptor in descriptors.chain(layers) {
         let digest = descriptor["digest"].as_str().unwrap_or_default().to_owned();
         let reply = client.get(&format!("/v2/{repo}/blobs/{digest}"));
         if reply.status != 200 || oci::sha256_digest(&reply.body) != digest {
-            return Err(format!("{repo}: blob {digest} answered {} ({} bytes)", reply.status, reply.body.len()));
+            return Err(format!(
+                "{repo}: blob {digest} answered {} ({} bytes)",
+                reply.status,
+                reply.body.len()
+            ));
         }
         digests.insert(digest);
     }
@@ -166,7 +216,13 @@ fn verify_blobs(client: &Client, repo: &str, manifest: &Value) -> Result<BTreeSe
 
 /// A layout of images that share base layers: `count` images, each with the
 /// shared layers and one layer of its own, tagged `img-<i>`.
-fn shared_base_layout(dir: &Path, shared: &[Descriptor], shared_diff_ids: &[String], count: usize, own_size: usize) -> OciLayout {
+fn shared_base_layout(
+    dir: &Path,
+    shared: &[Descriptor],
+    shared_diff_ids: &[String],
+    count: usize,
+    own_size: usize,
+) -> OciLayout {
     let layout = OciLayout::create(dir);
     for i in 0..count {
         let own = random_layer(&format!("own-{i}.bin"), own_size);
@@ -179,7 +235,10 @@ fn shared_base_layout(dir: &Path, shared: &[Descriptor], shared_diff_ids: &[Stri
             "rootfs": {"type": "layers", "diff_ids": diff_ids},
             "config": {"Labels": {"image": i.to_string()}},
         });
-        let config = layout.write_blob(OCI_CONFIG, &serde_json::to_vec(&config).expect("config JSON"));
+        let config = layout.write_blob(
+            OCI_CONFIG,
+            &serde_json::to_vec(&config).expect("config JSON"),
+        );
         let manifest = layout.write_blob(OCI_MANIFEST, &oci::image_manifest(&config, &layers));
         layout.tag(&manifest, &format!("img-{i}"));
     }
@@ -208,9 +267,18 @@ fn add_shared(layout: &OciLayout, bytes: &[Vec<u8>]) {
     }
 }
 
-fn push_all(skopeo: &Skopeo, layout: &OciLayout, registry: &BerthRegistry, repo: &str, tags: impl IntoIterator<Item = String>) {
+fn push_all(
+    skopeo: &Skopeo,
+    layout: &OciLayout,
+    registry: &BerthRegistry,
+    repo: &str,
+    tags: impl IntoIterator<Item = String>,
+) {
     for tag in tags {
-        skopeo.copy(&layout.reference(&tag), &docker_ref(&registry.addr(), repo, &tag));
+        skopeo.copy(
+            &layout.reference(&tag),
+            &docker_ref(&registry.addr(), repo, &tag),
+        );
     }
 }
 
@@ -233,7 +301,13 @@ fn frees_exactly_what_deleted_images_held_and_dry_run_agrees(driver: Driver) {
     let (shared, diff_ids, bytes) = shared_layers(2, 300_000);
     let layout = shared_base_layout(&dir.path().join("layout"), &shared, &diff_ids, 3, 200_000);
     add_shared(&layout, &bytes);
-    push_all(&skopeo, &layout, registry, "app/one", (0..3).map(|i| format!("img-{i}")));
+    push_all(
+        &skopeo,
+        &layout,
+        registry,
+        "app/one",
+        (0..3).map(|i| format!("img-{i}")),
+    );
     // The same images in a second repository: deleting from one must not free what the other uses.
     push_all(&skopeo, &layout, registry, "app/two", ["img-0".to_owned()]);
 
@@ -245,7 +319,11 @@ fn frees_exactly_what_deleted_images_held_and_dry_run_agrees(driver: Driver) {
     let doomed = verify_image(&client, "app/one", "img-2").expect("image before gc");
     let only_doomed: BTreeSet<&String> = doomed.iter().filter(|d| !keep.contains(*d)).collect();
     let expected_bytes: u64 = only_doomed.iter().map(|d| before[*d]).sum();
-    assert_eq!(only_doomed.len(), 3, "img-2 alone holds its manifest, config and own layer");
+    assert_eq!(
+        only_doomed.len(),
+        3,
+        "img-2 alone holds its manifest, config and own layer"
+    );
 
     // Delete the tag only: the manifest stays, untagged, until --delete-untagged.
     let reply = client.delete("/v2/app/one/manifests/img-2");
@@ -253,7 +331,11 @@ fn frees_exactly_what_deleted_images_held_and_dry_run_agrees(driver: Driver) {
     thread::sleep(PAST_GRACE);
 
     let kept_run = gc(registry, &[]);
-    assert_eq!(number(&kept_run, "blobsDeleted"), 0, "without --delete-untagged the untagged image stays: {kept_run}");
+    assert_eq!(
+        number(&kept_run, "blobsDeleted"),
+        0,
+        "without --delete-untagged the untagged image stays: {kept_run}"
+    );
     assert_eq!(setup.blobs(), before);
 
     let dry = gc(registry, &["--delete-untagged", "--dry-run"]);
@@ -261,11 +343,19 @@ fn frees_exactly_what_deleted_images_held_and_dry_run_agrees(driver: Driver) {
     let real = gc(registry, &["--delete-untagged"]);
     println!("gc report: {real}");
     for key in ["manifestsDeleted", "blobsDeleted", "bytesFreed"] {
-        assert_eq!(number(&dry, key), number(&real, key), "dry run and real run differ on {key}");
+        assert_eq!(
+            number(&dry, key),
+            number(&real, key),
+            "dry run and real run differ on {key}"
+        );
     }
     assert_eq!(number(&real, "manifestsDeleted"), 1, "{real}");
     assert_eq!(number(&real, "blobsDeleted"), 3, "{real}");
-    assert_eq!(number(&real, "bytesFreed"), expected_bytes, "freed bytes must equal what img-2 alone held");
+    assert_eq!(
+        number(&real, "bytesFreed"),
+        expected_bytes,
+        "freed bytes must equal what img-2 alone held"
+    );
 
     let after = setup.blobs();
     for digest in &only_doomed {
@@ -277,7 +367,10 @@ fn frees_exactly_what_deleted_images_held_and_dry_run_agrees(driver: Driver) {
     for tag in ["img-0", "img-1"] {
         verify_image(&client, "app/one", tag).expect("kept image after gc");
         let pulled = OciLayout::create(&dir.path().join(format!("pull-{tag}")));
-        skopeo.copy(&docker_ref(&registry.addr(), "app/one", tag), &pulled.reference(tag));
+        skopeo.copy(
+            &docker_ref(&registry.addr(), "app/one", tag),
+            &pulled.reference(tag),
+        );
         berth_tests::images::assert_same_image(&layout, &pulled, tag);
     }
     verify_image(&client, "app/two", "img-0").expect("the other repository's image");
@@ -304,8 +397,12 @@ fn index_and_referrers_live_and_die_with_their_tag(driver: Driver) {
     let client = registry.client();
     let skopeo = Skopeo::new();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (layout, index) = berth_tests::images::multi_arch_layout(&dir.path().join("layout"), "multi", &[50_000]);
-    skopeo.copy(&layout.reference("multi"), &docker_ref(&registry.addr(), "app/multi", "multi"));
+    let (layout, index) =
+        berth_tests::images::multi_arch_layout(&dir.path().join("layout"), "multi", &[50_000]);
+    skopeo.copy(
+        &layout.reference("multi"),
+        &docker_ref(&registry.addr(), "app/multi", "multi"),
+    );
 
     // An artifact (say, a signature) whose subject is the index, pushed untagged.
     let sig_layer = b"signature bytes".to_vec();
@@ -313,7 +410,11 @@ fn index_and_referrers_live_and_die_with_their_tag(driver: Driver) {
     let empty = b"{}".to_vec();
     let empty_config = Descriptor::of("application/vnd.oci.empty.v1+json", &empty);
     for (descriptor, content) in [(&sig_blob, &sig_layer), (&empty_config, &empty)] {
-        let reply = client.post(&format!("/v2/app/multi/blobs/uploads/?digest={}", descriptor.digest), &[], content);
+        let reply = client.post(
+            &format!("/v2/app/multi/blobs/uploads/?digest={}", descriptor.digest),
+            &[],
+            content,
+        );
         assert_eq!(reply.status, 201, "{}", reply.describe());
     }
     let artifact = json!({
@@ -326,16 +427,38 @@ fn index_and_referrers_live_and_die_with_their_tag(driver: Driver) {
     });
     let artifact = serde_json::to_vec(&artifact).expect("artifact JSON");
     let artifact_digest = oci::sha256_digest(&artifact);
-    let reply = client.put(&format!("/v2/app/multi/manifests/{artifact_digest}"), &[("Content-Type", OCI_MANIFEST)], &artifact);
+    let reply = client.put(
+        &format!("/v2/app/multi/manifests/{artifact_digest}"),
+        &[("Content-Type", OCI_MANIFEST)],
+        &artifact,
+    );
     assert_eq!(reply.status, 201, "{}", reply.describe());
     thread::sleep(PAST_GRACE);
 
     let report = gc(registry, &["--delete-untagged"]);
-    assert_eq!(number(&report, "blobsDeleted"), 0, "a tagged index keeps its children and referrers: {report}");
+    assert_eq!(
+        number(&report, "blobsDeleted"),
+        0,
+        "a tagged index keeps its children and referrers: {report}"
+    );
     verify_image(&client, "app/multi", "multi").expect("index after gc");
-    assert_eq!(client.get_with(&format!("/v2/app/multi/manifests/{artifact_digest}"), &[("Accept", OCI_MANIFEST)]).status, 200);
-    let referrers = client.get(&format!("/v2/app/multi/referrers/{}", index.digest)).json();
-    assert_eq!(referrers["manifests"].as_array().map(Vec::len), Some(1), "{referrers}");
+    assert_eq!(
+        client
+            .get_with(
+                &format!("/v2/app/multi/manifests/{artifact_digest}"),
+                &[("Accept", OCI_MANIFEST)]
+            )
+            .status,
+        200
+    );
+    let referrers = client
+        .get(&format!("/v2/app/multi/referrers/{}", index.digest))
+        .json();
+    assert_eq!(
+        referrers["manifests"].as_array().map(Vec::len),
+        Some(1),
+        "{referrers}"
+    );
 
     let reply = client.delete("/v2/app/multi/manifests/multi");
     assert_eq!(reply.status, 202, "{}", reply.describe());
@@ -344,10 +467,28 @@ fn index_and_referrers_live_and_die_with_their_tag(driver: Driver) {
     // The index, two images (manifest, config, layer each) and the artifact (manifest, layer, config).
     assert_eq!(number(&report, "manifestsDeleted"), 4, "{report}");
     assert_eq!(number(&report, "blobsDeleted"), 10, "{report}");
-    assert!(setup.blobs().is_empty(), "nothing is left: {:?}", setup.blobs());
-    assert_eq!(client.get_with(&format!("/v2/app/multi/manifests/{artifact_digest}"), &[("Accept", OCI_MANIFEST)]).status, 404);
-    let referrers = client.get(&format!("/v2/app/multi/referrers/{}", index.digest)).json();
-    assert_eq!(referrers["manifests"].as_array().map(Vec::len), Some(0), "{referrers}");
+    assert!(
+        setup.blobs().is_empty(),
+        "nothing is left: {:?}",
+        setup.blobs()
+    );
+    assert_eq!(
+        client
+            .get_with(
+                &format!("/v2/app/multi/manifests/{artifact_digest}"),
+                &[("Accept", OCI_MANIFEST)]
+            )
+            .status,
+        404
+    );
+    let referrers = client
+        .get(&format!("/v2/app/multi/referrers/{}", index.digest))
+        .json();
+    assert_eq!(
+        referrers["manifests"].as_array().map(Vec::len),
+        Some(0),
+        "{referrers}"
+    );
 }
 
 /// What the online-safety run did.
@@ -383,7 +524,13 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
     let setup = Arc::new(Setup::start(driver));
     let dir = tempfile::tempdir().expect("temporary directory");
     let (shared, diff_ids, bytes) = shared_layers(2, 100_000);
-    let layout = Arc::new(shared_base_layout(&dir.path().join("layout"), &shared, &diff_ids, WORKERS * (IMAGES + ONE_OFFS), 50_000));
+    let layout = Arc::new(shared_base_layout(
+        &dir.path().join("layout"),
+        &shared,
+        &diff_ids,
+        WORKERS * (IMAGES + ONE_OFFS),
+        50_000,
+    ));
     add_shared(&layout, &bytes);
 
     let tally = Arc::new(Tally::default());
@@ -397,7 +544,9 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
             while !stop.load(Ordering::SeqCst) {
                 let report = gc(&setup.registry, &["--delete-untagged"]);
                 tally.gc_runs.fetch_add(1, Ordering::SeqCst);
-                tally.blobs_deleted.fetch_add(number(&report, "blobsDeleted") as usize, Ordering::SeqCst);
+                tally
+                    .blobs_deleted
+                    .fetch_add(number(&report, "blobsDeleted") as usize, Ordering::SeqCst);
                 thread::sleep(Duration::from_millis(300));
             }
         })
@@ -405,7 +554,8 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
 
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
-            let (setup, layout, tally, live) = (setup.clone(), layout.clone(), tally.clone(), live.clone());
+            let (setup, layout, tally, live) =
+                (setup.clone(), layout.clone(), tally.clone(), live.clone());
             thread::spawn(move || {
                 let skopeo = Skopeo::new();
                 let client = setup.registry.client();
@@ -416,10 +566,15 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
                     let image = w * IMAGES + n % IMAGES;
                     let tag = format!("w{w}-i{image}");
                     let src = layout.reference(&format!("img-{image}"));
-                    match skopeo.try_copy(&src, &docker_ref(&setup.registry.addr(), "online/app", &tag)) {
+                    match skopeo.try_copy(
+                        &src,
+                        &docker_ref(&setup.registry.addr(), "online/app", &tag),
+                    ) {
                         Ok(_) => {
                             tally.pushes_ok.fetch_add(1, Ordering::SeqCst);
-                            live.lock().expect("live tags").insert(tag.clone(), format!("img-{image}"));
+                            live.lock()
+                                .expect("live tags")
+                                .insert(tag.clone(), format!("img-{image}"));
                         }
                         Err(e) => {
                             tally.pushes_failed.fetch_add(1, Ordering::SeqCst);
@@ -440,7 +595,13 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
                         let image = WORKERS * IMAGES + w * ONE_OFFS + n / 10;
                         let tag = format!("w{w}-once{image}");
                         let src = layout.reference(&format!("img-{image}"));
-                        if skopeo.try_copy(&src, &docker_ref(&setup.registry.addr(), "online/app", &tag)).is_ok() {
+                        if skopeo
+                            .try_copy(
+                                &src,
+                                &docker_ref(&setup.registry.addr(), "online/app", &tag),
+                            )
+                            .is_ok()
+                        {
                             let reply = client.delete(&format!("/v2/online/app/manifests/{tag}"));
                             assert_eq!(reply.status, 202, "{}", reply.describe());
                             tally.deletes.fetch_add(1, Ordering::SeqCst);
@@ -467,12 +628,18 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
 
     let client = setup.registry.client();
     let live = live.lock().expect("live tags").clone();
-    let lost: Vec<String> = live.keys().filter_map(|tag| verify_image(&client, "online/app", tag).err()).collect();
+    let lost: Vec<String> = live
+        .keys()
+        .filter_map(|tag| verify_image(&client, "online/app", tag).err())
+        .collect();
     // A sample also pulls with skopeo.
     let skopeo = Skopeo::new();
     for (i, (tag, image)) in live.iter().enumerate().filter(|(i, _)| i % 10 == 0) {
         let pulled = OciLayout::create(&dir.path().join(format!("pull-{i}")));
-        skopeo.copy(&docker_ref(&setup.registry.addr(), "online/app", tag), &pulled.reference(image));
+        skopeo.copy(
+            &docker_ref(&setup.registry.addr(), "online/app", tag),
+            &pulled.reference(image),
+        );
         berth_tests::images::assert_same_image(&layout, &pulled, image);
     }
     println!(
@@ -485,9 +652,19 @@ fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {
         live.len() - lost.len(),
         lost.len(),
     );
-    assert!(lost.is_empty(), "images lost to garbage collection:\n{}", lost.join("\n"));
-    assert!(tally.gc_runs.load(Ordering::SeqCst) >= 5, "the collector must have run while pushes went on");
-    assert!(tally.blobs_deleted.load(Ordering::SeqCst) > 0, "the collector must have had garbage to delete");
+    assert!(
+        lost.is_empty(),
+        "images lost to garbage collection:\n{}",
+        lost.join("\n")
+    );
+    assert!(
+        tally.gc_runs.load(Ordering::SeqCst) >= 5,
+        "the collector must have run while pushes went on"
+    );
+    assert!(
+        tally.blobs_deleted.load(Ordering::SeqCst) > 0,
+        "the collector must have had garbage to delete"
+    );
 }
 
 #[test]
@@ -506,15 +683,26 @@ fn a_collection_killed_mid_sweep_leaves_a_consistent_registry(driver: Driver) {
     let client = registry.client();
     let skopeo = Skopeo::new();
     let dir = tempfile::tempdir().expect("temporary directory");
-    let (layout, _) = berth_tests::images::multi_arch_layout(&dir.path().join("layout"), "keep", &[20_000, 30_000]);
-    skopeo.copy(&layout.reference("keep"), &docker_ref(&registry.addr(), "app/kept", "keep"));
+    let (layout, _) = berth_tests::images::multi_arch_layout(
+        &dir.path().join("layout"),
+        "keep",
+        &[20_000, 30_000],
+    );
+    skopeo.copy(
+        &layout.reference("keep"),
+        &docker_ref(&registry.addr(), "app/kept", "keep"),
+    );
 
     // Plenty of garbage: blobs no manifest references, in two repositories.
     for i in 0..1000 {
         let content = format!("garbage blob {i} {}", "x".repeat(i % 100)).into_bytes();
         let digest = oci::sha256_digest(&content);
         let repo = if i % 2 == 0 { "junk/a" } else { "junk/b" };
-        let reply = client.post(&format!("/v2/{repo}/blobs/uploads/?digest={digest}"), &[], &content);
+        let reply = client.post(
+            &format!("/v2/{repo}/blobs/uploads/?digest={digest}"),
+            &[],
+            &content,
+        );
         assert_eq!(reply.status, 201, "{}", reply.describe());
     }
     thread::sleep(PAST_GRACE);
@@ -548,21 +736,36 @@ fn a_collection_killed_mid_sweep_leaves_a_consistent_registry(driver: Driver) {
         thread::sleep(Duration::from_millis(2));
     }
     let _ = child.wait();
-    let left = killed_with.expect("gc finished before it could be killed mid-sweep; make more garbage");
-    assert!(left > 9, "gc was killed mid-sweep, with garbage left ({left} of {total} blobs)");
+    let left =
+        killed_with.expect("gc finished before it could be killed mid-sweep; make more garbage");
+    assert!(
+        left > 9,
+        "gc was killed mid-sweep, with garbage left ({left} of {total} blobs)"
+    );
 
     // The registry still serves the kept image while garbage is half gone.
     verify_image(&client, "app/kept", "keep").expect("kept image after an interrupted gc");
     let report = gc(registry, &["--delete-untagged"]);
     println!("gc ({driver:?}) killed with {left} of {total} blobs left; the next run: {report}");
     let after = setup.blobs();
-    assert_eq!(after.len(), 9, "only the kept index's content remains: {after:?}");
+    assert_eq!(
+        after.len(),
+        9,
+        "only the kept index's content remains: {after:?}"
+    );
     verify_image(&client, "app/kept", "keep").expect("kept image after the full run");
     let pulled = OciLayout::create(&dir.path().join("pulled"));
-    skopeo.copy(&docker_ref(&registry.addr(), "app/kept", "keep"), &pulled.reference("keep"));
+    skopeo.copy(
+        &docker_ref(&registry.addr(), "app/kept", "keep"),
+        &pulled.reference("keep"),
+    );
     berth_tests::images::assert_same_image(&layout, &pulled, "keep");
 
     // And the whole API still conforms.
     let totals = berth_tests::conformance::run(&registry.addr(), || registry.log());
-    println!("conformance after an interrupted gc ({driver:?}): {} passed, {} failed", totals.pass, totals.failed());
+    println!(
+        "conformance after an interrupted gc ({driver:?}): {} passed, {} failed",
+        totals.pass,
+        totals.failed()
+    );
 }

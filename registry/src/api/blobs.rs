@@ -5,8 +5,8 @@ use axum::response::Response;
 use http::header::{ACCEPT_RANGES, CONTENT_RANGE, RANGE};
 use http::{Method, StatusCode};
 
-use super::response::Reply;
 use super::Call;
+use super::response::Reply;
 use crate::digest::Digest;
 use crate::error::{Code, RegistryError, Result};
 use crate::names::RepoName;
@@ -15,12 +15,14 @@ use crate::service::BlobRange;
 
 /// Parses a digest from a URL or query, as DIGEST_INVALID when malformed.
 pub(super) fn parse_digest(text: &str) -> Result<Digest> {
-    text.parse().map_err(|e| RegistryError::new(Code::DigestInvalid, format!("{e}")))
+    text.parse()
+        .map_err(|e| RegistryError::new(Code::DigestInvalid, format!("{e}")))
 }
 
 /// Parses a single-range `Range: bytes=...` header.
 fn parse_range(header: &str) -> Result<BlobRange> {
-    let invalid = || RegistryError::new(Code::RangeInvalid, format!("unsupported Range {header:?}"));
+    let invalid =
+        || RegistryError::new(Code::RangeInvalid, format!("unsupported Range {header:?}"));
     let spec = header.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
     let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
     let num = |s: &str| s.trim().parse::<u64>().map_err(|_| invalid());
@@ -46,7 +48,10 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
             if !head {
                 call.events.blob(Action::Pull, &repo, &digest, 0, None);
             }
-            return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT).location(url).digest(&digest).empty());
+            return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
+                .location(url)
+                .digest(&digest)
+                .empty());
         }
     }
     if head {
@@ -55,7 +60,8 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
     }
     let range = call.header(RANGE.as_str()).map(parse_range).transpose()?;
     let blob = call.registry.blob_get(&repo, &digest, range).await?;
-    call.events.blob(Action::Pull, &repo, &digest, blob.size, None);
+    call.events
+        .blob(Action::Pull, &repo, &digest, blob.size, None);
     let response = match blob.range {
         Some((a, b)) => reply(StatusCode::PARTIAL_CONTENT)
             .header(CONTENT_RANGE, format!("bytes {a}-{b}/{}", blob.size))

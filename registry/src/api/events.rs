@@ -23,13 +23,25 @@ impl Events {
     /// an absolute URL for `path`.
     fn publish(&self, action: Action, path: String, target: Target) {
         if self.notifier.is_enabled() {
-            let target = Target { url: format!("{}{path}", self.base_url), ..target };
-            self.notifier.publish(action, target, self.request.clone(), self.actor.clone());
+            let target = Target {
+                url: format!("{}{path}", self.base_url),
+                ..target
+            };
+            self.notifier
+                .publish(action, target, self.request.clone(), self.actor.clone());
         }
     }
 
     /// Publishes an event about a manifest, with its tag when addressed by one.
-    pub fn manifest(&self, action: Action, repo: &RepoName, digest: &Digest, media_type: &str, size: u64, tag: Option<&Tag>) {
+    pub fn manifest(
+        &self,
+        action: Action,
+        repo: &RepoName,
+        digest: &Digest,
+        media_type: &str,
+        size: u64,
+        tag: Option<&Tag>,
+    ) {
         let target = Target {
             media_type: media_type.to_owned(),
             size,
@@ -43,7 +55,14 @@ impl Events {
     }
 
     /// Publishes an event about a blob (`from` names a mount's source).
-    pub fn blob(&self, action: Action, repo: &RepoName, digest: &Digest, size: u64, from: Option<&RepoName>) {
+    pub fn blob(
+        &self,
+        action: Action,
+        repo: &RepoName,
+        digest: &Digest,
+        size: u64,
+        from: Option<&RepoName>,
+    ) {
         let target = Target {
             media_type: BLOB_MEDIA_TYPE.to_owned(),
             size,
@@ -58,8 +77,15 @@ impl Events {
 
     /// Publishes the deletion of a tag.
     pub fn tag_deleted(&self, repo: &RepoName, tag: &Tag) {
-        let target = Target { repository: repo.to_string(), tag: Some(tag.to_string()), ..Target::default() };
-        self.publish(Action::Delete, format!("/v2/{repo}/manifests/{tag}"), target);
+        let target = Target {
+            repository: repo.to_string(),
+            tag: Some(tag.to_string()),
+            ..Target::default()
+        };
+        self.publish(
+            Action::Delete,
+            format!("/v2/{repo}/manifests/{tag}"),
+            target,
+        );
     }
 }
-

@@ -2,13 +2,13 @@
 //! `/v2/<name>/referrers/<digest>`.
 
 use axum::response::Response;
-use http::header::LINK;
 use http::StatusCode;
+use http::header::LINK;
 use serde_json::json;
 
-use super::blobs::parse_digest;
-use super::response::{Reply, OCI_FILTERS_APPLIED};
 use super::Call;
+use super::blobs::parse_digest;
+use super::response::{OCI_FILTERS_APPLIED, Reply};
 use crate::error::{Code, RegistryError, Result};
 use crate::manifest::OCI_INDEX;
 use crate::names::RepoName;
@@ -18,7 +18,10 @@ use crate::service::Page;
 fn page_params(call: &Call) -> Result<(Option<usize>, Option<String>)> {
     let n = match call.query.get("n") {
         Some(n) => Some(n.parse::<usize>().map_err(|_| {
-            RegistryError::new(Code::PaginationNumberInvalid, format!("n={n:?} is not a non-negative integer"))
+            RegistryError::new(
+                Code::PaginationNumberInvalid,
+                format!("n={n:?} is not a non-negative integer"),
+            )
         })?),
         None => None,
     };
@@ -52,7 +55,10 @@ pub(super) async fn catalog(call: Call) -> Result<Response> {
 pub(super) async fn referrers(call: Call, repo: RepoName, digest: String) -> Result<Response> {
     let digest = parse_digest(&digest)?;
     let artifact_type = call.query.get("artifactType").filter(|t| !t.is_empty());
-    let descriptors = call.registry.referrers(&repo, &digest, artifact_type).await?;
+    let descriptors = call
+        .registry
+        .referrers(&repo, &digest, artifact_type)
+        .await?;
     let body = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": descriptors });
     let mut reply = Reply::new(StatusCode::OK).content_type(OCI_INDEX);
     if artifact_type.is_some() {

@@ -1,13 +1,13 @@
 //! `GET`/`HEAD`/`PUT`/`DELETE /v2/<name>/manifests/<reference>`.
 
-use axum::body::{to_bytes, Body};
+use axum::body::{Body, to_bytes};
 use axum::response::Response;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use http::{Method, StatusCode};
 
-use super::blobs::parse_digest;
-use super::response::{Reply, OCI_SUBJECT};
 use super::Call;
+use super::blobs::parse_digest;
+use super::response::{OCI_SUBJECT, Reply};
 use crate::error::{Code, RegistryError, Result};
 use crate::names::{Reference, RepoName, Tag};
 use crate::notify::Action;
@@ -33,26 +33,57 @@ pub(super) async fn get(call: Call, repo: RepoName, reference: String) -> Result
     let reference = parse_reference(&reference)?;
     let manifest = call.registry.manifest_get(&repo, &reference).await?;
     let size = manifest.content.len() as u64;
-    let reply = Reply::new(StatusCode::OK).digest(&manifest.digest).content_type(&manifest.media_type).length(size);
+    let reply = Reply::new(StatusCode::OK)
+        .digest(&manifest.digest)
+        .content_type(&manifest.media_type)
+        .length(size);
     if call.method == Method::HEAD {
         return Ok(reply.body(Body::empty()));
     }
-    call.events.manifest(Action::Pull, &repo, &manifest.digest, &manifest.media_type, size, tag_of(&reference));
+    call.events.manifest(
+        Action::Pull,
+        &repo,
+        &manifest.digest,
+        &manifest.media_type,
+        size,
+        tag_of(&reference),
+    );
     Ok(reply.body(manifest.content))
 }
 
 pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result<Response> {
     let reference = parse_reference(&reference)?;
     let limit = call.registry.options().manifest_max_bytes;
-    let too_large = || RegistryError::new(Code::SizeInvalid, format!("manifest exceeds the limit of {limit} bytes"));
-    if call.header(CONTENT_LENGTH.as_str()).and_then(|l| l.parse::<u64>().ok()).is_some_and(|l| l > limit) {
+    let too_large = || {
+        RegistryError::new(
+            Code::SizeInvalid,
+            format!("manifest exceeds the limit of {limit} bytes"),
+        )
+    };
+    if call
+        .header(CONTENT_LENGTH.as_str())
+        .and_then(|l| l.parse::<u64>().ok())
+        .is_some_and(|l| l > limit)
+    {
         return Err(too_large());
     }
     let content_type = call.header(CONTENT_TYPE.as_str()).map(str::to_owned);
-    let content = to_bytes(call.body, limit as usize).await.map_err(|_| too_large())?;
+    let content = to_bytes(call.body, limit as usize)
+        .await
+        .map_err(|_| too_large())?;
     let size = content.len() as u64;
-    let pushed = call.registry.manifest_put(&repo, &reference, content_type.as_deref(), content).await?;
-    call.events.manifest(Action::Push, &repo, &pushed.digest, &pushed.media_type, size, tag_of(&reference));
+    let pushed = call
+        .registry
+        .manifest_put(&repo, &reference, content_type.as_deref(), content)
+        .await?;
+    call.events.manifest(
+        Action::Push,
+        &repo,
+        &pushed.digest,
+        &pushed.media_type,
+        size,
+        tag_of(&reference),
+    );
     let mut reply = Reply::new(StatusCode::CREATED)
         .location(format!("/v2/{repo}/manifests/{}", pushed.digest))
         .digest(&pushed.digest);
@@ -67,7 +98,10 @@ pub(super) async fn delete(call: Call, repo: RepoName, reference: String) -> Res
     call.registry.manifest_delete(&repo, &reference).await?;
     match &reference {
         Reference::Tag(tag) => call.events.tag_deleted(&repo, tag),
-        Reference::Digest(digest) => call.events.manifest(Action::Delete, &repo, digest, "", 0, None),
+        Reference::Digest(digest) => {
+            call.events
+                .manifest(Action::Delete, &repo, digest, "", 0, None)
+        }
     }
     Ok(Reply::new(StatusCode::ACCEPTED).empty())
 }

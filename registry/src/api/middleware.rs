@@ -36,16 +36,28 @@ pub(super) struct RouteInfo {
 /// answering 401 with a Basic challenge otherwise. The API root always
 /// challenges clients without credentials, so that they learn to send them
 /// even when anonymous pulls are allowed.
-pub(super) async fn authenticate(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let Some(db) = app.auth.clone() else { return next.run(request).await };
+pub(super) async fn authenticate(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let Some(db) = app.auth.clone() else {
+        return next.run(request).await;
+    };
     let path = request.uri().path();
     if !path.starts_with("/v2") {
         return next.run(request).await;
     }
     let is_root = path == "/v2" || path == "/v2/";
-    let header = request.headers().get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let header = request
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     // bcrypt is deliberately slow: keep it off the async worker threads.
-    let verdict = tokio::task::spawn_blocking(move || db.check(header.as_deref())).await.unwrap_or(Verdict::Denied);
+    let verdict = tokio::task::spawn_blocking(move || db.check(header.as_deref()))
+        .await
+        .unwrap_or(Verdict::Denied);
     let read = matches!(*request.method(), Method::GET | Method::HEAD);
     match verdict {
         Verdict::User(name) => {
@@ -56,10 +68,17 @@ pub(super) async fn authenticate(State(app): State<AppState>, mut request: Reque
         }
         Verdict::Anonymous if app.anonymous_pull && read && !is_root => next.run(request).await,
         _ => {
-            let realm = app.auth.as_ref().map(|a| a.realm().replace('"', "")).unwrap_or_default();
-            let mut response = RegistryError::new(Code::Unauthorized, "authentication required").into_response();
+            let realm = app
+                .auth
+                .as_ref()
+                .map(|a| a.realm().replace('"', ""))
+                .unwrap_or_default();
+            let mut response =
+                RegistryError::new(Code::Unauthorized, "authentication required").into_response();
             if let Ok(challenge) = HeaderValue::from_str(&format!("Basic realm=\"{realm}\"")) {
-                response.headers_mut().insert(http::header::WWW_AUTHENTICATE, challenge);
+                response
+                    .headers_mut()
+                    .insert(http::header::WWW_AUTHENTICATE, challenge);
             }
             response
         }
@@ -72,13 +91,19 @@ const API_VERSION: HeaderName = HeaderName::from_static("docker-distribution-api
 /// A client-supplied request id, if it is short and printable.
 fn client_request_id(headers: &HeaderMap) -> Option<String> {
     let id = headers.get(&X_REQUEST_ID)?.to_str().ok()?;
-    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic())).then(|| id.to_owned())
+    (!id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()))
+        .then(|| id.to_owned())
 }
 
 /// Gives every request an id and a tracing span, adds the standard headers,
 /// records metrics, and writes the access log line.
-pub(super) async fn request_context(State(app): State<AppState>, mut request: Request, next: Next) -> Response {
-    let id = client_request_id(request.headers()).unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
+pub(super) async fn request_context(
+    State(app): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let id = client_request_id(request.headers())
+        .unwrap_or_else(|| format!("{:032x}", rand::random::<u128>()));
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
@@ -86,7 +111,9 @@ pub(super) async fn request_context(State(app): State<AppState>, mut request: Re
         .headers()
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let chunked = request.headers().contains_key(http::header::TRANSFER_ENCODING);
+    let chunked = request
+        .headers()
+        .contains_key(http::header::TRANSFER_ENCODING);
     let received = Arc::new(AtomicU64::new(0));
     let request = {
         let received = received.clone();
@@ -123,7 +150,9 @@ pub(super) async fn request_context(State(app): State<AppState>, mut request: Re
         None => chunked,
     };
     if unread && (response.status().is_client_error() || response.status().is_server_error()) {
-        response.headers_mut().insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        response
+            .headers_mut()
+            .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
     }
     let elapsed = started.elapsed();
     let status = response.status();
@@ -135,15 +164,38 @@ pub(super) async fn request_context(State(app): State<AppState>, mut request: Re
         (None, "/metrics") => "metrics",
         (None, _) => "other",
     };
-    let labels = RouteLabels { route, method: method.to_string() };
+    let labels = RouteLabels {
+        route,
+        method: method.to_string(),
+    };
     let metrics = &app.metrics;
-    metrics.requests.get_or_create(&RequestLabels { route, method: labels.method.clone(), status: status.as_str().to_owned() }).inc();
-    metrics.request_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route,
+            method: labels.method.clone(),
+            status: status.as_str().to_owned(),
+        })
+        .inc();
+    metrics
+        .request_duration
+        .get_or_create(&labels)
+        .observe(elapsed.as_secs_f64());
     let bytes_in = received.load(Ordering::Relaxed);
-    metrics.bytes_received.get_or_create(&labels).inc_by(bytes_in);
+    metrics
+        .bytes_received
+        .get_or_create(&labels)
+        .inc_by(bytes_in);
     if app.access_log {
-        let user = response.extensions().get::<User>().map(|u| u.0.as_str()).unwrap_or("");
-        let repository = info.as_ref().and_then(|i| i.repository.as_deref()).unwrap_or("");
+        let user = response
+            .extensions()
+            .get::<User>()
+            .map(|u| u.0.as_str())
+            .unwrap_or("");
+        let repository = info
+            .as_ref()
+            .and_then(|i| i.repository.as_deref())
+            .unwrap_or("");
         let bytes_out = response
             .headers()
             .get(http::header::CONTENT_LENGTH)

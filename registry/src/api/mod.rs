@@ -16,19 +16,19 @@ mod uploads;
 use std::io;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
-use axum::Router;
 use bytes::Bytes;
 use futures_util::{Stream, TryStreamExt};
 use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth::Htpasswd;
-use crate::names::RepoName;
 use crate::error::{Code, RegistryError};
 use crate::metrics::Metrics;
+use crate::names::RepoName;
 use crate::notify::{Actor, Notifier, RequestRecord};
 use crate::service::Registry;
 use events::Events;
@@ -73,8 +73,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::authenticate))
-        .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::request_context,
+        ))
         .with_state(state)
 }
 
@@ -105,7 +111,11 @@ async fn readyz(State(app): State<AppState>) -> Response {
         Ok(()) => "ok\n".into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("storage not ready: {e}\n")).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("storage not ready: {e}\n"),
+            )
+                .into_response()
         }
     }
 }
@@ -132,7 +142,10 @@ impl Query {
 
     /// The first value of `key`.
     pub(crate) fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 }
 
@@ -175,12 +188,19 @@ fn route_repository(route: &Route) -> Option<&RepoName> {
     match route {
         Route::Base | Route::Catalog => None,
         Route::Tags(r) | Route::UploadStart(r) => Some(r),
-        Route::Manifest(r, _) | Route::Blob(r, _) | Route::Upload(r, _) | Route::Referrers(r, _) => Some(r),
+        Route::Manifest(r, _)
+        | Route::Blob(r, _)
+        | Route::Upload(r, _)
+        | Route::Referrers(r, _) => Some(r),
     }
 }
 
 fn header_text(headers: &HeaderMap, name: http::header::HeaderName) -> String {
-    headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    headers
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned()
 }
 
 async fn v2(State(app): State<AppState>, request: Request) -> Response {
@@ -189,13 +209,27 @@ async fn v2(State(app): State<AppState>, request: Request) -> Response {
     let events = Events {
         notifier: app.notifier.clone(),
         request: RequestRecord {
-            id: parts.extensions.get::<RequestId>().map(|r| r.0.clone()).unwrap_or_default(),
-            addr: parts.extensions.get::<PeerAddr>().map(|p| p.0.to_string()).unwrap_or_default(),
+            id: parts
+                .extensions
+                .get::<RequestId>()
+                .map(|r| r.0.clone())
+                .unwrap_or_default(),
+            addr: parts
+                .extensions
+                .get::<PeerAddr>()
+                .map(|p| p.0.to_string())
+                .unwrap_or_default(),
             host: host.clone(),
             method: parts.method.to_string(),
             useragent: header_text(&parts.headers, http::header::USER_AGENT),
         },
-        actor: Actor { name: parts.extensions.get::<User>().map(|u| u.0.clone()).unwrap_or_default() },
+        actor: Actor {
+            name: parts
+                .extensions
+                .get::<User>()
+                .map(|u| u.0.clone())
+                .unwrap_or_default(),
+        },
         base_url: format!("{}://{host}", if app.tls { "https" } else { "http" }),
     };
     let route = match routes::parse(parts.uri.path()) {
@@ -203,7 +237,10 @@ async fn v2(State(app): State<AppState>, request: Request) -> Response {
         Some(Err(e)) => return e.into_response(),
         None => return (StatusCode::NOT_FOUND, "404 page not found\n").into_response(),
     };
-    let info = RouteInfo { route: route_name(&route), repository: route_repository(&route).map(|r| r.to_string()) };
+    let info = RouteInfo {
+        route: route_name(&route),
+        repository: route_repository(&route).map(|r| r.to_string()),
+    };
     let call = Call {
         registry: app.registry.clone(),
         method: parts.method,
@@ -223,18 +260,31 @@ async fn v2(State(app): State<AppState>, request: Request) -> Response {
             .body("{}")),
         (&Method::GET, Route::Catalog) => listing::catalog(call).await,
         (&Method::GET, Route::Tags(repo)) => listing::tags(call, repo).await,
-        (&Method::GET, Route::Referrers(repo, digest)) => listing::referrers(call, repo, digest).await,
-        (&Method::GET | &Method::HEAD, Route::Manifest(repo, reference)) => manifests::get(call, repo, reference).await,
-        (&Method::PUT, Route::Manifest(repo, reference)) => manifests::put(call, repo, reference).await,
-        (&Method::DELETE, Route::Manifest(repo, reference)) => manifests::delete(call, repo, reference).await,
-        (&Method::GET | &Method::HEAD, Route::Blob(repo, digest)) => blobs::get(call, repo, digest).await,
+        (&Method::GET, Route::Referrers(repo, digest)) => {
+            listing::referrers(call, repo, digest).await
+        }
+        (&Method::GET | &Method::HEAD, Route::Manifest(repo, reference)) => {
+            manifests::get(call, repo, reference).await
+        }
+        (&Method::PUT, Route::Manifest(repo, reference)) => {
+            manifests::put(call, repo, reference).await
+        }
+        (&Method::DELETE, Route::Manifest(repo, reference)) => {
+            manifests::delete(call, repo, reference).await
+        }
+        (&Method::GET | &Method::HEAD, Route::Blob(repo, digest)) => {
+            blobs::get(call, repo, digest).await
+        }
         (&Method::DELETE, Route::Blob(repo, digest)) => blobs::delete(call, repo, digest).await,
         (&Method::POST, Route::UploadStart(repo)) => uploads::start(call, repo).await,
         (&Method::GET, Route::Upload(repo, id)) => uploads::status(call, repo, id).await,
         (&Method::PATCH, Route::Upload(repo, id)) => uploads::patch(call, repo, id).await,
         (&Method::PUT, Route::Upload(repo, id)) => uploads::put(call, repo, id).await,
         (&Method::DELETE, Route::Upload(repo, id)) => uploads::cancel(call, repo, id).await,
-        (method, route) => Err(RegistryError::new(Code::Unsupported, format!("{method} is not supported on {route:?}"))),
+        (method, route) => Err(RegistryError::new(
+            Code::Unsupported,
+            format!("{method} is not supported on {route:?}"),
+        )),
     };
     let mut response = result.unwrap_or_else(IntoResponse::into_response);
     response.extensions_mut().insert(info);
@@ -256,4 +306,3 @@ impl Drop for InFlight {
         self.0.dec();
     }
 }
-

@@ -22,7 +22,9 @@ impl IntoResponse for RegistryError {
         let body = serde_json::json!({
             "errors": [{ "code": self.code.as_str(), "message": self.code.message(), "detail": self.detail }]
         });
-        Reply::new(self.code.status()).content_type("application/json").body(body.to_string())
+        Reply::new(self.code.status())
+            .content_type("application/json")
+            .body(body.to_string())
     }
 }
 
@@ -65,7 +67,9 @@ impl Reply {
 
     /// Finishes with a body.
     pub fn body(self, body: impl Into<Body>) -> Response {
-        self.0.body(body.into()).unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
+        self.0
+            .body(body.into())
+            .unwrap_or_else(|_| StatusCode::INTERNAL_SERVER_ERROR.into_response())
     }
 
     /// Finishes with an empty body.

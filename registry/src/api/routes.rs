@@ -44,34 +44,36 @@ pub fn parse(path: &str) -> Option<Result<Route, RegistryError>> {
     let segments: Vec<&str> = rest.split('/').collect();
     let n = segments.len();
     let tail = |k: usize| segments.get(n.wrapping_sub(k)).copied();
-    let (name_len, make): (usize, Box<dyn FnOnce(RepoName) -> Route>) = match (tail(3), tail(2), tail(1)) {
-        (_, Some("tags"), Some("list")) => (n - 2, Box::new(Route::Tags)),
-        (Some("blobs"), Some("uploads"), Some("")) => (n - 3, Box::new(Route::UploadStart)),
-        (_, Some("blobs"), Some("uploads")) => (n - 2, Box::new(Route::UploadStart)),
-        (Some("blobs"), Some("uploads"), Some(id)) => {
-            let id = decode(id);
-            (n - 3, Box::new(move |r| Route::Upload(r, id)))
-        }
-        (_, Some("manifests"), Some(reference)) if !reference.is_empty() => {
-            let reference = decode(reference);
-            (n - 2, Box::new(move |r| Route::Manifest(r, reference)))
-        }
-        (_, Some("blobs"), Some(digest)) if !digest.is_empty() => {
-            let digest = decode(digest);
-            (n - 2, Box::new(move |r| Route::Blob(r, digest)))
-        }
-        (_, Some("referrers"), Some(digest)) if !digest.is_empty() => {
-            let digest = decode(digest);
-            (n - 2, Box::new(move |r| Route::Referrers(r, digest)))
-        }
-        _ => return None,
-    };
+    let (name_len, make): (usize, Box<dyn FnOnce(RepoName) -> Route>) =
+        match (tail(3), tail(2), tail(1)) {
+            (_, Some("tags"), Some("list")) => (n - 2, Box::new(Route::Tags)),
+            (Some("blobs"), Some("uploads"), Some("")) => (n - 3, Box::new(Route::UploadStart)),
+            (_, Some("blobs"), Some("uploads")) => (n - 2, Box::new(Route::UploadStart)),
+            (Some("blobs"), Some("uploads"), Some(id)) => {
+                let id = decode(id);
+                (n - 3, Box::new(move |r| Route::Upload(r, id)))
+            }
+            (_, Some("manifests"), Some(reference)) if !reference.is_empty() => {
+                let reference = decode(reference);
+                (n - 2, Box::new(move |r| Route::Manifest(r, reference)))
+            }
+            (_, Some("blobs"), Some(digest)) if !digest.is_empty() => {
+                let digest = decode(digest);
+                (n - 2, Box::new(move |r| Route::Blob(r, digest)))
+            }
+            (_, Some("referrers"), Some(digest)) if !digest.is_empty() => {
+                let digest = decode(digest);
+                (n - 2, Box::new(move |r| Route::Referrers(r, digest)))
+            }
+            _ => return None,
+        };
     let name = segments[..name_len].join("/");
-    Some(
-        RepoName::parse(&name)
-            .map(make)
-            .ok_or_else(|| RegistryError::new(Code::NameInvalid, format!("invalid repository name {name:?}"))),
-    )
+    Some(RepoName::parse(&name).map(make).ok_or_else(|| {
+        RegistryError::new(
+            Code::NameInvalid,
+            format!("invalid repository name {name:?}"),
+        )
+    }))
 }
 
 /// Percent-decodes a query key or value (`+` is a space).
@@ -118,23 +120,53 @@ mod tests {
         assert_eq!(ok("/v2"), Route::Base);
         assert_eq!(ok("/v2/_catalog"), Route::Catalog);
         assert_eq!(ok("/v2/a/b/tags/list"), Route::Tags(repo("a/b")));
-        assert_eq!(ok("/v2/a/manifests/latest"), Route::Manifest(repo("a"), "latest".into()));
-        assert_eq!(ok("/v2/a/manifests/sha256%3Aab"), Route::Manifest(repo("a"), "sha256:ab".into()));
+        assert_eq!(
+            ok("/v2/a/manifests/latest"),
+            Route::Manifest(repo("a"), "latest".into())
+        );
+        assert_eq!(
+            ok("/v2/a/manifests/sha256%3Aab"),
+            Route::Manifest(repo("a"), "sha256:ab".into())
+        );
         assert_eq!(ok("/v2/a/blobs/uploads/"), Route::UploadStart(repo("a")));
         assert_eq!(ok("/v2/a/blobs/uploads"), Route::UploadStart(repo("a")));
-        assert_eq!(ok("/v2/a/blobs/uploads/xyz"), Route::Upload(repo("a"), "xyz".into()));
-        assert_eq!(ok("/v2/a/blobs/sha256:ab"), Route::Blob(repo("a"), "sha256:ab".into()));
-        assert_eq!(ok("/v2/blobs/blobs/x"), Route::Blob(repo("blobs"), "x".into()));
-        assert_eq!(ok("/v2/a/referrers/sha256:ab"), Route::Referrers(repo("a"), "sha256:ab".into()));
+        assert_eq!(
+            ok("/v2/a/blobs/uploads/xyz"),
+            Route::Upload(repo("a"), "xyz".into())
+        );
+        assert_eq!(
+            ok("/v2/a/blobs/sha256:ab"),
+            Route::Blob(repo("a"), "sha256:ab".into())
+        );
+        assert_eq!(
+            ok("/v2/blobs/blobs/x"),
+            Route::Blob(repo("blobs"), "x".into())
+        );
+        assert_eq!(
+            ok("/v2/a/referrers/sha256:ab"),
+            Route::Referrers(repo("a"), "sha256:ab".into())
+        );
     }
 
     #[test]
     fn invalid_names_and_unknown_paths() {
-        for bad in ["/v2/a/../b/manifests/x", "/v2/A/tags/list", "/v2/a/%2e%2e/b/blobs/x", "/v2//manifests/x", "/v2/manifests/x"] {
+        for bad in [
+            "/v2/a/../b/manifests/x",
+            "/v2/A/tags/list",
+            "/v2/a/%2e%2e/b/blobs/x",
+            "/v2//manifests/x",
+            "/v2/manifests/x",
+        ] {
             let r = parse(bad).unwrap();
             assert_eq!(r.unwrap_err().code, Code::NameInvalid, "{bad}");
         }
-        for none in ["/v3/", "/v2/a", "/v2/a/manifests/", "/v2x/a/tags/list", "/healthz"] {
+        for none in [
+            "/v3/",
+            "/v2/a",
+            "/v2/a/manifests/",
+            "/v2x/a/tags/list",
+            "/healthz",
+        ] {
             assert!(parse(none).is_none(), "{none}");
         }
     }

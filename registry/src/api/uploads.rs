@@ -3,17 +3,17 @@
 //! `GET`/`PATCH`/`PUT`/`DELETE` on a session.
 
 use axum::response::Response;
-use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 use http::StatusCode;
+use http::header::{CONTENT_LENGTH, CONTENT_RANGE, RANGE};
 
-use super::blobs::parse_digest;
-use super::response::{Reply, DOCKER_UPLOAD_UUID};
 use super::Call;
+use super::blobs::parse_digest;
+use super::response::{DOCKER_UPLOAD_UUID, Reply};
 use crate::error::{Code, RegistryError, Result};
 use crate::names::RepoName;
 use crate::notify::Action;
-use futures_util::TryStreamExt;
 use crate::service::UploadStatus;
+use futures_util::TryStreamExt;
 
 /// The `Range` header value for an upload of `size` bytes (Distribution's form).
 fn range_header(size: u64) -> String {
@@ -30,22 +30,42 @@ fn session_reply(repo: &RepoName, status: &UploadStatus, code: StatusCode) -> Re
 }
 
 fn blob_created(repo: &RepoName, digest: &crate::digest::Digest) -> Response {
-    Reply::new(StatusCode::CREATED).location(format!("/v2/{repo}/blobs/{digest}")).digest(digest).empty()
+    Reply::new(StatusCode::CREATED)
+        .location(format!("/v2/{repo}/blobs/{digest}"))
+        .digest(digest)
+        .empty()
 }
 
 /// Parses `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`),
 /// checking it against `Content-Length` when both are given.
 fn chunk_start(call: &Call) -> Result<Option<u64>> {
-    let Some(header) = call.header(CONTENT_RANGE.as_str()) else { return Ok(None) };
-    let invalid = || RegistryError::new(Code::RangeInvalid, format!("invalid Content-Range {header:?}"));
-    let spec = header.trim().trim_start_matches("bytes").trim_start_matches('=').trim();
+    let Some(header) = call.header(CONTENT_RANGE.as_str()) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        RegistryError::new(
+            Code::RangeInvalid,
+            format!("invalid Content-Range {header:?}"),
+        )
+    };
+    let spec = header
+        .trim()
+        .trim_start_matches("bytes")
+        .trim_start_matches('=')
+        .trim();
     let spec = spec.split('/').next().unwrap_or("");
     let (a, b) = spec.split_once('-').ok_or_else(invalid)?;
-    let (a, b): (u64, u64) = (a.trim().parse().map_err(|_| invalid())?, b.trim().parse().map_err(|_| invalid())?);
+    let (a, b): (u64, u64) = (
+        a.trim().parse().map_err(|_| invalid())?,
+        b.trim().parse().map_err(|_| invalid())?,
+    );
     if b < a {
         return Err(invalid());
     }
-    if let Some(length) = call.header(CONTENT_LENGTH.as_str()).and_then(|l| l.parse::<u64>().ok()) {
+    if let Some(length) = call
+        .header(CONTENT_LENGTH.as_str())
+        .and_then(|l| l.parse::<u64>().ok())
+    {
         if length != b - a + 1 {
             return Err(RegistryError::new(
                 Code::RangeInvalid,
@@ -62,7 +82,8 @@ pub(super) async fn start(call: Call, repo: RepoName) -> Result<Response> {
         let from = call.query.get("from").and_then(RepoName::parse);
         if let Some(from) = from {
             if let Some(size) = call.registry.blob_mount(&repo, &from, &digest).await? {
-                call.events.blob(Action::Mount, &repo, &digest, size, Some(&from));
+                call.events
+                    .blob(Action::Mount, &repo, &digest, size, Some(&from));
                 return Ok(blob_created(&repo, &digest));
             }
         }
@@ -90,20 +111,26 @@ pub(super) async fn status(call: Call, repo: RepoName, id: String) -> Result<Res
 pub(super) async fn patch(call: Call, repo: RepoName, id: String) -> Result<Response> {
     let start = chunk_start(&call)?;
     let registry = call.registry.clone();
-    let status = registry.upload_append(&repo, &id, start, call.body_stream()).await?;
+    let status = registry
+        .upload_append(&repo, &id, start, call.body_stream())
+        .await?;
     Ok(session_reply(&repo, &status, StatusCode::ACCEPTED))
 }
 
 pub(super) async fn put(call: Call, repo: RepoName, id: String) -> Result<Response> {
-    let digest = call
-        .query
-        .get("digest")
-        .ok_or_else(|| RegistryError::new(Code::DigestInvalid, "the digest query parameter is required"))?;
+    let digest = call.query.get("digest").ok_or_else(|| {
+        RegistryError::new(
+            Code::DigestInvalid,
+            "the digest query parameter is required",
+        )
+    })?;
     let digest = parse_digest(digest)?;
     let start = chunk_start(&call)?;
     let (registry, events) = (call.registry.clone(), call.events);
     let body = call.body.into_data_stream().map_err(std::io::Error::other);
-    let done = registry.upload_complete(&repo, &id, &digest, start, Some(body)).await?;
+    let done = registry
+        .upload_complete(&repo, &id, &digest, start, Some(body))
+        .await?;
     events.blob(Action::Push, &repo, &done.digest, done.size, None);
     Ok(blob_created(&repo, &done.digest))
 }

@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::SystemTime;
 
-use super::{is_fresh, GcError, GcOptions, Report};
+use super::{GcError, GcOptions, Report, is_fresh};
 use crate::digest::Digest;
 use crate::manifest::Manifest;
 use crate::names::RepoName;
@@ -21,7 +21,12 @@ pub(super) struct Marked {
 }
 
 /// Marks every repository's kept manifests and what they reference.
-pub(super) async fn mark(registry: &Registry, options: &GcOptions, started: SystemTime, report: &mut Report) -> Result<Marked, GcError> {
+pub(super) async fn mark(
+    registry: &Registry,
+    options: &GcOptions,
+    started: SystemTime,
+    report: &mut Report,
+) -> Result<Marked, GcError> {
     let mut marked = Marked::default();
     for repo in registry.repositories().await? {
         mark_repository(registry, options, started, &repo, &mut marked, report).await?;
@@ -46,7 +51,10 @@ async fn mark_repository(
     for digest in &revisions {
         let manifest = registry.stored_manifest(digest).await?;
         if let Some(subject) = manifest.as_ref().and_then(|m| m.subject.as_ref()) {
-            referrers.entry(subject.digest.clone()).or_default().push(digest.clone());
+            referrers
+                .entry(subject.digest.clone())
+                .or_default()
+                .push(digest.clone());
         }
         manifests.insert(digest.clone(), manifest);
     }
@@ -54,10 +62,18 @@ async fn mark_repository(
     // Roots: tagged manifests; all manifests unless untagged ones go; and
     // untagged manifests pushed or touched within the grace period (a client
     // may be about to tag them, or to push an index naming them).
-    let mut roots: Vec<Digest> = registry.tagged(repo).await?.into_iter().map(|(_, d)| d).collect();
+    let mut roots: Vec<Digest> = registry
+        .tagged(repo)
+        .await?
+        .into_iter()
+        .map(|(_, d)| d)
+        .collect();
     if options.delete_untagged {
         for digest in &revisions {
-            let times = [registry.last_touch(digest).await?, registry.revision_linked_at(repo, digest).await?];
+            let times = [
+                registry.last_touch(digest).await?,
+                registry.revision_linked_at(repo, digest).await?,
+            ];
             if is_fresh(times, options.grace_period, started) {
                 roots.push(digest.clone());
             }
@@ -77,14 +93,19 @@ async fn mark_repository(
             None => registry.stored_manifest(&digest).await?,
         };
         if let Some(m) = manifest {
-            marked.blobs.extend(m.config.iter().chain(&m.layers).map(|b| b.digest.clone()));
+            marked
+                .blobs
+                .extend(m.config.iter().chain(&m.layers).map(|b| b.digest.clone()));
             roots.extend(m.manifests.iter().map(|c| c.digest.clone()));
         }
         roots.extend(referrers.get(&digest).into_iter().flatten().cloned());
     }
     report.manifests_marked += kept.len();
     for digest in revisions.into_iter().filter(|d| !kept.contains(d)) {
-        let subject = manifests.get(&digest).and_then(|m| m.as_ref()?.subject.as_ref()).map(|s| s.digest.clone());
+        let subject = manifests
+            .get(&digest)
+            .and_then(|m| m.as_ref()?.subject.as_ref())
+            .map(|s| s.digest.clone());
         marked.untagged.push((repo.clone(), digest, subject));
     }
     marked.blobs.extend(kept);

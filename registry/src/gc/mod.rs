@@ -83,15 +83,25 @@ pub enum GcError {
 /// touched (at most a quarter of the grace period before the push, since
 /// servers refresh touches that often), so that content is spared even if
 /// the sweep reaches it much later.
-fn is_fresh(times: impl IntoIterator<Item = Option<SystemTime>>, grace: Duration, started: SystemTime) -> bool {
-    times.into_iter().flatten().any(|t| started.duration_since(t).map_or(true, |age| age < grace))
+fn is_fresh(
+    times: impl IntoIterator<Item = Option<SystemTime>>,
+    grace: Duration,
+    started: SystemTime,
+) -> bool {
+    times
+        .into_iter()
+        .flatten()
+        .any(|t| started.duration_since(t).map_or(true, |age| age < grace))
 }
 
 /// Runs one collection.
 pub async fn collect(registry: &Registry, options: &GcOptions) -> Result<Report, GcError> {
     let started = Instant::now();
     let start_time = SystemTime::now();
-    let mut report = Report { dry_run: options.dry_run, ..Report::default() };
+    let mut report = Report {
+        dry_run: options.dry_run,
+        ..Report::default()
+    };
     let marked = mark::mark(registry, options, start_time, &mut report).await?;
     sweep::sweep(registry, options, &marked, start_time, &mut report).await?;
     report.duration_seconds = started.elapsed().as_secs_f64();

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::time::SystemTime;
 
 use super::mark::Marked;
-use super::{describe, is_fresh, GcError, GcOptions, Report};
+use super::{GcError, GcOptions, Report, describe, is_fresh};
 use crate::service::Registry;
 
 /// Sweeps untagged manifests, then blobs, then links, uploads and empty repositories.
@@ -22,19 +22,30 @@ pub(super) async fn sweep(
         // A client may have pushed the same manifest again since the mark
         // phase (rewriting its revision link) or been told it is present:
         // re-read both right before deleting, as for blobs.
-        let times = [registry.last_touch(digest).await?, registry.revision_linked_at(repo, digest).await?];
+        let times = [
+            registry.last_touch(digest).await?,
+            registry.revision_linked_at(repo, digest).await?,
+        ];
         if is_fresh(times, options.grace_period, started) {
             report.manifests_spared_by_grace += 1;
             // What a spared manifest references stays too.
             spared.insert(digest.clone());
             if let Some(m) = registry.stored_manifest(digest).await? {
-                spared.extend(m.config.iter().chain(&m.layers).chain(&m.manifests).map(|d| d.digest.clone()));
+                spared.extend(
+                    m.config
+                        .iter()
+                        .chain(&m.layers)
+                        .chain(&m.manifests)
+                        .map(|d| d.digest.clone()),
+                );
             }
             continue;
         }
         tracing::info!(%repo, %digest, dry_run = options.dry_run, "deleting untagged manifest");
         if !options.dry_run {
-            registry.unlink_revision(repo, digest, subject.as_ref()).await?;
+            registry
+                .unlink_revision(repo, digest, subject.as_ref())
+                .await?;
         }
         report.manifests_deleted += 1;
     }
@@ -44,11 +55,17 @@ pub(super) async fn sweep(
         if marked.blobs.contains(&digest) || spared.contains(&digest) {
             continue;
         }
-        let Some(blob) = registry.stored_blob(&digest).await? else { continue };
+        let Some(blob) = registry.stored_blob(&digest).await? else {
+            continue;
+        };
         // Read the touch as late as possible: a client told "present" after
         // this read can only be one whose manifest push re-checks and fails.
         let touched = registry.last_touch(&digest).await?;
-        if is_fresh([touched, Some(blob.modified)], options.grace_period, started) {
+        if is_fresh(
+            [touched, Some(blob.modified)],
+            options.grace_period,
+            started,
+        ) {
             report.blobs_spared_by_grace += 1;
             continue;
         }
@@ -71,7 +88,9 @@ pub(super) async fn sweep(
         }
     }
 
-    report.uploads_purged = registry.purge_uploads(options.upload_ttl, options.dry_run).await?;
+    report.uploads_purged = registry
+        .purge_uploads(options.upload_ttl, options.dry_run)
+        .await?;
 
     if !options.dry_run {
         for repo in &marked.repositories {

@@ -12,12 +12,12 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Request};
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
-use super::{Event, EVENTS_MEDIA_TYPE};
+use super::{EVENTS_MEDIA_TYPE, Event};
 use crate::config::EndpointSettings;
 use crate::metrics::{DeliveryLabels, EndpointLabels, Metrics};
 
@@ -41,7 +41,9 @@ pub(super) struct Endpoint {
 /// An HTTP(S) client trusting the system's CA certificates.
 fn client() -> HttpClient {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let connector = match hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_native_roots(provider.clone()) {
+    let connector = match hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_native_roots(provider.clone())
+    {
         Ok(builder) => builder.https_or_http().enable_http1().build(),
         Err(e) => {
             tracing::warn!(error = %e, "no system CA certificates; https notification endpoints will fail");
@@ -50,7 +52,11 @@ fn client() -> HttpClient {
                 .expect("the ring provider supports the default TLS versions")
                 .with_root_certificates(rustls::RootCertStore::empty())
                 .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(config).https_or_http().enable_http1().build()
+            hyper_rustls::HttpsConnectorBuilder::new()
+                .with_tls_config(config)
+                .https_or_http()
+                .enable_http1()
+                .build()
         }
     };
     Client::builder(TokioExecutor::new()).build(connector)
@@ -58,7 +64,11 @@ fn client() -> HttpClient {
 
 impl Endpoint {
     /// Creates the endpoint and spawns its delivery task.
-    pub(super) fn start(settings: EndpointSettings, capacity: usize, metrics: Arc<Metrics>) -> Arc<Endpoint> {
+    pub(super) fn start(
+        settings: EndpointSettings,
+        capacity: usize,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Endpoint> {
         let endpoint = Arc::new(Endpoint {
             settings,
             queue: Mutex::new(VecDeque::new()),
@@ -78,18 +88,38 @@ impl Endpoint {
     fn wants(&self, event: &Event) -> bool {
         let config = &self.settings.config;
         let media_type = &event.target.media_type;
-        !config.ignore.actions.iter().any(|a| a == event.action.as_str())
-            && !config.ignore.mediatypes.iter().chain(&config.ignoredmediatypes).any(|m| m == media_type)
+        !config
+            .ignore
+            .actions
+            .iter()
+            .any(|a| a == event.action.as_str())
+            && !config
+                .ignore
+                .mediatypes
+                .iter()
+                .chain(&config.ignoredmediatypes)
+                .any(|m| m == media_type)
     }
 
     fn count(&self, outcome: &'static str, n: usize) {
-        let labels = DeliveryLabels { endpoint: self.name().to_owned(), outcome };
-        self.metrics.notification_events.get_or_create(&labels).inc_by(n as u64);
+        let labels = DeliveryLabels {
+            endpoint: self.name().to_owned(),
+            outcome,
+        };
+        self.metrics
+            .notification_events
+            .get_or_create(&labels)
+            .inc_by(n as u64);
     }
 
     fn set_depth(&self, depth: usize) {
-        let labels = EndpointLabels { endpoint: self.name().to_owned() };
-        self.metrics.notification_queue_depth.get_or_create(&labels).set(depth as i64);
+        let labels = EndpointLabels {
+            endpoint: self.name().to_owned(),
+        };
+        self.metrics
+            .notification_queue_depth
+            .get_or_create(&labels)
+            .set(depth as i64);
     }
 
     /// Queues `event` if this endpoint wants it, dropping the oldest when full.
@@ -112,11 +142,22 @@ impl Endpoint {
     pub(super) async fn flush(&self, deadline: Instant) {
         loop {
             let drained = self.drained.notified();
-            if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+            if self
+                .queue
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
+            {
                 return;
             }
-            if tokio::time::timeout_at(deadline.into(), drained).await.is_err() {
-                tracing::warn!(endpoint = self.name(), "notification queue not flushed before the deadline");
+            if tokio::time::timeout_at(deadline.into(), drained)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    endpoint = self.name(),
+                    "notification queue not flushed before the deadline"
+                );
                 return;
             }
         }
@@ -156,7 +197,8 @@ impl Endpoint {
                 Err(e) => {
                     failures = failures.saturating_add(1);
                     self.count("failed", batch.len());
-                    let delay = retry_delay(self.settings.backoff, self.settings.threshold, failures);
+                    let delay =
+                        retry_delay(self.settings.backoff, self.settings.threshold, failures);
                     tracing::warn!(endpoint = self.name(), error = %e, failures, retry_in = ?delay, "notification delivery failed");
                     tokio::time::sleep(delay).await;
                 }
@@ -166,30 +208,43 @@ impl Endpoint {
 
     async fn post(&self, client: &HttpClient, batch: &[Arc<Event>]) -> Result<(), String> {
         let events: Vec<&Event> = batch.iter().map(|e| &**e).collect();
-        let body = serde_json::to_vec(&serde_json::json!({ "events": events })).map_err(|e| e.to_string())?;
-        let mut request = Request::post(&self.settings.config.url).header(http::header::CONTENT_TYPE, EVENTS_MEDIA_TYPE);
+        let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
+            .map_err(|e| e.to_string())?;
+        let mut request = Request::post(&self.settings.config.url)
+            .header(http::header::CONTENT_TYPE, EVENTS_MEDIA_TYPE);
         for (name, values) in &self.settings.config.headers {
             for value in values {
                 // Validated when the configuration was loaded.
-                if let (Ok(n), Ok(v)) = (HeaderName::try_from(name.as_str()), HeaderValue::try_from(value.as_str())) {
+                if let (Ok(n), Ok(v)) = (
+                    HeaderName::try_from(name.as_str()),
+                    HeaderValue::try_from(value.as_str()),
+                ) {
                     request = request.header(n, v);
                 }
             }
         }
-        let request = request.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
+        let request = request
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| e.to_string())?;
         let response = tokio::time::timeout(self.settings.timeout, client.request(request))
             .await
             .map_err(|_| format!("timed out after {:?}", self.settings.timeout))?
             .map_err(|e| e.to_string())?;
         let status = response.status();
-        if status.is_success() || status.is_redirection() { Ok(()) } else { Err(format!("endpoint answered {status}")) }
+        if status.is_success() || status.is_redirection() {
+            Ok(())
+        } else {
+            Err(format!("endpoint answered {status}"))
+        }
     }
 }
 
 /// The wait after the `failures`-th consecutive failure.
 fn retry_delay(backoff: Duration, threshold: u32, failures: u32) -> Duration {
     let doublings = failures.saturating_sub(threshold).min(16);
-    backoff.saturating_mul(1 << doublings).min(MAX_BACKOFF.max(backoff))
+    backoff
+        .saturating_mul(1 << doublings)
+        .min(MAX_BACKOFF.max(backoff))
 }
 
 #[cfg(test)]

@@ -131,15 +131,32 @@ pub struct Notifier {
 
 impl Notifier {
     /// Starts a delivery task per endpoint. `source_addr` identifies this instance.
-    pub fn start(settings: &[EndpointSettings], queue_size: usize, metrics: Arc<Metrics>, source_addr: String) -> Arc<Notifier> {
-        let endpoints = settings.iter().map(|s| Endpoint::start(s.clone(), queue_size, metrics.clone())).collect();
-        let source = Source { addr: source_addr, instance_id: format!("{:032x}", rand::random::<u128>()) };
+    pub fn start(
+        settings: &[EndpointSettings],
+        queue_size: usize,
+        metrics: Arc<Metrics>,
+        source_addr: String,
+    ) -> Arc<Notifier> {
+        let endpoints = settings
+            .iter()
+            .map(|s| Endpoint::start(s.clone(), queue_size, metrics.clone()))
+            .collect();
+        let source = Source {
+            addr: source_addr,
+            instance_id: format!("{:032x}", rand::random::<u128>()),
+        };
         Arc::new(Notifier { endpoints, source })
     }
 
     /// A notifier with no endpoints.
     pub fn disabled() -> Arc<Notifier> {
-        Arc::new(Notifier { endpoints: Vec::new(), source: Source { addr: String::new(), instance_id: String::new() } })
+        Arc::new(Notifier {
+            endpoints: Vec::new(),
+            source: Source {
+                addr: String::new(),
+                instance_id: String::new(),
+            },
+        })
     }
 
     /// Whether any endpoint is configured (callers skip building events otherwise).

@@ -50,10 +50,19 @@ pub struct BlobRead {
 impl Registry {
     /// Whether `repo` links the blob `digest`, as a layer or as a manifest.
     pub(super) async fn is_linked(&self, repo: &RepoName, digest: &Digest) -> Result<bool> {
-        if self.read_link(&layout::layer_link(repo, digest)).await?.as_ref() == Some(digest) {
+        if self
+            .read_link(&layout::layer_link(repo, digest))
+            .await?
+            .as_ref()
+            == Some(digest)
+        {
             return Ok(true);
         }
-        Ok(self.read_link(&layout::revision_link(repo, digest)).await?.as_ref() == Some(digest))
+        Ok(self
+            .read_link(&layout::revision_link(repo, digest))
+            .await?
+            .as_ref()
+            == Some(digest))
     }
 
     /// The size of a stored blob, or `None` when its data is absent.
@@ -69,7 +78,12 @@ impl Registry {
     /// The size of a blob that `repo` links, or BLOB_UNKNOWN. Records a
     /// touch: the client now believes the blob is present.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let unknown = || RegistryError::new(Code::BlobUnknown, format!("blob {digest} is unknown to {repo}"));
+        let unknown = || {
+            RegistryError::new(
+                Code::BlobUnknown,
+                format!("blob {digest} is unknown to {repo}"),
+            )
+        };
         if !self.is_linked(repo, digest).await? {
             return Err(unknown());
         }
@@ -80,27 +94,51 @@ impl Registry {
 
     /// A URL to fetch a blob that `repo` links directly from the backend
     /// (`head`: for a HEAD request), when the backend redirects.
-    pub async fn blob_redirect(&self, repo: &RepoName, digest: &Digest, head: bool) -> Result<Option<String>> {
+    pub async fn blob_redirect(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        head: bool,
+    ) -> Result<Option<String>> {
         self.blob_size(repo, digest).await?;
-        Ok(self.storage.redirect_url(&layout::blob_data(digest), head).await?)
+        Ok(self
+            .storage
+            .redirect_url(&layout::blob_data(digest), head)
+            .await?)
     }
 
     /// Streams a blob (or the requested range of it) that `repo` links.
-    pub async fn blob_get(&self, repo: &RepoName, digest: &Digest, range: Option<BlobRange>) -> Result<BlobRead> {
+    pub async fn blob_get(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<BlobRange>,
+    ) -> Result<BlobRead> {
         let size = self.blob_size(repo, digest).await?;
         let range = match range {
             None => None,
             Some(r) => Some(r.resolve(size).ok_or_else(|| {
-                RegistryError::new(Code::RangeInvalid, format!("range not satisfiable for a blob of {size} bytes"))
+                RegistryError::new(
+                    Code::RangeInvalid,
+                    format!("range not satisfiable for a blob of {size} bytes"),
+                )
             })?),
         };
         let (offset, len) = match range {
             Some((a, b)) => (a, Some(b - a + 1)),
             None => (0, None),
         };
-        let body = self.storage.reader(&layout::blob_data(digest), offset, len).await.map_err(|e| {
-            if e.is_not_found() { RegistryError::new(Code::BlobUnknown, format!("blob {digest} vanished")) } else { e.into() }
-        })?;
+        let body = self
+            .storage
+            .reader(&layout::blob_data(digest), offset, len)
+            .await
+            .map_err(|e| {
+                if e.is_not_found() {
+                    RegistryError::new(Code::BlobUnknown, format!("blob {digest} vanished"))
+                } else {
+                    e.into()
+                }
+            })?;
         Ok(BlobRead { size, range, body })
     }
 
@@ -108,22 +146,39 @@ impl Registry {
     /// until garbage collection).
     pub async fn blob_delete(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
         self.ensure_delete_enabled()?;
-        if self.read_link(&layout::layer_link(repo, digest)).await?.as_ref() != Some(digest) {
-            return Err(RegistryError::new(Code::BlobUnknown, format!("blob {digest} is unknown to {repo}")));
+        if self
+            .read_link(&layout::layer_link(repo, digest))
+            .await?
+            .as_ref()
+            != Some(digest)
+        {
+            return Err(RegistryError::new(
+                Code::BlobUnknown,
+                format!("blob {digest} is unknown to {repo}"),
+            ));
         }
-        self.delete_if_exists(&layout::layer_link_dir(repo, digest)).await
+        self.delete_if_exists(&layout::layer_link_dir(repo, digest))
+            .await
     }
 
     /// Links into `repo` a blob that `from` links, returning its size;
     /// `None` means the client should upload the blob instead.
-    pub async fn blob_mount(&self, repo: &RepoName, from: &RepoName, digest: &Digest) -> Result<Option<u64>> {
+    pub async fn blob_mount(
+        &self,
+        repo: &RepoName,
+        from: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<u64>> {
         self.ensure_writable()?;
         if !self.is_linked(from, digest).await? {
             return Ok(None);
         }
         self.touch(digest).await;
-        let Some(size) = self.stored_blob_size(digest).await? else { return Ok(None) };
-        self.write_link(&layout::layer_link(repo, digest), digest).await?;
+        let Some(size) = self.stored_blob_size(digest).await? else {
+            return Ok(None);
+        };
+        self.write_link(&layout::layer_link(repo, digest), digest)
+            .await?;
         Ok(Some(size))
     }
 }

@@ -39,19 +39,24 @@ impl Registry {
     pub(super) async fn tag_names(&self, repo: &RepoName) -> Result<Option<Vec<String>>> {
         match self.storage.list(&layout::tags_dir(repo)).await {
             Ok(names) => Ok(Some(names)),
-            Err(e) if e.is_not_found() => {
-                Ok(self.exists(&layout::manifests_dir(repo)).await?.then(Vec::new))
-            }
+            Err(e) if e.is_not_found() => Ok(self
+                .exists(&layout::manifests_dir(repo))
+                .await?
+                .then(Vec::new)),
             Err(e) => Err(e.into()),
         }
     }
 
     /// A page of the tags of `repo`.
-    pub async fn tags(&self, repo: &RepoName, n: Option<usize>, last: Option<&str>) -> Result<Page> {
-        let names = self
-            .tag_names(repo)
-            .await?
-            .ok_or_else(|| RegistryError::new(Code::NameUnknown, format!("repository {repo} is unknown")))?;
+    pub async fn tags(
+        &self,
+        repo: &RepoName,
+        n: Option<usize>,
+        last: Option<&str>,
+    ) -> Result<Page> {
+        let names = self.tag_names(repo).await?.ok_or_else(|| {
+            RegistryError::new(Code::NameUnknown, format!("repository {repo} is unknown"))
+        })?;
         Ok(paginate(names, n, last))
     }
 
@@ -65,7 +70,11 @@ impl Registry {
             .filter(|(_, children)| children.iter().any(|c| c == "_manifests" || c == "_layers"))
             .map(|(name, _)| name)
             .collect();
-        Ok(paginate(repos, Some(n.unwrap_or(DEFAULT_CATALOG_PAGE)), last))
+        Ok(paginate(
+            repos,
+            Some(n.unwrap_or(DEFAULT_CATALOG_PAGE)),
+            last,
+        ))
     }
 
     /// Every directory below the repositories root whose path is a valid
@@ -74,16 +83,30 @@ impl Registry {
         let mut found = Vec::new();
         let mut pending = vec![String::new()];
         while let Some(prefix) = pending.pop() {
-            let dir = if prefix.is_empty() { layout::REPOSITORIES.to_owned() } else { format!("{}/{prefix}", layout::REPOSITORIES) };
+            let dir = if prefix.is_empty() {
+                layout::REPOSITORIES.to_owned()
+            } else {
+                format!("{}/{prefix}", layout::REPOSITORIES)
+            };
             let children = match self.storage.list(&dir).await {
                 Ok(children) => children,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
             };
             for child in &children {
-                let path = if prefix.is_empty() { child.clone() } else { format!("{prefix}/{child}") };
+                let path = if prefix.is_empty() {
+                    child.clone()
+                } else {
+                    format!("{prefix}/{child}")
+                };
                 // Only directories that can be (part of) a repository name are walked.
-                if RepoName::parse(&path).is_some() && self.storage.stat(&format!("{}/{path}", layout::REPOSITORIES)).await?.is_dir {
+                if RepoName::parse(&path).is_some()
+                    && self
+                        .storage
+                        .stat(&format!("{}/{path}", layout::REPOSITORIES))
+                        .await?
+                        .is_dir
+                {
                     pending.push(path);
                 }
             }
@@ -106,10 +129,40 @@ mod tests {
     #[test]
     fn pagination() {
         let all = v(&["c", "a", "b", "d"]);
-        assert_eq!(paginate(all.clone(), None, None), Page { items: v(&["a", "b", "c", "d"]), more: false });
-        assert_eq!(paginate(all.clone(), Some(2), None), Page { items: v(&["a", "b"]), more: true });
-        assert_eq!(paginate(all.clone(), Some(2), Some("b")), Page { items: v(&["c", "d"]), more: false });
-        assert_eq!(paginate(all.clone(), Some(0), None), Page { items: vec![], more: false });
-        assert_eq!(paginate(all, Some(10), Some("z")), Page { items: vec![], more: false });
+        assert_eq!(
+            paginate(all.clone(), None, None),
+            Page {
+                items: v(&["a", "b", "c", "d"]),
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), None),
+            Page {
+                items: v(&["a", "b"]),
+                more: true
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(2), Some("b")),
+            Page {
+                items: v(&["c", "d"]),
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all.clone(), Some(0), None),
+            Page {
+                items: vec![],
+                more: false
+            }
+        );
+        assert_eq!(
+            paginate(all, Some(10), Some("z")),
+            Page {
+                items: vec![],
+                more: false
+            }
+        );
     }
 }

@@ -57,12 +57,24 @@ impl Registry {
 
     /// The manifest revisions of a repository.
     pub(crate) async fn revisions(&self, repo: &RepoName) -> Result<Vec<Digest>> {
-        self.digests_below(&format!("{}/_manifests/revisions", layout::repository(repo))).await
+        self.digests_below(&format!(
+            "{}/_manifests/revisions",
+            layout::repository(repo)
+        ))
+        .await
     }
 
     /// When a revision was linked into a repository, if it still is.
-    pub(crate) async fn revision_linked_at(&self, repo: &RepoName, digest: &Digest) -> Result<Option<SystemTime>> {
-        match self.storage.stat(&layout::revision_link(repo, digest)).await {
+    pub(crate) async fn revision_linked_at(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+    ) -> Result<Option<SystemTime>> {
+        match self
+            .storage
+            .stat(&layout::revision_link(repo, digest))
+            .await
+        {
             Ok(info) => Ok(Some(info.modified)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
@@ -73,8 +85,13 @@ impl Registry {
     pub(crate) async fn tagged(&self, repo: &RepoName) -> Result<Vec<(Tag, Digest)>> {
         let mut tagged = Vec::new();
         for name in self.tag_names(repo).await?.unwrap_or_default() {
-            let Some(tag) = Tag::parse(&name) else { continue };
-            if let Some(digest) = self.read_link(&layout::tag_current_link(repo, &tag)).await? {
+            let Some(tag) = Tag::parse(&name) else {
+                continue;
+            };
+            if let Some(digest) = self
+                .read_link(&layout::tag_current_link(repo, &tag))
+                .await?
+            {
                 tagged.push((tag, digest));
             }
         }
@@ -83,12 +100,17 @@ impl Registry {
 
     /// The blobs a repository links as layers.
     pub(crate) async fn layer_links(&self, repo: &RepoName) -> Result<Vec<Digest>> {
-        self.digests_below(&format!("{}/_layers", layout::repository(repo))).await
+        self.digests_below(&format!("{}/_layers", layout::repository(repo)))
+            .await
     }
 
     /// A stored manifest, parsed; `None` when missing or not a manifest.
     pub(crate) async fn stored_manifest(&self, digest: &Digest) -> Result<Option<Manifest>> {
-        match self.storage.get_content(&layout::blob_data(digest), manifest::READ_CAP_BYTES).await {
+        match self
+            .storage
+            .get_content(&layout::blob_data(digest), manifest::READ_CAP_BYTES)
+            .await
+        {
             Ok(content) => Ok(manifest::parse(None, &content).ok()),
             Err(e) if e.is_not_found() => Ok(None),
             Err(crate::storage::StorageError::TooLarge { .. }) => Ok(None),
@@ -101,7 +123,10 @@ impl Registry {
         let mut digests = Vec::new();
         for alg in self.children(layout::BLOBS).await? {
             for prefix in self.children(&format!("{}/{alg}", layout::BLOBS)).await? {
-                for hex in self.children(&format!("{}/{alg}/{prefix}", layout::BLOBS)).await? {
+                for hex in self
+                    .children(&format!("{}/{alg}/{prefix}", layout::BLOBS))
+                    .await?
+                {
                     if let Ok(d) = format!("{alg}:{hex}").parse::<Digest>() {
                         digests.push(d);
                     }
@@ -114,7 +139,11 @@ impl Registry {
     /// Size and write time of a stored blob.
     pub(crate) async fn stored_blob(&self, digest: &Digest) -> Result<Option<StoredBlob>> {
         match self.storage.stat(&layout::blob_data(digest)).await {
-            Ok(info) if !info.is_dir => Ok(Some(StoredBlob { digest: digest.clone(), size: info.size, modified: info.modified })),
+            Ok(info) if !info.is_dir => Ok(Some(StoredBlob {
+                digest: digest.clone(),
+                size: info.size,
+                modified: info.modified,
+            })),
             Ok(_) => Ok(None),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
@@ -128,8 +157,14 @@ impl Registry {
     }
 
     /// Unlinks a manifest revision (its tags' history entries stay, as in Distribution).
-    pub(crate) async fn unlink_revision(&self, repo: &RepoName, digest: &Digest, subject: Option<&Digest>) -> Result<()> {
-        self.delete_if_exists(&layout::revision_dir(repo, digest)).await?;
+    pub(crate) async fn unlink_revision(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        subject: Option<&Digest>,
+    ) -> Result<()> {
+        self.delete_if_exists(&layout::revision_dir(repo, digest))
+            .await?;
         if let Some(subject) = subject {
             self.remove_referrer(repo, subject, digest).await?;
         }
@@ -138,7 +173,8 @@ impl Registry {
 
     /// Unlinks a layer from a repository.
     pub(crate) async fn unlink_layer(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
-        self.delete_if_exists(&layout::layer_link_dir(repo, digest)).await
+        self.delete_if_exists(&layout::layer_link_dir(repo, digest))
+            .await
     }
 
     /// Removes the empty directories of a repository; whether it is gone.

@@ -39,7 +39,10 @@ pub struct PushedManifest {
 }
 
 fn unknown_manifest(repo: &RepoName, reference: &dyn std::fmt::Display) -> RegistryError {
-    RegistryError::new(Code::ManifestUnknown, format!("manifest {reference} is unknown to {repo}"))
+    RegistryError::new(
+        Code::ManifestUnknown,
+        format!("manifest {reference} is unknown to {repo}"),
+    )
 }
 
 impl Registry {
@@ -52,7 +55,12 @@ impl Registry {
                 .await?
                 .ok_or_else(|| unknown_manifest(repo, t))?,
         };
-        if self.read_link(&layout::revision_link(repo, &digest)).await?.as_ref() != Some(&digest) {
+        if self
+            .read_link(&layout::revision_link(repo, &digest))
+            .await?
+            .as_ref()
+            != Some(&digest)
+        {
             return Err(unknown_manifest(repo, reference));
         }
         self.touch(&digest).await;
@@ -62,18 +70,36 @@ impl Registry {
     async fn read_manifest_blob(&self, repo: &RepoName, digest: &Digest) -> Result<Bytes> {
         // Read with a generous cap: manifests written by other registries may
         // exceed our push limit, and must still be served.
-        let cap = self.options.manifest_max_bytes.max(manifest::READ_CAP_BYTES);
-        self.storage.get_content(&layout::blob_data(digest), cap).await.map_err(|e| {
-            if e.is_not_found() { unknown_manifest(repo, digest) } else { e.into() }
-        })
+        let cap = self
+            .options
+            .manifest_max_bytes
+            .max(manifest::READ_CAP_BYTES);
+        self.storage
+            .get_content(&layout::blob_data(digest), cap)
+            .await
+            .map_err(|e| {
+                if e.is_not_found() {
+                    unknown_manifest(repo, digest)
+                } else {
+                    e.into()
+                }
+            })
     }
 
     /// Reads a manifest by tag or digest.
-    pub async fn manifest_get(&self, repo: &RepoName, reference: &Reference) -> Result<ManifestRead> {
+    pub async fn manifest_get(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+    ) -> Result<ManifestRead> {
         let digest = self.resolve(repo, reference).await?;
         let content = self.read_manifest_blob(repo, &digest).await?;
         let media_type = manifest::served_media_type(&content);
-        Ok(ManifestRead { digest, media_type, content })
+        Ok(ManifestRead {
+            digest,
+            media_type,
+            content,
+        })
     }
 
     /// Stores a manifest under a tag or its digest.
@@ -88,10 +114,14 @@ impl Registry {
         if content.len() as u64 > self.options.manifest_max_bytes {
             return Err(RegistryError::new(
                 Code::SizeInvalid,
-                format!("manifest exceeds the limit of {} bytes", self.options.manifest_max_bytes),
+                format!(
+                    "manifest exceeds the limit of {} bytes",
+                    self.options.manifest_max_bytes
+                ),
             ));
         }
-        let parsed = manifest::parse(content_type, &content).map_err(|e| RegistryError::new(Code::ManifestInvalid, e))?;
+        let parsed = manifest::parse(content_type, &content)
+            .map_err(|e| RegistryError::new(Code::ManifestInvalid, e))?;
         let digest = match reference {
             Reference::Digest(expected) => {
                 let actual = Digest::of(expected.algorithm(), &content);
@@ -116,33 +146,56 @@ impl Registry {
         self.check_references(repo, &parsed).await?;
 
         if self.stored_blob_size(&digest).await? != Some(content.len() as u64) {
-            self.storage.put_content(&layout::blob_data(&digest), content.clone()).await?;
+            self.storage
+                .put_content(&layout::blob_data(&digest), content.clone())
+                .await?;
         }
-        self.write_link(&layout::revision_link(repo, &digest), &digest).await?;
+        self.write_link(&layout::revision_link(repo, &digest), &digest)
+            .await?;
         if let Reference::Tag(tag) = reference {
-            self.write_link(&layout::tag_index_link(repo, tag, &digest), &digest).await?;
-            self.write_link(&layout::tag_current_link(repo, tag), &digest).await?;
+            self.write_link(&layout::tag_index_link(repo, tag, &digest), &digest)
+                .await?;
+            self.write_link(&layout::tag_current_link(repo, tag), &digest)
+                .await?;
         }
         let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
         if let Some(subject) = &subject {
-            self.add_referrer(repo, subject, &referrer_descriptor(&parsed, &digest, content.len() as u64)).await?;
+            self.add_referrer(
+                repo,
+                subject,
+                &referrer_descriptor(&parsed, &digest, content.len() as u64),
+            )
+            .await?;
         }
-        Ok(PushedManifest { digest, subject, media_type: parsed.media_type })
+        Ok(PushedManifest {
+            digest,
+            subject,
+            media_type: parsed.media_type,
+        })
     }
 
     /// Fails with MANIFEST_BLOB_UNKNOWN unless everything `m` needs is in `repo`.
     async fn check_references(&self, repo: &RepoName, m: &Manifest) -> Result<()> {
         let missing = |d: &Descriptor| {
-            RegistryError::new(Code::ManifestBlobUnknown, format!("{} {} is not in {repo}", d.media_type, d.digest))
+            RegistryError::new(
+                Code::ManifestBlobUnknown,
+                format!("{} {} is not in {repo}", d.media_type, d.digest),
+            )
         };
         for blob in m.required_blobs() {
-            if !self.is_linked(repo, &blob.digest).await? || self.stored_blob_size(&blob.digest).await?.is_none() {
+            if !self.is_linked(repo, &blob.digest).await?
+                || self.stored_blob_size(&blob.digest).await?.is_none()
+            {
                 return Err(missing(blob));
             }
         }
         for child in &m.manifests {
-            let linked = self.read_link(&layout::revision_link(repo, &child.digest)).await?;
-            if linked.as_ref() != Some(&child.digest) || self.stored_blob_size(&child.digest).await?.is_none() {
+            let linked = self
+                .read_link(&layout::revision_link(repo, &child.digest))
+                .await?;
+            if linked.as_ref() != Some(&child.digest)
+                || self.stored_blob_size(&child.digest).await?.is_none()
+            {
                 return Err(missing(child));
             }
         }
@@ -154,18 +207,28 @@ impl Registry {
         self.ensure_delete_enabled()?;
         match reference {
             Reference::Tag(tag) => {
-                if self.read_link(&layout::tag_current_link(repo, tag)).await?.is_none() {
+                if self
+                    .read_link(&layout::tag_current_link(repo, tag))
+                    .await?
+                    .is_none()
+                {
                     return Err(unknown_manifest(repo, tag));
                 }
                 self.delete_if_exists(&layout::tag_dir(repo, tag)).await
             }
             Reference::Digest(digest) => {
-                let digest = self.resolve(repo, &Reference::Digest(digest.clone())).await?;
+                let digest = self
+                    .resolve(repo, &Reference::Digest(digest.clone()))
+                    .await?;
                 let subject = match self.read_manifest_blob(repo, &digest).await {
-                    Ok(content) => manifest::parse(None, &content).ok().and_then(|m| m.subject).map(|s| s.digest),
+                    Ok(content) => manifest::parse(None, &content)
+                        .ok()
+                        .and_then(|m| m.subject)
+                        .map(|s| s.digest),
                     Err(_) => None,
                 };
-                self.delete_if_exists(&layout::revision_dir(repo, &digest)).await?;
+                self.delete_if_exists(&layout::revision_dir(repo, &digest))
+                    .await?;
                 for tag in self.tags_pointing_at(repo, &digest).await? {
                     self.delete_if_exists(&layout::tag_dir(repo, &tag)).await?;
                 }
@@ -180,8 +243,15 @@ impl Registry {
     async fn tags_pointing_at(&self, repo: &RepoName, digest: &Digest) -> Result<Vec<Tag>> {
         let mut tags = Vec::new();
         for tag in self.tag_names(repo).await?.unwrap_or_default() {
-            let Some(tag) = Tag::parse(&tag) else { continue };
-            if self.read_link(&layout::tag_current_link(repo, &tag)).await?.as_ref() == Some(digest) {
+            let Some(tag) = Tag::parse(&tag) else {
+                continue;
+            };
+            if self
+                .read_link(&layout::tag_current_link(repo, &tag))
+                .await?
+                .as_ref()
+                == Some(digest)
+            {
                 tags.push(tag);
             }
         }

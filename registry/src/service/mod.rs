@@ -66,7 +66,12 @@ impl Registry {
     /// A registry over `storage`.
     pub fn new(storage: Arc<dyn StorageDriver>, options: Options) -> Self {
         let touches = touch::Touches::new(options.gc_grace_period / 4);
-        Registry { storage, options, uploads: uploads::Sessions::default(), touches }
+        Registry {
+            storage,
+            options,
+            uploads: uploads::Sessions::default(),
+            touches,
+        }
     }
 
     /// The storage driver (for health checks and maintenance).
@@ -86,7 +91,10 @@ impl Registry {
 
     fn ensure_writable(&self) -> Result<()> {
         if self.options.read_only {
-            return Err(RegistryError::new(Code::Unsupported, "registry is in read-only mode"));
+            return Err(RegistryError::new(
+                Code::Unsupported,
+                "registry is in read-only mode",
+            ));
         }
         Ok(())
     }
@@ -94,7 +102,10 @@ impl Registry {
     fn ensure_delete_enabled(&self) -> Result<()> {
         self.ensure_writable()?;
         if !self.options.delete_enabled {
-            return Err(RegistryError::new(Code::Unsupported, "deletes are disabled (storage.delete.enabled)"));
+            return Err(RegistryError::new(
+                Code::Unsupported,
+                "deletes are disabled (storage.delete.enabled)",
+            ));
         }
         Ok(())
     }
@@ -102,14 +113,19 @@ impl Registry {
     /// Reads a link file; `None` when it does not exist or holds no valid digest.
     pub(crate) async fn read_link(&self, path: &str) -> Result<Option<Digest>> {
         match self.storage.get_content(path, LINK_MAX_BYTES).await {
-            Ok(content) => Ok(std::str::from_utf8(&content).ok().and_then(|s| s.trim().parse().ok())),
+            Ok(content) => Ok(std::str::from_utf8(&content)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 
     pub(crate) async fn write_link(&self, path: &str, digest: &Digest) -> Result<()> {
-        Ok(self.storage.put_content(path, Bytes::from(digest.to_string())).await?)
+        Ok(self
+            .storage
+            .put_content(path, Bytes::from(digest.to_string()))
+            .await?)
     }
 
     /// Whether `path` exists.

@@ -19,21 +19,40 @@ use super::Registry;
 const ENTRY_MAX_BYTES: u64 = 1024 * 1024;
 
 impl Registry {
-    pub(super) async fn add_referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Descriptor) -> Result<()> {
+    pub(super) async fn add_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        referrer: &Descriptor,
+    ) -> Result<()> {
         let entry = serde_json::to_vec(referrer).map_err(|e| {
-            crate::error::RegistryError::new(crate::error::Code::Unknown, format!("encoding referrer: {e}"))
+            crate::error::RegistryError::new(
+                crate::error::Code::Unknown,
+                format!("encoding referrer: {e}"),
+            )
         })?;
         let path = layout::referrer_entry(repo, subject, &referrer.digest);
         Ok(self.storage.put_content(&path, Bytes::from(entry)).await?)
     }
 
-    pub(super) async fn remove_referrer(&self, repo: &RepoName, subject: &Digest, referrer: &Digest) -> Result<()> {
-        self.delete_if_exists(&layout::referrer_entry(repo, subject, referrer)).await
+    pub(super) async fn remove_referrer(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        referrer: &Digest,
+    ) -> Result<()> {
+        self.delete_if_exists(&layout::referrer_entry(repo, subject, referrer))
+            .await
     }
 
     /// The manifests in `repo` whose subject is `subject`, optionally only
     /// those of `artifact_type`, ordered by digest.
-    pub async fn referrers(&self, repo: &RepoName, subject: &Digest, artifact_type: Option<&str>) -> Result<Vec<Descriptor>> {
+    pub async fn referrers(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        artifact_type: Option<&str>,
+    ) -> Result<Vec<Descriptor>> {
         let dir = layout::referrers_dir(repo, subject);
         let names = match self.storage.list(&dir).await {
             Ok(names) => names,
@@ -42,7 +61,11 @@ impl Registry {
         };
         let mut found = Vec::new();
         for name in names {
-            let content = match self.storage.get_content(&format!("{dir}/{name}"), ENTRY_MAX_BYTES).await {
+            let content = match self
+                .storage
+                .get_content(&format!("{dir}/{name}"), ENTRY_MAX_BYTES)
+                .await
+            {
                 Ok(c) => c,
                 Err(e) if e.is_not_found() => continue,
                 Err(e) => return Err(e.into()),
@@ -54,7 +77,9 @@ impl Registry {
             if artifact_type.is_some_and(|t| descriptor.artifact_type.as_deref() != Some(t)) {
                 continue;
             }
-            let linked = self.read_link(&layout::revision_link(repo, &descriptor.digest)).await?;
+            let linked = self
+                .read_link(&layout::revision_link(repo, &descriptor.digest))
+                .await?;
             if linked.as_ref() == Some(&descriptor.digest) {
                 found.push(descriptor);
             }

@@ -32,14 +32,20 @@ pub(super) struct Touches {
 impl Touches {
     /// Touches refreshed at most every `interval`.
     pub(super) fn new(interval: Duration) -> Self {
-        Touches { interval, recent: Mutex::new(HashMap::new()) }
+        Touches {
+            interval,
+            recent: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Whether `digest` needs a touch written now; records it if so.
     fn due(&self, digest: &Digest) -> bool {
         let now = Instant::now();
         let mut recent = self.recent.lock().unwrap_or_else(PoisonError::into_inner);
-        if recent.get(digest).is_some_and(|t| now.duration_since(*t) < self.interval) {
+        if recent
+            .get(digest)
+            .is_some_and(|t| now.duration_since(*t) < self.interval)
+        {
             return false;
         }
         if recent.len() >= CACHE_PRUNE_AT {
@@ -50,7 +56,10 @@ impl Touches {
     }
 
     fn forget(&self, digest: &Digest) {
-        self.recent.lock().unwrap_or_else(PoisonError::into_inner).remove(digest);
+        self.recent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(digest);
     }
 }
 
@@ -62,8 +71,15 @@ impl Registry {
         if self.options.read_only || !self.touches.due(digest) {
             return;
         }
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
-        if let Err(e) = self.storage.put_content(&layout::touch(digest), Bytes::from(now.to_string())).await {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        if let Err(e) = self
+            .storage
+            .put_content(&layout::touch(digest), Bytes::from(now.to_string()))
+            .await
+        {
             self.touches.forget(digest);
             tracing::warn!(%digest, error = %e, "could not record a touch");
         }

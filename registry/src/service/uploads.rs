@@ -49,7 +49,10 @@ impl Sessions {
     }
 
     fn forget(&self, id: &str) {
-        self.sessions.lock().unwrap_or_else(PoisonError::into_inner).remove(id);
+        self.sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
     }
 }
 
@@ -75,12 +78,21 @@ pub struct UploadCompletion {
 fn valid_upload_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= MAX_UPLOAD_ID_LEN
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn new_upload_id() -> String {
     let h = format!("{:032x}", rand::random::<u128>());
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }
 
 fn unknown_upload(id: &str) -> RegistryError {
@@ -93,26 +105,40 @@ impl Registry {
         self.ensure_writable()?;
         let id = new_upload_id();
         let started = humantime::format_rfc3339_seconds(SystemTime::now()).to_string();
-        self.storage.put_content(&layout::upload_started_at(repo, &id), Bytes::from(started)).await?;
+        self.storage
+            .put_content(&layout::upload_started_at(repo, &id), Bytes::from(started))
+            .await?;
         Ok(UploadStatus { id, size: 0 })
     }
 
     /// The size received so far by a session.
     pub async fn upload_status(&self, repo: &RepoName, id: &str) -> Result<UploadStatus> {
         let _session = self.lock_session(repo, id).await?;
-        Ok(UploadStatus { id: id.to_owned(), size: self.upload_size(repo, id).await? })
+        Ok(UploadStatus {
+            id: id.to_owned(),
+            size: self.upload_size(repo, id).await?,
+        })
     }
 
     /// Appends `body` to a session. With `start`, the chunk must begin exactly
     /// at the bytes received so far (else RANGE_INVALID).
-    pub async fn upload_append<S>(&self, repo: &RepoName, id: &str, start: Option<u64>, body: S) -> Result<UploadStatus>
+    pub async fn upload_append<S>(
+        &self,
+        repo: &RepoName,
+        id: &str,
+        start: Option<u64>,
+        body: S,
+    ) -> Result<UploadStatus>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
         self.ensure_writable()?;
         let mut running = self.lock_session(repo, id).await?;
         let size = self.append(repo, id, start, &mut running, body).await?;
-        Ok(UploadStatus { id: id.to_owned(), size })
+        Ok(UploadStatus {
+            id: id.to_owned(),
+            size,
+        })
     }
 
     /// Completes a session: appends the optional final chunk, verifies the
@@ -138,7 +164,9 @@ impl Registry {
         self.storage.writer(&data).await?.commit().await?;
         let size = self.upload_size(repo, id).await?;
         let actual = match running.take() {
-            Some(h) if h.offset == size && h.hasher.algorithm() == digest.algorithm() => h.hasher.finish(),
+            Some(h) if h.offset == size && h.hasher.algorithm() == digest.algorithm() => {
+                h.hasher.finish()
+            }
             _ => self.hash_stored(&data, digest.algorithm()).await?,
         };
         if actual != *digest {
@@ -150,18 +178,29 @@ impl Registry {
         }
         self.touch(digest).await;
         self.publish_blob(digest, &data).await?;
-        self.write_link(&layout::layer_link(repo, digest), digest).await?;
+        self.write_link(&layout::layer_link(repo, digest), digest)
+            .await?;
         self.discard_upload(repo, id).await?;
-        Ok(UploadCompletion { digest: digest.clone(), size })
+        Ok(UploadCompletion {
+            digest: digest.clone(),
+            size,
+        })
     }
 
     /// Uploads a whole blob in one request (`POST ?digest=`).
-    pub async fn upload_monolithic<S>(&self, repo: &RepoName, digest: &Digest, body: S) -> Result<UploadCompletion>
+    pub async fn upload_monolithic<S>(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        body: S,
+    ) -> Result<UploadCompletion>
     where
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
         let upload = self.upload_start(repo).await?;
-        let result = self.upload_complete(repo, &upload.id, digest, None, Some(body)).await;
+        let result = self
+            .upload_complete(repo, &upload.id, digest, None, Some(body))
+            .await;
         if result.is_err() {
             if let Err(e) = self.discard_upload(repo, &upload.id).await {
                 tracing::warn!(error = %e, upload = %upload.id, "could not discard failed upload");
@@ -183,7 +222,9 @@ impl Registry {
         let now = SystemTime::now();
         let mut purged = 0;
         for (name, children) in self.repository_dirs().await? {
-            let Some(repo) = RepoName::parse(&name).filter(|_| children.iter().any(|c| c == "_uploads")) else {
+            let Some(repo) =
+                RepoName::parse(&name).filter(|_| children.iter().any(|c| c == "_uploads"))
+            else {
                 continue;
             };
             let ids = match self.storage.list(&layout::uploads_dir(&repo)).await {
@@ -209,8 +250,14 @@ impl Registry {
 
     /// When a session started: its `startedat`, else its directory's mtime.
     async fn upload_started(&self, repo: &RepoName, id: &str) -> Result<Option<SystemTime>> {
-        let recorded = match self.storage.get_content(&layout::upload_started_at(repo, id), 256).await {
-            Ok(text) => std::str::from_utf8(&text).ok().and_then(|t| humantime::parse_rfc3339_weak(t.trim()).ok()),
+        let recorded = match self
+            .storage
+            .get_content(&layout::upload_started_at(repo, id), 256)
+            .await
+        {
+            Ok(text) => std::str::from_utf8(&text)
+                .ok()
+                .and_then(|t| humantime::parse_rfc3339_weak(t.trim()).ok()),
             Err(e) if e.is_not_found() => None,
             Err(e) => return Err(e.into()),
         };
@@ -226,7 +273,11 @@ impl Registry {
 
     /// Takes this instance's lock on a session that exists in `repo`,
     /// giving access to its running hash.
-    async fn lock_session(&self, repo: &RepoName, id: &str) -> Result<OwnedMutexGuard<Option<RunningHash>>> {
+    async fn lock_session(
+        &self,
+        repo: &RepoName,
+        id: &str,
+    ) -> Result<OwnedMutexGuard<Option<RunningHash>>> {
         if !valid_upload_id(id) {
             return Err(unknown_upload(id));
         }
@@ -239,7 +290,11 @@ impl Registry {
 
     /// Bytes a session holds, appended so far (possibly by another instance).
     async fn upload_size(&self, repo: &RepoName, id: &str) -> Result<u64> {
-        Ok(self.storage.writer(&layout::upload_data(repo, id)).await?.size())
+        Ok(self
+            .storage
+            .writer(&layout::upload_data(repo, id))
+            .await?
+            .size())
     }
 
     /// Streams `body` onto the session's data, keeping the running hash in step.
@@ -264,10 +319,15 @@ impl Registry {
         }
         let mut hash = running.take().filter(|h| h.offset == offset);
         if offset == 0 && hash.is_none() {
-            hash = Some(RunningHash { offset: 0, hasher: Hasher::new(Algorithm::Sha256) });
+            hash = Some(RunningHash {
+                offset: 0,
+                hasher: Hasher::new(Algorithm::Sha256),
+            });
         }
         while let Some(chunk) = body.next().await {
-            let chunk = chunk.map_err(|e| RegistryError::new(Code::BlobUploadInvalid, format!("reading upload body: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                RegistryError::new(Code::BlobUploadInvalid, format!("reading upload body: {e}"))
+            })?;
             if let Some(h) = hash.as_mut() {
                 h.hasher.update(&chunk);
             }
@@ -275,7 +335,10 @@ impl Registry {
         }
         let size = writer.size();
         writer.close().await?;
-        *running = hash.map(|h| RunningHash { offset: size, hasher: h.hasher });
+        *running = hash.map(|h| RunningHash {
+            offset: size,
+            hasher: h.hasher,
+        });
         Ok(size)
     }
 
@@ -284,10 +347,15 @@ impl Registry {
         let mut hasher = Hasher::new(algorithm);
         match self.storage.reader(path, 0, None).await {
             Ok(mut stream) => {
-                while let Some(chunk) = stream.try_next().await.map_err(|e| crate::storage::StorageError::Io {
-                    path: path.to_owned(),
-                    source: e,
-                })? {
+                while let Some(chunk) =
+                    stream
+                        .try_next()
+                        .await
+                        .map_err(|e| crate::storage::StorageError::Io {
+                            path: path.to_owned(),
+                            source: e,
+                        })?
+                {
                     hasher.update(&chunk);
                 }
             }
@@ -302,7 +370,10 @@ impl Registry {
         if self.stored_blob_size(digest).await?.is_some() {
             return Ok(());
         }
-        Ok(self.storage.rename(data, &layout::blob_data(digest)).await?)
+        Ok(self
+            .storage
+            .rename(data, &layout::blob_data(digest))
+            .await?)
     }
 
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {

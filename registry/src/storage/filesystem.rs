@@ -65,15 +65,24 @@ fn io_error(path: &Path, source: io::Error) -> StorageError {
     if source.kind() == io::ErrorKind::NotFound {
         StorageError::NotFound(path.display().to_string())
     } else {
-        StorageError::Io { path: path.display().to_string(), source }
+        StorageError::Io {
+            path: path.display().to_string(),
+            source,
+        }
     }
 }
 
 /// Runs `work`, an operation on the driver path `path`, on tokio's blocking pool.
-async fn blocking<T: Send + 'static>(path: &str, work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    path: &str,
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work)
         .await
-        .map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?
+        .map_err(|e| StorageError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(e),
+        })?
 }
 
 /// Renames `from` to `to`, creating `to`'s directory; retried once when
@@ -83,7 +92,9 @@ fn rename_into_place(from: &Path, to: &Path) -> Result<()> {
         create_parent(to)?;
         match fs::rename(from, to) {
             Ok(()) => return Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 && from.exists() => continue,
+            Err(e) if e.kind() == io::ErrorKind::NotFound && attempt == 0 && from.exists() => {
+                continue;
+            }
             Err(e) => return Err(io_error(from, e)),
         }
     }
@@ -102,9 +113,14 @@ fn read_small(path: &Path, limit: u64) -> Result<Bytes> {
     let file = File::open(path).map_err(|e| io_error(path, e))?;
     let mut content = Vec::new();
     // Read one byte past the limit to tell "exactly at" from "over".
-    file.take(limit.saturating_add(1)).read_to_end(&mut content).map_err(|e| io_error(path, e))?;
+    file.take(limit.saturating_add(1))
+        .read_to_end(&mut content)
+        .map_err(|e| io_error(path, e))?;
     if content.len() as u64 > limit {
-        return Err(StorageError::TooLarge { path: path.display().to_string(), limit });
+        return Err(StorageError::TooLarge {
+            path: path.display().to_string(),
+            limit,
+        });
     }
     Ok(content.into())
 }
@@ -133,11 +149,16 @@ impl StorageDriver for FilesystemDriver {
 
     async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes> {
         let full = self.full(path);
-        blocking(path, move || read_small(&full, limit)).await.map_err(|e| match e {
-            // Name the driver path, as callers know it.
-            StorageError::TooLarge { limit, .. } => StorageError::TooLarge { path: path.to_owned(), limit },
-            other => other,
-        })
+        blocking(path, move || read_small(&full, limit))
+            .await
+            .map_err(|e| match e {
+                // Name the driver path, as callers know it.
+                StorageError::TooLarge { limit, .. } => StorageError::TooLarge {
+                    path: path.to_owned(),
+                    limit,
+                },
+                other => other,
+            })
     }
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
@@ -164,11 +185,17 @@ impl StorageDriver for FilesystemDriver {
                 if want == 0 {
                     return Ok(None);
                 }
-                let chunk = blocking(&name, move || mapped::map_range(&file, at, want).map_err(|e| io_error(&full, e))).await?;
+                let chunk = blocking(&name, move || {
+                    mapped::map_range(&file, at, want).map_err(|e| io_error(&full, e))
+                })
+                .await?;
                 Ok(Some((chunk, at + want as u64)))
             }
         });
-        Ok(Box::pin(futures_util::TryStreamExt::map_err(chunks, |e: StorageError| io::Error::other(e))))
+        Ok(Box::pin(futures_util::TryStreamExt::map_err(
+            chunks,
+            |e: StorageError| io::Error::other(e),
+        )))
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
@@ -176,12 +203,21 @@ impl StorageDriver for FilesystemDriver {
         let opened = full.clone();
         let (file, size) = blocking(path, move || {
             create_parent(&opened)?;
-            let file = OpenOptions::new().create(true).append(true).open(&opened).map_err(|e| io_error(&opened, e))?;
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&opened)
+                .map_err(|e| io_error(&opened, e))?;
             let size = file.metadata().map_err(|e| io_error(&opened, e))?.len();
             Ok((file, size))
         })
         .await?;
-        Ok(Box::new(FsWriter { file: Arc::new(file), pending: BytesMut::new(), size, path: Arc::new(full) }))
+        Ok(Box::new(FsWriter {
+            file: Arc::new(file),
+            pending: BytesMut::new(),
+            size,
+            path: Arc::new(full),
+        }))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
@@ -221,7 +257,12 @@ impl StorageDriver for FilesystemDriver {
         let full = self.full(path);
         blocking(path, move || {
             let meta = fs::symlink_metadata(&full).map_err(|e| io_error(&full, e))?;
-            if meta.is_dir() { fs::remove_dir_all(&full) } else { fs::remove_file(&full) }.map_err(|e| io_error(&full, e))
+            if meta.is_dir() {
+                fs::remove_dir_all(&full)
+            } else {
+                fs::remove_file(&full)
+            }
+            .map_err(|e| io_error(&full, e))
         })
         .await
     }
@@ -248,7 +289,11 @@ impl StorageDriver for FilesystemDriver {
 fn prune(dir: &Path) -> Result<()> {
     let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
-        Err(e) if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory => return Ok(()),
+        Err(e)
+            if e.kind() == io::ErrorKind::NotFound || e.kind() == io::ErrorKind::NotADirectory =>
+        {
+            return Ok(());
+        }
         Err(e) => return Err(io_error(dir, e)),
     };
     for entry in entries {
@@ -259,7 +304,14 @@ fn prune(dir: &Path) -> Result<()> {
     }
     match fs::remove_dir(dir) {
         Ok(()) => Ok(()),
-        Err(e) if matches!(e.kind(), io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound) => Ok(()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::DirectoryNotEmpty | io::ErrorKind::NotFound
+            ) =>
+        {
+            Ok(())
+        }
         Err(e) => Err(io_error(dir, e)),
     }
 }
@@ -283,7 +335,10 @@ impl FsWriter {
         let written = (pending.len() + chunk.len()) as u64;
         let start = self.size - written;
         blocking(&self.path.to_string_lossy(), move || {
-            (&*file).write_all(&pending).and_then(|()| (&*file).write_all(&chunk)).map_err(|e| io_error(&path, e))?;
+            (&*file)
+                .write_all(&pending)
+                .and_then(|()| (&*file).write_all(&chunk))
+                .map_err(|e| io_error(&path, e))?;
             start_writeback(&file, start, written);
             Ok(())
         })
@@ -299,7 +354,9 @@ impl FsWriter {
 fn start_writeback(file: &File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     // The offset type differs between C libraries; let the call choose it.
-    let (Ok(offset), Ok(len)) = (offset.try_into(), len.try_into()) else { return };
+    let (Ok(offset), Ok(len)) = (offset.try_into(), len.try_into()) else {
+        return;
+    };
     // SAFETY: an open descriptor and plain integers; the call reads no memory.
     unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE) };
 }
@@ -325,7 +382,10 @@ impl FileWriter for FsWriter {
     async fn close(mut self: Box<Self>) -> Result<()> {
         self.write_through(Bytes::new()).await?;
         let (file, path) = (self.file.clone(), self.path.clone());
-        blocking(&self.path.to_string_lossy(), move || file.sync_data().map_err(|e| io_error(&path, e))).await
+        blocking(&self.path.to_string_lossy(), move || {
+            file.sync_data().map_err(|e| io_error(&path, e))
+        })
+        .await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {
@@ -343,16 +403,27 @@ mod tests {
     async fn put_get_list_rename_delete() {
         let dir = tempfile::tempdir().unwrap();
         let d = FilesystemDriver::new(dir.path());
-        d.put_content("/a/b/c", Bytes::from_static(b"hello")).await.unwrap();
+        d.put_content("/a/b/c", Bytes::from_static(b"hello"))
+            .await
+            .unwrap();
         assert_eq!(d.get_content("/a/b/c", 5).await.unwrap(), "hello");
-        assert!(matches!(d.get_content("/a/b/c", 4).await, Err(StorageError::TooLarge { .. })));
+        assert!(matches!(
+            d.get_content("/a/b/c", 4).await,
+            Err(StorageError::TooLarge { .. })
+        ));
         assert_eq!(d.list("/a/b").await.unwrap(), vec!["c"]);
         let mut w = d.writer("/a/up").await.unwrap();
         w.write(Bytes::from_static(b"012")).await.unwrap();
         w.write(Bytes::from_static(b"345")).await.unwrap();
         assert_eq!(w.size(), 6);
         w.commit().await.unwrap();
-        let part: Vec<Bytes> = d.reader("/a/up", 2, Some(3)).await.unwrap().try_collect().await.unwrap();
+        let part: Vec<Bytes> = d
+            .reader("/a/up", 2, Some(3))
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
         assert_eq!(part.concat(), b"234");
         d.rename("/a/up", "/x/y/z").await.unwrap();
         assert_eq!(d.stat("/x/y/z").await.unwrap().size, 6);

@@ -28,7 +28,8 @@ impl Instrumented {
             Err(e) if e.is_not_found() => "not_found",
             Err(_) => "error",
         };
-        self.metrics.storage_op(self.inner.name(), op, outcome, started.elapsed());
+        self.metrics
+            .storage_op(self.inner.name(), op, outcome, started.elapsed());
     }
 }
 

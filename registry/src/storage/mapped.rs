@@ -50,7 +50,12 @@ impl AsRef<[u8]> for Mapping {
         // SAFETY: `base..base + mapped` is a live PROT_READ mapping of file
         // bytes that exist (the caller mapped no further than the file's size),
         // and `skip <= mapped`.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<u8>().add(self.skip), self.mapped - self.skip) }
+        unsafe {
+            std::slice::from_raw_parts(
+                self.base.as_ptr().cast::<u8>().add(self.skip),
+                self.mapped - self.skip,
+            )
+        }
     }
 }
 
@@ -71,12 +76,20 @@ pub(super) fn map_range(file: &File, offset: u64, len: usize) -> io::Result<Byte
     // SAFETY: a fresh read-only private mapping of an open file descriptor;
     // nothing else refers to the address range it returns.
     let base = unsafe {
-        libc::mmap(std::ptr::null_mut(), mapped, libc::PROT_READ, MAP_FLAGS, file.as_raw_fd(), start)
+        libc::mmap(
+            std::ptr::null_mut(),
+            mapped,
+            libc::PROT_READ,
+            MAP_FLAGS,
+            file.as_raw_fd(),
+            start,
+        )
     };
     if base == libc::MAP_FAILED {
         return Err(io::Error::last_os_error());
     }
-    let base = NonNull::new(base).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
+    let base =
+        NonNull::new(base).ok_or_else(|| io::Error::other("mmap returned a null mapping"))?;
     Ok(Bytes::from_owner(Mapping { base, mapped, skip }))
 }
 
@@ -98,9 +111,19 @@ mod tests {
         let mut file = tempfile::tempfile().unwrap();
         let content: Vec<u8> = (0..20_000u32).map(|i| (i % 251) as u8).collect();
         file.write_all(&content).unwrap();
-        for (offset, len) in [(0, 20_000), (1, 1), (4095, 2), (4096, 4096), (12_345, 7_655)] {
+        for (offset, len) in [
+            (0, 20_000),
+            (1, 1),
+            (4095, 2),
+            (4096, 4096),
+            (12_345, 7_655),
+        ] {
             let bytes = map_range(&file, offset, len).unwrap();
-            assert_eq!(&bytes[..], &content[offset as usize..offset as usize + len], "{offset}+{len}");
+            assert_eq!(
+                &bytes[..],
+                &content[offset as usize..offset as usize + len],
+                "{offset}+{len}"
+            );
         }
     }
 }

@@ -7,8 +7,8 @@
 //! always built from validated components.
 
 pub mod filesystem;
-mod mapped;
 pub mod instrumented;
+mod mapped;
 pub mod s3;
 
 use std::io;

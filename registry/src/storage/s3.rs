@@ -16,18 +16,24 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
+use aws_sdk_s3::Client;
 use aws_sdk_s3::config::retry::RetryConfig;
 use aws_sdk_s3::config::timeout::TimeoutConfig;
-use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig};
+use aws_sdk_s3::config::{
+    BehaviorVersion, Credentials, Region, RequestChecksumCalculation, ResponseChecksumValidation,
+    StalledStreamProtectionConfig,
+};
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption, StorageClass};
-use aws_sdk_s3::Client;
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+    StorageClass,
+};
 use bytes::{Bytes, BytesMut};
 
 use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
-use crate::config::{S3Settings, S3_MIN_CHUNK};
+use crate::config::{S3_MIN_CHUNK, S3Settings};
 
 /// Largest object `CopyObject` copies in one request.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
@@ -86,13 +92,23 @@ impl S3Driver {
             loader = loader.region(Region::new(region.clone()));
         }
         if let (Some(access), Some(secret)) = (&config.accesskey, &config.secretkey) {
-            loader = loader.credentials_provider(Credentials::new(access, secret, None, None, "berth-config"));
+            loader = loader.credentials_provider(Credentials::new(
+                access,
+                secret,
+                None,
+                None,
+                "berth-config",
+            ));
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .force_path_style(config.forcepathstyle)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
-            .timeout_config(TimeoutConfig::builder().connect_timeout(Duration::from_secs(5)).build())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(Duration::from_secs(5))
+                    .build(),
+            )
             // Downloads go at the client's pace; a slow client is not a stalled server.
             .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
@@ -111,7 +127,12 @@ impl S3Driver {
             inner: Arc::new(Inner {
                 client: Client::from_conf(builder.build()),
                 bucket: config.bucket.clone(),
-                root: config.rootdirectory.as_deref().unwrap_or("").trim_matches('/').to_owned(),
+                root: config
+                    .rootdirectory
+                    .as_deref()
+                    .unwrap_or("")
+                    .trim_matches('/')
+                    .to_owned(),
                 chunk_size: settings.chunk_size as usize,
                 redirect: settings.redirect,
                 encryption,
@@ -125,7 +146,11 @@ impl Inner {
     /// The object key of a driver path.
     fn key(&self, path: &str) -> String {
         let path = path.trim_start_matches('/');
-        if self.root.is_empty() { path.to_owned() } else { format!("{}/{path}", self.root) }
+        if self.root.is_empty() {
+            path.to_owned()
+        } else {
+            format!("{}/{path}", self.root)
+        }
     }
 
     /// A storage error for a failed request on `path`; 404 is `NotFound`.
@@ -138,7 +163,10 @@ impl Inner {
             return StorageError::NotFound(path.to_owned());
         }
         let message = format!("bucket {}: {}", self.bucket, DisplayErrorContext(&err));
-        StorageError::Io { path: path.to_owned(), source: io::Error::other(message) }
+        StorageError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(message),
+        }
     }
 
     fn copy_source(&self, key: &str) -> String {
@@ -146,21 +174,42 @@ impl Inner {
     }
 
     async fn put(&self, key: &str, body: Bytes) -> Result<()> {
-        let mut request = self.client.put_object().bucket(&self.bucket).key(key).body(S3Body::from(body));
+        let mut request = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .body(S3Body::from(body));
         if let Some((sse, kms)) = &self.encryption {
-            request = request.server_side_encryption(sse.clone()).set_ssekms_key_id(kms.clone());
+            request = request
+                .server_side_encryption(sse.clone())
+                .set_ssekms_key_id(kms.clone());
         }
         if let Some(class) = &self.storage_class {
             request = request.storage_class(class.clone());
         }
-        request.send().await.map(|_| ()).map_err(|e| self.error(key, e))
+        request
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| self.error(key, e))
     }
 
     async fn head(&self, key: &str) -> Result<Option<FileInfo>> {
-        match self.client.head_object().bucket(&self.bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
             Ok(out) => Ok(Some(FileInfo {
                 size: out.content_length().unwrap_or(0).max(0) as u64,
-                modified: out.last_modified().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::UNIX_EPOCH),
+                modified: out
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH),
                 is_dir: false,
             })),
             Err(e) if status_of(&e) == Some(404) => Ok(None),
@@ -183,7 +232,10 @@ impl Inner {
             .iter()
             .filter(|u| u.key() == Some(key))
             .filter_map(|u| {
-                let started = u.initiated().and_then(|t| SystemTime::try_from(*t).ok()).unwrap_or(SystemTime::UNIX_EPOCH);
+                let started = u
+                    .initiated()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
                 Some((u.upload_id()?.to_owned(), started))
             })
             .max_by_key(|(_, started)| *started);
@@ -207,7 +259,11 @@ impl Inner {
                 .map_err(|e| self.error(key, e))?;
             for p in out.parts() {
                 if let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) {
-                    parts.push(Part { number, etag: etag.to_owned(), size: p.size().unwrap_or(0).max(0) as u64 });
+                    parts.push(Part {
+                        number,
+                        etag: etag.to_owned(),
+                        size: p.size().unwrap_or(0).max(0) as u64,
+                    });
                 }
             }
             match (out.is_truncated(), out.next_part_number_marker()) {
@@ -220,31 +276,48 @@ impl Inner {
     }
 
     async fn create_upload(&self, key: &str) -> Result<String> {
-        let mut request = self.client.create_multipart_upload().bucket(&self.bucket).key(key);
+        let mut request = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key);
         if let Some((sse, kms)) = &self.encryption {
-            request = request.server_side_encryption(sse.clone()).set_ssekms_key_id(kms.clone());
+            request = request
+                .server_side_encryption(sse.clone())
+                .set_ssekms_key_id(kms.clone());
         }
         if let Some(class) = &self.storage_class {
             request = request.storage_class(class.clone());
         }
         let out = request.send().await.map_err(|e| self.error(key, e))?;
-        out.upload_id().map(str::to_owned).ok_or_else(|| StorageError::Io {
-            path: key.to_owned(),
-            source: io::Error::other("CreateMultipartUpload returned no upload id"),
-        })
+        out.upload_id()
+            .map(str::to_owned)
+            .ok_or_else(|| StorageError::Io {
+                path: key.to_owned(),
+                source: io::Error::other("CreateMultipartUpload returned no upload id"),
+            })
     }
 
     async fn complete_upload(&self, key: &str, upload_id: &str, parts: &[Part]) -> Result<()> {
         let completed = parts
             .iter()
-            .map(|p| CompletedPart::builder().part_number(p.number).e_tag(&p.etag).build())
+            .map(|p| {
+                CompletedPart::builder()
+                    .part_number(p.number)
+                    .e_tag(&p.etag)
+                    .build()
+            })
             .collect();
         self.client
             .complete_multipart_upload()
             .bucket(&self.bucket)
             .key(key)
             .upload_id(upload_id)
-            .multipart_upload(CompletedMultipartUpload::builder().set_parts(Some(completed)).build())
+            .multipart_upload(
+                CompletedMultipartUpload::builder()
+                    .set_parts(Some(completed))
+                    .build(),
+            )
             .send()
             .await
             .map(|_| ())
@@ -252,14 +325,28 @@ impl Inner {
     }
 
     async fn abort_upload(&self, key: &str, upload_id: &str) -> Result<()> {
-        match self.client.abort_multipart_upload().bucket(&self.bucket).key(key).upload_id(upload_id).send().await {
+        match self
+            .client
+            .abort_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if status_of(&e) == Some(404) => Ok(()),
             Err(e) => Err(self.error(key, e)),
         }
     }
 
-    async fn upload_part(&self, key: &str, upload_id: &str, number: i32, body: Bytes) -> Result<Part> {
+    async fn upload_part(
+        &self,
+        key: &str,
+        upload_id: &str,
+        number: i32,
+        body: Bytes,
+    ) -> Result<Part> {
         let size = body.len() as u64;
         let out = self
             .client
@@ -279,14 +366,25 @@ impl Inner {
     /// Copies `from` to `to` inside the bucket, with multipart copy past 5 GiB.
     async fn copy(&self, from: &str, to: &str, size: u64) -> Result<()> {
         if size <= MAX_SINGLE_COPY {
-            let mut request = self.client.copy_object().bucket(&self.bucket).key(to).copy_source(self.copy_source(from));
+            let mut request = self
+                .client
+                .copy_object()
+                .bucket(&self.bucket)
+                .key(to)
+                .copy_source(self.copy_source(from));
             if let Some((sse, kms)) = &self.encryption {
-                request = request.server_side_encryption(sse.clone()).set_ssekms_key_id(kms.clone());
+                request = request
+                    .server_side_encryption(sse.clone())
+                    .set_ssekms_key_id(kms.clone());
             }
             if let Some(class) = &self.storage_class {
                 request = request.storage_class(class.clone());
             }
-            return request.send().await.map(|_| ()).map_err(|e| self.error(from, e));
+            return request
+                .send()
+                .await
+                .map(|_| ())
+                .map_err(|e| self.error(from, e));
         }
         let upload_id = self.create_upload(to).await?;
         let mut parts = Vec::new();
@@ -312,8 +410,16 @@ impl Inner {
                     return Err(self.error(from, e));
                 }
             };
-            let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
-            parts.push(Part { number, etag, size: end + 1 - offset });
+            let etag = out
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_owned();
+            parts.push(Part {
+                number,
+                etag,
+                size: end + 1 - offset,
+            });
             offset = end + 1;
         }
         self.complete_upload(to, &upload_id, &parts).await
@@ -370,11 +476,24 @@ impl StorageDriver for S3Driver {
     async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes> {
         let s = &self.inner;
         let key = s.key(path);
-        let out = s.client.get_object().bucket(&s.bucket).key(&key).send().await.map_err(|e| s.error(path, e))?;
+        let out = s
+            .client
+            .get_object()
+            .bucket(&s.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| s.error(path, e))?;
         if out.content_length().unwrap_or(0).max(0) as u64 > limit {
-            return Err(StorageError::TooLarge { path: path.to_owned(), limit });
+            return Err(StorageError::TooLarge {
+                path: path.to_owned(),
+                limit,
+            });
         }
-        let body = out.body.collect().await.map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?;
+        let body = out.body.collect().await.map_err(|e| StorageError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(e),
+        })?;
         Ok(body.into_bytes())
     }
 
@@ -403,7 +522,11 @@ impl StorageDriver for S3Driver {
             .map_err(|e| s.error(path, e))?;
         // The body's own chunks, as they arrive: no copy into another buffer.
         let chunks = futures_util::stream::try_unfold(out.body, |mut body| async move {
-            Ok(body.try_next().await.map_err(io::Error::other)?.map(|chunk| (chunk, body)))
+            Ok(body
+                .try_next()
+                .await
+                .map_err(io::Error::other)?
+                .map(|chunk| (chunk, body)))
         });
         Ok(Box::pin(chunks))
     }
@@ -414,11 +537,25 @@ impl StorageDriver for S3Driver {
         let state = match s.open_upload(&key).await? {
             Some(upload_id) => {
                 let parts = s.parts(&key, &upload_id).await?;
-                WriterState { upload_id: Some(upload_id), parts, object: 0 }
+                WriterState {
+                    upload_id: Some(upload_id),
+                    parts,
+                    object: 0,
+                }
             }
-            None => WriterState { upload_id: None, parts: Vec::new(), object: s.head(&key).await?.map_or(0, |i| i.size) },
+            None => WriterState {
+                upload_id: None,
+                parts: Vec::new(),
+                object: s.head(&key).await?.map_or(0, |i| i.size),
+            },
         };
-        Ok(Box::new(S3Writer { driver: self.inner.clone(), key, path: path.to_owned(), state, buffer: BytesMut::new() }))
+        Ok(Box::new(S3Writer {
+            driver: self.inner.clone(),
+            key,
+            path: path.to_owned(),
+            state,
+            buffer: BytesMut::new(),
+        }))
     }
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
@@ -428,7 +565,11 @@ impl StorageDriver for S3Driver {
             return Ok(info);
         }
         // A directory: any key below it.
-        let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
+        let prefix = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}/")
+        };
         let out = s
             .client
             .list_objects_v2()
@@ -439,7 +580,11 @@ impl StorageDriver for S3Driver {
             .await
             .map_err(|e| s.error(path, e))?;
         if out.key_count().unwrap_or(0) > 0 {
-            return Ok(FileInfo { size: 0, modified: SystemTime::UNIX_EPOCH, is_dir: true });
+            return Ok(FileInfo {
+                size: 0,
+                modified: SystemTime::UNIX_EPOCH,
+                is_dir: true,
+            });
         }
         Err(StorageError::NotFound(path.to_owned()))
     }
@@ -447,7 +592,11 @@ impl StorageDriver for S3Driver {
     async fn list(&self, path: &str) -> Result<Vec<String>> {
         let s = &self.inner;
         let key = s.key(path);
-        let prefix = if key.is_empty() { String::new() } else { format!("{key}/") };
+        let prefix = if key.is_empty() {
+            String::new()
+        } else {
+            format!("{key}/")
+        };
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -482,7 +631,10 @@ impl StorageDriver for S3Driver {
     async fn rename(&self, from: &str, to: &str) -> Result<()> {
         let s = &self.inner;
         let (from_key, to_key) = (s.key(from), s.key(to));
-        let info = s.head(&from_key).await?.ok_or_else(|| StorageError::NotFound(from.to_owned()))?;
+        let info = s
+            .head(&from_key)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(from.to_owned()))?;
         s.copy(&from_key, &to_key, info.size).await?;
         s.client
             .delete_object()
@@ -524,11 +676,22 @@ impl StorageDriver for S3Driver {
                 .iter()
                 .filter_map(|k| ObjectIdentifier::builder().key(k).build().ok())
                 .collect::<Vec<_>>();
-            let delete = Delete::builder().set_objects(Some(objects)).quiet(true).build().map_err(|e| StorageError::Io {
-                path: path.to_owned(),
-                source: io::Error::other(e),
-            })?;
-            let out = s.client.delete_objects().bucket(&s.bucket).delete(delete).send().await.map_err(|e| s.error(path, e))?;
+            let delete = Delete::builder()
+                .set_objects(Some(objects))
+                .quiet(true)
+                .build()
+                .map_err(|e| StorageError::Io {
+                    path: path.to_owned(),
+                    source: io::Error::other(e),
+                })?;
+            let out = s
+                .client
+                .delete_objects()
+                .bucket(&s.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| s.error(path, e))?;
             if let Some(failed) = out.errors().first() {
                 return Err(StorageError::Io {
                     path: path.to_owned(),
@@ -546,14 +709,23 @@ impl StorageDriver for S3Driver {
 
     async fn check(&self) -> Result<()> {
         let s = &self.inner;
-        s.client.head_bucket().bucket(&s.bucket).send().await.map(|_| ()).map_err(|e| {
-            let reason = match status_of(&e) {
-                Some(404) => "does not exist".to_owned(),
-                Some(403) => "access denied (check the credentials)".to_owned(),
-                _ => DisplayErrorContext(&e).to_string(),
-            };
-            StorageError::Io { path: String::new(), source: io::Error::other(format!("bucket {}: {reason}", s.bucket)) }
-        })
+        s.client
+            .head_bucket()
+            .bucket(&s.bucket)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                let reason = match status_of(&e) {
+                    Some(404) => "does not exist".to_owned(),
+                    Some(403) => "access denied (check the credentials)".to_owned(),
+                    _ => DisplayErrorContext(&e).to_string(),
+                };
+                StorageError::Io {
+                    path: String::new(),
+                    source: io::Error::other(format!("bucket {}: {reason}", s.bucket)),
+                }
+            })
     }
 
     fn redirects(&self) -> bool {
@@ -565,14 +737,32 @@ impl StorageDriver for S3Driver {
         if !s.redirect {
             return Ok(None);
         }
-        let presigning = PresigningConfig::expires_in(PRESIGNED_TTL)
-            .map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?;
+        let presigning =
+            PresigningConfig::expires_in(PRESIGNED_TTL).map_err(|e| StorageError::Io {
+                path: path.to_owned(),
+                source: io::Error::other(e),
+            })?;
         let key = s.key(path);
-        let failed = |e: String| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) };
+        let failed = |e: String| StorageError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(e),
+        };
         let presigned = if head {
-            s.client.head_object().bucket(&s.bucket).key(key).presigned(presigning).await.map_err(|e| failed(e.to_string()))
+            s.client
+                .head_object()
+                .bucket(&s.bucket)
+                .key(key)
+                .presigned(presigning)
+                .await
+                .map_err(|e| failed(e.to_string()))
         } else {
-            s.client.get_object().bucket(&s.bucket).key(key).presigned(presigning).await.map_err(|e| failed(e.to_string()))
+            s.client
+                .get_object()
+                .bucket(&s.bucket)
+                .key(key)
+                .presigned(presigning)
+                .await
+                .map_err(|e| failed(e.to_string()))
         };
         Ok(Some(presigned?.uri().to_owned()))
     }
@@ -605,10 +795,19 @@ impl S3Writer {
     /// copied in, or buffered when too small to be a part.
     async fn prepare_append(&mut self) -> Result<()> {
         let d = self.driver.clone();
-        let last_small = self.state.parts.last().is_some_and(|p| p.size < S3_MIN_CHUNK);
+        let last_small = self
+            .state
+            .parts
+            .last()
+            .is_some_and(|p| p.size < S3_MIN_CHUNK);
         if let (true, Some(upload_id)) = (last_small, self.state.upload_id.clone()) {
-            d.complete_upload(&self.key, &upload_id, &self.state.parts).await?;
-            self.state = WriterState { upload_id: None, parts: Vec::new(), object: self.written() };
+            d.complete_upload(&self.key, &upload_id, &self.state.parts)
+                .await?;
+            self.state = WriterState {
+                upload_id: None,
+                parts: Vec::new(),
+                object: self.written(),
+            };
         }
         if self.state.upload_id.is_some() || self.state.object == 0 {
             return Ok(());
@@ -627,10 +826,19 @@ impl S3Writer {
                 .send()
                 .await
                 .map_err(|e| d.error(&self.path, e))?;
-            let etag = out.copy_part_result().and_then(|r| r.e_tag()).unwrap_or_default().to_owned();
-            self.state.parts = vec![Part { number: 1, etag, size }];
+            let etag = out
+                .copy_part_result()
+                .and_then(|r| r.e_tag())
+                .unwrap_or_default()
+                .to_owned();
+            self.state.parts = vec![Part {
+                number: 1,
+                etag,
+                size,
+            }];
         } else {
-            let mut existing = BytesMut::from(&d.get_object_bytes(&self.key, &self.path).await?[..]);
+            let mut existing =
+                BytesMut::from(&d.get_object_bytes(&self.key, &self.path).await?[..]);
             existing.extend_from_slice(&self.buffer);
             self.buffer = existing;
             self.state.parts = Vec::new();
@@ -652,7 +860,9 @@ impl S3Writer {
             }
         };
         let body = self.buffer.split_to(len).freeze();
-        let part = d.upload_part(&self.key, &upload_id, part_number(&self.state.parts), body).await?;
+        let part = d
+            .upload_part(&self.key, &upload_id, part_number(&self.state.parts), body)
+            .await?;
         self.state.parts.push(part);
         Ok(())
     }
@@ -660,8 +870,18 @@ impl S3Writer {
 
 impl Inner {
     async fn get_object_bytes(&self, key: &str, path: &str) -> Result<Bytes> {
-        let out = self.client.get_object().bucket(&self.bucket).key(key).send().await.map_err(|e| self.error(path, e))?;
-        let body = out.body.collect().await.map_err(|e| StorageError::Io { path: path.to_owned(), source: io::Error::other(e) })?;
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| self.error(path, e))?;
+        let body = out.body.collect().await.map_err(|e| StorageError::Io {
+            path: path.to_owned(),
+            source: io::Error::other(e),
+        })?;
         Ok(body.into_bytes())
     }
 }
@@ -669,7 +889,14 @@ impl Inner {
 #[async_trait]
 impl FileWriter for S3Writer {
     async fn write(&mut self, chunk: Bytes) -> Result<()> {
-        if self.buffer.is_empty() && (self.state.object > 0 || self.state.parts.last().is_some_and(|p| p.size < S3_MIN_CHUNK)) {
+        if self.buffer.is_empty()
+            && (self.state.object > 0
+                || self
+                    .state
+                    .parts
+                    .last()
+                    .is_some_and(|p| p.size < S3_MIN_CHUNK))
+        {
             self.prepare_append().await?;
         }
         self.buffer.extend_from_slice(&chunk);
@@ -707,7 +934,8 @@ impl FileWriter for S3Writer {
                     d.abort_upload(&self.key, &upload_id).await?;
                     return d.put(&self.key, Bytes::new()).await;
                 }
-                d.complete_upload(&self.key, &upload_id, &self.state.parts).await
+                d.complete_upload(&self.key, &upload_id, &self.state.parts)
+                    .await
             }
         }
     }
