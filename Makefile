@@ -2,10 +2,11 @@
 #
 #   make test    install what the tests need (cached), then run every test
 #   make tools   only provision the tools (.tools/bin, cache in ~/.cache/berth)
+#   make release the release binaries of berth-registry and berth-operator
 #   make crds    regenerate crds/registry.yaml (and the chart's copy) from the operator's types
 #   make bench   berth-registry side by side with CNCF Distribution (bench/README.md)
 
-.PHONY: test tools build crds bench
+.PHONY: test tools build release crds bench
 
 tools:
 	scripts/tools.sh
@@ -13,11 +14,17 @@ tools:
 build:
 	cargo build --workspace
 
+# The release binaries, built by the README's own commands (one package at a
+# time, so the features match those of `cargo run --release -p ...`).
+release:
+	cargo build --release -p berth-registry
+	cargo build --release -p berth-operator
+
 crds:
 	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml
 	cp crds/registry.yaml charts/berth/crds/registry.yaml
 
-test: tools
+test: tools release
 	cargo test --workspace --no-fail-fast -- --show-output
 
 bench:

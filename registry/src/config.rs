@@ -13,6 +13,18 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+/// The configuration `berth-registry` serves with when given no file.
+const DEVELOPMENT: &str = "\
+version: 0.1
+http:
+  addr: 127.0.0.1:5000
+storage:
+  filesystem:
+    rootdirectory: ./data
+  delete:
+    enabled: true
+";
+
 /// Prefix of environment variables that override config keys.
 const ENV_PREFIX: &str = "REGISTRY_";
 
@@ -606,24 +618,11 @@ pub struct EndpointSettings {
 }
 
 impl Config {
-    /// The configuration used when no file is given: 127.0.0.1:5000, `./data`.
-    pub fn development() -> Config {
-        Config {
-            http: Http {
-                addr: Some("127.0.0.1:5000".to_owned()),
-                ..Http::default()
-            },
-            storage: Storage {
-                filesystem: Some(Filesystem {
-                    rootdirectory: PathBuf::from("./data"),
-                    maxthreads: None,
-                }),
-                s3: None,
-                delete: Enabled { enabled: true },
-                ..Storage::default()
-            },
-            ..Config::default()
-        }
+    /// The settings used when no file is given: 127.0.0.1:5000, filesystem
+    /// storage in `./data`, deletes allowed. They go through the same parsing,
+    /// `REGISTRY_*` overrides and checks as a file.
+    pub fn development(env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+        Config::parse(DEVELOPMENT, "the built-in development configuration", env)
     }
 
     /// Reads `path`, applies `REGISTRY_*` overrides from `env`, and checks the result.
@@ -1014,6 +1013,22 @@ mod tests {
             "test.yml",
             env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
         )
+    }
+
+    #[test]
+    fn development_settings_pass_the_checks_a_file_must_pass() {
+        let s = Config::development([]).unwrap();
+        assert_eq!(s.addr, "127.0.0.1:5000".parse().unwrap());
+        assert!(
+            matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("./data"))
+        );
+        assert!(s.config.storage.delete.enabled);
+        let moved = Config::development([(
+            "REGISTRY_HTTP_ADDR".to_owned(),
+            "127.0.0.1:5050".to_owned(),
+        )])
+        .unwrap();
+        assert_eq!(moved.addr, "127.0.0.1:5050".parse().unwrap());
     }
 
     #[test]

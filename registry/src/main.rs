@@ -44,8 +44,9 @@ enum Command {
 #[derive(Args)]
 struct GcArgs {
     /// The registry's configuration file (the same one `serve` reads).
+    /// Without one: the development settings, filesystem storage in ./data.
     #[arg(long, short, env = "REGISTRY_CONFIGURATION_PATH")]
-    config: PathBuf,
+    config: Option<PathBuf>,
     /// Report what would be deleted without deleting anything.
     #[arg(long)]
     dry_run: bool,
@@ -83,16 +84,18 @@ struct ServeArgs {
     file: Option<PathBuf>,
 }
 
-fn settings(args: &ServeArgs) -> anyhow::Result<Settings> {
+/// The settings of `file` (with `REGISTRY_*` overrides), or the development
+/// settings when no file is given.
+fn settings(file: Option<&PathBuf>) -> anyhow::Result<Settings> {
     let env = std::env::vars().filter(|(k, _)| k != "REGISTRY_CONFIGURATION_PATH");
-    match args.config.as_ref().or(args.file.as_ref()) {
+    match file {
         Some(path) => Ok(Config::load(path, env)?),
-        None => Ok(Config::development().settle()?),
+        None => Ok(Config::development(env)?),
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let settings = settings(&args)?;
+    let settings = settings(args.config.as_ref().or(args.file.as_ref()))?;
     logging::init(&settings.config.log);
     server::run(settings, server::shutdown_signal())
         .await
@@ -101,8 +104,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn gc(args: GcArgs) -> anyhow::Result<()> {
-    let env = std::env::vars().filter(|(k, _)| k != "REGISTRY_CONFIGURATION_PATH");
-    let settings = Config::load(&args.config, env)?;
+    let settings = settings(args.config.as_ref())?;
     logging::init(&settings.config.log);
     let configured = settings.gc_grace_period;
     let grace_period = args.grace_period.unwrap_or(configured);

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod minio;
 pub mod oci;
 pub mod process;
+pub mod readme;
 pub mod registry;
 pub mod skopeo;
 pub mod storage;
