@@ -3,10 +3,11 @@
 #   make test    install what the tests need (cached), then run every test
 #   make tools   only provision the tools (.tools/bin, cache in ~/.cache/berth)
 #   make release the release binaries of berth-registry and berth-operator
+#   make images  their images (and the test node's) as OCI layouts in target/images
 #   make crds    regenerate crds/registry.yaml (and the chart's copy) from the operator's types
 #   make bench   berth-registry side by side with CNCF Distribution (bench/README.md)
 
-.PHONY: test tools build release crds bench
+.PHONY: test tools build release images crds bench
 
 tools:
 	scripts/tools.sh
@@ -19,6 +20,11 @@ build:
 release:
 	cargo build --release -p berth-registry
 	cargo build --release -p berth-operator
+
+# Berth's images as OCI layouts in target/images, without a container engine
+# (scripts/images/build.sh), and the test node's pause and busybox images.
+images: release
+	scripts/images/build.sh
 
 crds:
 	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Build the Kubernetes control-plane parts the operator tests run against:
-# kube-apiserver, kube-controller-manager (its garbage collector deletes what
-# a deleted Registry owned) and etcd, from the Go module proxy at pinned
-# versions.
+# Build the Kubernetes parts the tests run, from the Go module proxy at pinned
+# versions: the control plane the operator tests run against (kube-apiserver,
+# kube-controller-manager, whose garbage collector deletes what a deleted
+# Registry owned, and etcd), the parts of the test node (kubelet,
+# kube-scheduler, kube-proxy) and kubectl, which runs the README's commands.
 #
 #   scripts/k8s-tools.sh            build (once) into the cache, link into .tools/bin/
 #   scripts/k8s-tools.sh --update   regenerate scripts/tools/k8s/go.mod and go.sum
@@ -13,9 +14,9 @@
 # scripts/tools/k8s/ is a small module of ours that requires k8s.io/kubernetes
 # and replaces each staging module with its published twin (v0.Y.Z for
 # v1.Y.Z). The replace list is derived from the release's own go.mod by
-# --update, never typed by hand. kube-controller-manager comes from the same
+# --update, never typed by hand. Every Kubernetes binary comes from the same
 # release. etcd is built from the same module, at the version this Kubernetes
-# release pins, so all three share one dependency graph.
+# release pins, so they all share one dependency graph.
 #
 # Binaries are cached outside the checkout ($BERTH_CACHE, default
 # ~/.cache/berth) in tools/<tool>-<version>/ and linked into .tools/bin/; a
@@ -50,6 +51,10 @@ update_module() {
     echo "	go.etcd.io/etcd/server/v3"
     echo "	k8s.io/kubernetes/cmd/kube-apiserver"
     echo "	k8s.io/kubernetes/cmd/kube-controller-manager"
+    echo "	k8s.io/kubernetes/cmd/kube-proxy"
+    echo "	k8s.io/kubernetes/cmd/kube-scheduler"
+    echo "	k8s.io/kubernetes/cmd/kubectl"
+    echo "	k8s.io/kubernetes/cmd/kubelet"
     echo ")"
     echo
     echo "require k8s.io/kubernetes $K8S_VERSION"
@@ -104,7 +109,9 @@ fi
 
 command -v go >/dev/null || { log "go is not installed (apt-get install golang-go, Go >= 1.24)"; exit 1; }
 mkdir -p "$cache/tools"
-build kube-apiserver k8s.io/kubernetes/cmd/kube-apiserver "$K8S_VERSION" "$(version_ldflags)"
-build kube-controller-manager k8s.io/kubernetes/cmd/kube-controller-manager "$K8S_VERSION" "$(version_ldflags)"
+ldflags=$(version_ldflags)
+for tool in kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubectl; do
+  build "$tool" "k8s.io/kubernetes/cmd/$tool" "$K8S_VERSION" "$ldflags"
+done
 build etcd go.etcd.io/etcd/server/v3 "$(module_version go.etcd.io/etcd/server/v3)"
-log "kube-apiserver and kube-controller-manager $K8S_VERSION and etcd ready in $bin"
+log "Kubernetes $K8S_VERSION (control plane, node, kubectl) and etcd ready in $bin"

@@ -14,7 +14,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 # MinIO publishes no module versions; pin a commit.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
-APT_PACKAGES=(skopeo docker-registry curl)
+# crictl talks to the test node's containerd (debugging and teardown).
+CRICTL_VERSION=v1.34.0
+# skopeo, CNCF Distribution 2.8 and curl for the registry's tests; the test
+# node's runtime (containerd, runc, the CNI plugins, conntrack for
+# kube-proxy) and what `make images` packs (gcc for the pause program,
+# busybox-static for the test image, the CA bundle).
+APT_PACKAGES=(skopeo docker-registry curl containerd runc containernetworking-plugins conntrack
+  iptables iproute2 busybox-static gcc libc6-dev ca-certificates python3)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -26,7 +33,8 @@ ln -sf "$(command -v skopeo)" "$bin/skopeo"
 ln -sf /usr/bin/docker-registry "$bin/docker-registry"
 go_install oci-conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION"
 go_install minio github.com/minio/minio "$MINIO_VERSION"
-# kube-apiserver and etcd for the operator's tests (a tools module of our own).
+go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
+# Kubernetes (control plane, node, kubectl) and etcd (a tools module of our own).
 "$root/scripts/k8s-tools.sh"
 # helm for the chart tests (operator/tests/helm.rs).
 "$root/scripts/helm-tools.sh"
