@@ -621,7 +621,9 @@ impl Config {
     /// The settings used when no file is given: 127.0.0.1:5000, filesystem
     /// storage in `./data`, deletes allowed. They go through the same parsing,
     /// `REGISTRY_*` overrides and checks as a file.
-    pub fn development(env: impl IntoIterator<Item = (String, String)>) -> Result<Settings, ConfigError> {
+    pub fn development(
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Settings, ConfigError> {
         Config::parse(DEVELOPMENT, "the built-in development configuration", env)
     }
 
@@ -1023,11 +1025,9 @@ mod tests {
             matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("./data"))
         );
         assert!(s.config.storage.delete.enabled);
-        let moved = Config::development([(
-            "REGISTRY_HTTP_ADDR".to_owned(),
-            "127.0.0.1:5050".to_owned(),
-        )])
-        .unwrap();
+        let moved =
+            Config::development([("REGISTRY_HTTP_ADDR".to_owned(), "127.0.0.1:5050".to_owned())])
+                .unwrap();
         assert_eq!(moved.addr, "127.0.0.1:5050".parse().unwrap());
     }
 

@@ -87,22 +87,47 @@ impl TestCa {
     /// A server certificate for `127.0.0.1` and `localhost`, with common
     /// name `name`, signed by this CA.
     pub fn server_cert(&self, name: &str) -> CertifiedKey {
-        self.leaf(
-            name,
-            vec!["127.0.0.1".into(), "localhost".into()],
-            ExtendedKeyUsagePurpose::ServerAuth,
-        )
+        self.server_cert_for(name, &["127.0.0.1", "localhost"])
+    }
+
+    /// A server certificate with common name `name` for the host names and
+    /// IP addresses `sans`, signed by this CA.
+    pub fn server_cert_for(&self, name: &str, sans: &[&str]) -> CertifiedKey {
+        let sans = sans.iter().map(|s| s.to_string()).collect();
+        self.leaf(name, sans, None, ExtendedKeyUsagePurpose::ServerAuth)
     }
 
     /// A client certificate for `name`, signed by this CA.
     pub fn client_cert(&self, name: &str) -> CertifiedKey {
-        self.leaf(name, Vec::new(), ExtendedKeyUsagePurpose::ClientAuth)
+        self.leaf(name, Vec::new(), None, ExtendedKeyUsagePurpose::ClientAuth)
     }
 
-    fn leaf(&self, name: &str, sans: Vec<String>, usage: ExtendedKeyUsagePurpose) -> CertifiedKey {
+    /// A client certificate for user `name` in group `group` (its
+    /// organization, as Kubernetes reads it), signed by this CA.
+    pub fn client_cert_in_group(&self, name: &str, group: &str) -> CertifiedKey {
+        self.leaf(
+            name,
+            Vec::new(),
+            Some(group),
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+
+    fn leaf(
+        &self,
+        name: &str,
+        sans: Vec<String>,
+        organization: Option<&str>,
+        usage: ExtendedKeyUsagePurpose,
+    ) -> CertifiedKey {
         let key = KeyPair::generate().expect("generate key");
         let mut params = CertificateParams::new(sans).expect("certificate params");
         params.distinguished_name.push(DnType::CommonName, name);
+        if let Some(organization) = organization {
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, organization);
+        }
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![usage];

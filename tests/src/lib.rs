@@ -19,6 +19,7 @@ pub mod http;
 pub mod images;
 pub mod metrics;
 pub mod minio;
+pub mod node;
 pub mod oci;
 pub mod process;
 pub mod readme;

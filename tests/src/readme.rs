@@ -15,7 +15,8 @@ pub const RUN_TESTS: &str = "make test";
 /// The README's first push, from an OCI layout in the working directory.
 pub const PUSH_LAYOUT: &str = "skopeo copy --dest-tls-verify=false oci:my-layout:latest docker://127.0.0.1:5000/team/app:latest";
 /// The README's first pull, into another OCI layout.
-pub const PULL_LAYOUT: &str = "skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/team/app:latest oci:copy:latest";
+pub const PULL_LAYOUT: &str =
+    "skopeo copy --src-tls-verify=false docker://127.0.0.1:5000/team/app:latest oci:copy:latest";
 /// The README's collection of the development registry's content.
 pub const GC_DEVELOPMENT: &str = "cargo run --release -p berth-registry -- gc --dry-run";
 /// The README's check of its example configuration.
@@ -24,11 +25,13 @@ pub const CHECK_EXAMPLE: &str = "cargo run --release -p berth-registry -- config
 pub const OPERATOR_HELP: &str = "cargo run --release -p berth-operator -- --help";
 
 /// The README's Helm install of the operator.
-pub const HELM_INSTALL: &str = "helm install berth charts/berth --namespace berth-system --create-namespace";
+pub const HELM_INSTALL: &str =
+    "helm install berth charts/berth --namespace berth-system --create-namespace";
 /// The README's first Registry, on each node's disk.
 pub const APPLY_FILESYSTEM_EXAMPLE: &str = "kubectl apply -f examples/registry-filesystem.yaml";
 /// The README's wait for that Registry.
-pub const WAIT_READY: &str = "kubectl -n registry wait registry/local --for=condition=Ready --timeout=5m";
+pub const WAIT_READY: &str =
+    "kubectl -n registry wait registry/local --for=condition=Ready --timeout=5m";
 /// The README's look at the Registries.
 pub const GET_REGISTRIES: &str = "kubectl -n registry get registries";
 /// The README's way to reach the Registry's Service from a workstation.

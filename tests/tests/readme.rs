@@ -26,13 +26,21 @@ fn readme_command(command: &str, dir: &Path) -> Command {
     let mut cmd = Command::new(words[0]);
     if words.starts_with(&["cargo", "run"]) {
         let manifest = workspace_root().join("Cargo.toml");
-        cmd.args(["run", "--manifest-path"]).arg(manifest).args(&words[2..]);
+        cmd.args(["run", "--manifest-path"])
+            .arg(manifest)
+            .args(&words[2..]);
     } else {
         cmd.args(&words[1..]);
     }
     cmd.current_dir(dir).env_clear().env("PATH", cargo_path());
     // A user's Rust toolchain and cargo state, and nothing else of ours.
-    for var in ["HOME", "RUSTUP_HOME", "CARGO_HOME", "CARGO_TARGET_DIR", "RUSTUP_TOOLCHAIN"] {
+    for var in [
+        "HOME",
+        "RUSTUP_HOME",
+        "CARGO_HOME",
+        "CARGO_TARGET_DIR",
+        "RUSTUP_TOOLCHAIN",
+    ] {
         if let Some(value) = std::env::var_os(var) {
             cmd.env(var, value);
         }
@@ -43,7 +51,10 @@ fn readme_command(command: &str, dir: &Path) -> Command {
 /// The tests' `PATH`, with the directory of the cargo running the tests.
 fn cargo_path() -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    match Path::new(&cargo).parent().filter(|p| !p.as_os_str().is_empty()) {
+    match Path::new(&cargo)
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+    {
         Some(dir) => format!("{}:{}", dir.display(), child_path()),
         None => child_path(),
     }
@@ -71,8 +82,14 @@ fn run(command: &str, dir: &Path) -> Output {
 fn every_readme_command_is_run_by_a_test() {
     let shown = readme::commands(&readme::text(), "sh");
     let known: Vec<&str> = COMMANDS.iter().map(|c| c.command).collect();
-    let untested: Vec<&String> = shown.iter().filter(|c| !known.contains(&c.as_str())).collect();
-    let dropped: Vec<&&str> = known.iter().filter(|c| !shown.iter().any(|s| s == **c)).collect();
+    let untested: Vec<&String> = shown
+        .iter()
+        .filter(|c| !known.contains(&c.as_str()))
+        .collect();
+    let dropped: Vec<&&str> = known
+        .iter()
+        .filter(|c| !shown.iter().any(|s| s == **c))
+        .collect();
     assert!(
         untested.is_empty() && dropped.is_empty(),
         "README.md and tests/src/readme.rs disagree.\nshown in the README but run by no test: {untested:#?}\n\
@@ -105,27 +122,39 @@ fn first_command_serves_from_data_in_distributions_layout() {
         server.log()
     );
 
-    let (layout, manifest) = single_image_layout(&dir.path().join("my-layout"), "latest", &[4096, 1 << 20]);
+    let (layout, manifest) =
+        single_image_layout(&dir.path().join("my-layout"), "latest", &[4096, 1 << 20]);
     run(readme::PUSH_LAYOUT, dir.path());
     run(readme::PULL_LAYOUT, dir.path());
-    assert_same_image(&layout, &OciLayout::open(&dir.path().join("copy")), "latest");
+    assert_same_image(
+        &layout,
+        &OciLayout::open(&dir.path().join("copy")),
+        "latest",
+    );
 
     let data = dir.path().join("data");
     let link = tag_link_path(&data, "team/app", "latest");
-    let linked = std::fs::read_to_string(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
+    let linked =
+        std::fs::read_to_string(&link).unwrap_or_else(|e| panic!("{}: {e}", link.display()));
     assert_eq!(linked, manifest.digest, "the tag's link in ./data");
     let (blobs, bad) = verify_blobs(&data);
-    assert!(blobs >= 4 && bad.is_empty(), "{blobs} blobs in ./data, wrong: {bad:?}");
+    assert!(
+        blobs >= 4 && bad.is_empty(),
+        "{blobs} blobs in ./data, wrong: {bad:?}"
+    );
 
     let report = run(readme::GC_DEVELOPMENT, dir.path());
-    let report: serde_json::Value = serde_json::from_slice(&report.stdout).expect("gc prints a JSON report");
+    let report: serde_json::Value =
+        serde_json::from_slice(&report.stdout).expect("gc prints a JSON report");
     assert_eq!(report["dryRun"], true, "{report}");
     assert_eq!(report["manifestsMarked"], 1, "{report}");
     assert_eq!(report["blobsDeleted"], 0, "{report}");
 
     server.signal("TERM");
     assert!(
-        server.wait_exit(std::time::Duration::from_secs(30)).is_some(),
+        server
+            .wait_exit(std::time::Duration::from_secs(30))
+            .is_some(),
         "the registry stops on SIGTERM\n{}",
         server.log()
     );
@@ -171,7 +200,11 @@ fn operator_help_lists_every_flag() {
 
 fn answers_ok(url: &str) -> bool {
     let agent = berth_tests::http::agent_with_timeout(std::time::Duration::from_secs(2));
-    agent.get(url).call().map(|r| r.status().as_u16() == 200).unwrap_or(false)
+    agent
+        .get(url)
+        .call()
+        .map(|r| r.status().as_u16() == 200)
+        .unwrap_or(false)
 }
 
 fn wait_until(timeout: std::time::Duration, mut check: impl FnMut() -> bool) -> bool {
