@@ -421,6 +421,10 @@ pub struct SecretRef<'a> {
     pub name: &'a str,
     /// The keys the registry reads.
     pub keys: &'static [&'static str],
+    /// Whether the registry reads the keys only when it starts (environment
+    /// variables), so that a new value needs new pods. Mounted files are
+    /// re-read by the running registry.
+    pub read_at_start: bool,
 }
 
 impl RegistrySpec {
@@ -432,6 +436,7 @@ impl RegistrySpec {
                 field: "spec.tls.secretName",
                 name: &tls.secret_name,
                 keys: &[TLS_CERT_KEY, TLS_KEY_KEY],
+                read_at_start: false,
             });
         }
         if let Some(auth) = &self.auth {
@@ -440,6 +445,7 @@ impl RegistrySpec {
                 field: "spec.auth.htpasswd.secretName",
                 name,
                 keys: &[HTPASSWD_KEY],
+                read_at_start: false,
             });
         }
         if let Some(name) = self
@@ -453,6 +459,7 @@ impl RegistrySpec {
                 field: "spec.storage.s3.credentialsSecret",
                 name,
                 keys,
+                read_at_start: true,
             });
         }
         refs

@@ -131,7 +131,7 @@ async fn lead(
         match elector.try_acquire_or_renew().await {
             Ok(true) => break,
             Ok(false) => {}
-            Err(error) => warn!(%error, "cannot read the lease"),
+            Err(error) => warn!(%error, "cannot take the lease"),
         }
         tokio::select! {
             _ = tokio::time::sleep(lease.renew) => {}

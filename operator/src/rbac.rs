@@ -7,7 +7,7 @@
 //! owned objects server-side (`patch`, and `create` for the first apply),
 //! deletes an unscheduled CronJob and patches the Registry's status; the
 //! event recorder creates Events and patches repeated ones; the
-//! [`leader`](crate::leader) elector creates, reads and replaces its Lease.
+//! [`leader`](crate::leader) elector reads and replaces its Lease.
 //!
 //! The Helm chart (`charts/berth/templates/rbac.yaml`) grants exactly these
 //! rules: `operator/tests/helm.rs` checks that every resource here is one the
@@ -74,7 +74,12 @@ pub const RBAC: &[Rule] = &[
     watched("berth.dev", "registries/status", &["patch"]),
     // Owned objects: watched by the controller, applied by reconcile::apply
     // (an apply that creates the object needs `create` as well as `patch`).
-    watched("", "configmaps", &["create", "list", "patch", "watch"]),
+    // Config ConfigMaps are also deleted by reconcile::prune_config_maps.
+    watched(
+        "",
+        "configmaps",
+        &["create", "delete", "list", "patch", "watch"],
+    ),
     watched("", "serviceaccounts", &["create", "list", "patch", "watch"]),
     watched("", "services", &["create", "list", "patch", "watch"]),
     watched("apps", "daemonsets", &["create", "list", "patch", "watch"]),
@@ -84,23 +89,22 @@ pub const RBAC: &[Rule] = &[
         "cronjobs",
         &["create", "delete", "get", "list", "patch", "watch"],
     ),
-    // Referenced Secrets: watched so a rotation rolls the pods, read by
-    // reconcile::secrets_hash.
+    // Referenced Secrets: watched so that a missing one is reported and a
+    // new one picked up, read by reconcile::secrets_hash.
     watched("", "secrets", &["get", "list", "watch"]),
-    // reconcile::last_gc lists the GC pods of a Registry.
+    // reconcile::last_gc lists the GC pods of a Registry, pod_trouble its
+    // registry pods, prune_config_maps all of its pods ...
     watched("", "pods", &["list"]),
-    // kube's event Recorder: create, and patch to count a repeated event.
-    watched("events.k8s.io", "events", &["create", "patch"]),
-    // leader::Elector: create the Lease when it does not exist (RBAC cannot
-    // restrict `create` by name) ...
-    Rule {
-        group: "coordination.k8s.io",
-        resource: "leases",
-        verbs: &["create"],
-        scope: Scope::LeaseNamespace,
-        names: Names::Any,
-    },
-    // ... and read and replace only its own Lease.
+    // ... and its Jobs.
+    watched("batch", "jobs", &["list"]),
+    // kube's event Recorder: create, and patch to count a repeated event;
+    // reconcile::pod_trouble lists the DaemonSet's FailedCreate Events.
+    watched("events.k8s.io", "events", &["create", "list", "patch"]),
+    // leader::Elector reads and replaces only its own Lease. The chart
+    // creates that Lease, so that `helm uninstall` deletes it (after the
+    // RBAC that would let a stopping replica write it again); the elector
+    // creates one only where it may, outside a cluster. RBAC cannot
+    // restrict `create` by name, so it is not granted.
     Rule {
         group: "coordination.k8s.io",
         resource: "leases",

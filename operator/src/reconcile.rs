@@ -1,6 +1,8 @@
 //! One reconcile of one Registry, as a short pipeline:
 //! validate -> read referenced Secrets -> build desired objects ->
-//! server-side apply each -> read DaemonSet status -> patch Registry status.
+//! server-side apply each -> read DaemonSet status (and, while pods are
+//! missing or not ready, why) -> delete configs no pod uses -> patch
+//! Registry status.
 //!
 //! A Registry being deleted is left to the garbage collector; one that does
 //! not fit the Rust types (see [`crate::decoded`]) only gets a status and an
@@ -10,8 +12,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ObjectReference, Pod, Secret};
+use std::collections::BTreeSet;
+
+use k8s_openapi::api::batch::v1::{CronJob, Job};
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodSpec, Secret};
+use k8s_openapi::api::events::v1::Event as ClusterEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::chrono::Utc;
 use kube::api::{ListParams, Patch, PatchParams};
@@ -26,7 +31,7 @@ use crate::crd::{Registry, RegistryStatus};
 use crate::decoded::{Decoded, Undecodable};
 use crate::metrics::Metrics;
 use crate::resources::{self, COMPONENT_LABEL, Desired, INSTANCE_LABEL, MANAGER, cron_job_name};
-use crate::status::{self, Blocked, READY, Rollout};
+use crate::status::{self, Blocked, PodTrouble, READY, Rollout};
 
 /// The longest Registry name: its GC CronJob is `<name>-gc`, and CronJob
 /// names are limited to 52 characters.
@@ -131,9 +136,13 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
         }
         Ok(secrets_hash) => {
             let desired = resources::build(registry, &ctx.registry_image, &secrets_hash);
+            let config_map = desired.config_map.name_any();
             let daemon_set = apply_all(registry, &ctx.client, &namespace, desired).await?;
+            let rollout = Rollout::of(&daemon_set);
+            let trouble = pod_trouble(registry, rollout, &ctx.client, &namespace).await?;
+            prune_config_maps(registry, &ctx.client, &namespace, &config_map).await?;
             let last_gc = last_gc(registry, &ctx.client, &namespace).await?;
-            let status = status::applied(registry, Rollout::of(&daemon_set), last_gc, &now);
+            let status = status::applied(registry, rollout, trouble, last_gc, &now);
             let settled = is_true(&status, READY);
             (status, true, if settled { RESYNC } else { RETRY })
         }
@@ -209,8 +218,9 @@ fn validate(registry: &Registry) -> Result<(), Blocked> {
     Ok(())
 }
 
-/// Reads every referenced Secret and digests the keys the registry uses;
-/// a missing Secret or key blocks the Registry with a message naming it.
+/// Reads every referenced Secret and digests the keys the registry reads
+/// only at start (see [`resources::SECRETS_HASH_ANNOTATION`]); a missing
+/// Secret or key blocks the Registry with a message naming it.
 async fn secrets_hash(
     registry: &Registry,
     client: &Client,
@@ -246,8 +256,10 @@ async fn secrets_hash(
                     ),
                 }));
             };
-            parts.push(format!("{}/{key}", reference.name).into_bytes());
-            parts.push(value.0.clone());
+            if reference.read_at_start {
+                parts.push(format!("{}/{key}", reference.name).into_bytes());
+                parts.push(value.0.clone());
+            }
         }
     }
     let parts: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
@@ -306,12 +318,7 @@ async fn delete_owned_cron_job(
         .get_opt(&name)
         .await
         .map_err(Error::kube(format!("reading CronJob {namespace}/{name}")))?;
-    let uid = registry.uid();
-    let owned = found.is_some_and(|cron| {
-        cron.owner_references()
-            .iter()
-            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
-    });
+    let owned = found.is_some_and(|cron| owned_by(&cron, registry));
     if owned {
         info!(cronjob = %name, %namespace, "deleting GC CronJob that is no longer scheduled");
         api.delete(&name, &Default::default())
@@ -319,6 +326,130 @@ async fn delete_owned_cron_job(
             .map_err(Error::kube(format!("deleting CronJob {namespace}/{name}")))?;
     }
     Ok(())
+}
+
+/// While the rollout is incomplete, what the cluster says keeps the pods
+/// from running (see [`status::pod_trouble`]).
+async fn pod_trouble(
+    registry: &Registry,
+    rollout: Rollout,
+    client: &Client,
+    namespace: &str,
+) -> Result<Option<PodTrouble>, Error> {
+    if rollout.is_complete() {
+        return Ok(None);
+    }
+    let name = resources::object_name(registry);
+    let events: Api<ClusterEvent> = Api::namespaced(client.clone(), namespace);
+    let events = events
+        .list(&ListParams::default().fields(&format!("regarding.name={name},reason=FailedCreate")))
+        .await
+        .map_err(Error::kube(format!(
+            "listing Events of DaemonSet {namespace}/{name}"
+        )))?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=registry",
+        registry.name_any()
+    );
+    let pods = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("listing registry pods in {namespace}")))?;
+    Ok(status::pod_trouble(
+        &name,
+        rollout,
+        &events.items,
+        &pods.items,
+    ))
+}
+
+/// Deletes this Registry's config ConfigMaps that no longer serve: not the
+/// current one, not the newest of the others (a Job the CronJob controller
+/// creates from a template it has not yet seen updated still needs it), and
+/// not used by any pod or Job of the Registry. A pod of the old template
+/// keeps its config until it is gone, so it never reads a newer one.
+async fn prune_config_maps(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+    current: &str,
+) -> Result<(), Error> {
+    let instance = format!("{INSTANCE_LABEL}={}", registry.name_any());
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{instance},{COMPONENT_LABEL}={}",
+        resources::CONFIG_COMPONENT
+    );
+    let mut candidates: Vec<ConfigMap> = maps
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!(
+            "listing config ConfigMaps in {namespace}"
+        )))?
+        .items
+        .into_iter()
+        .filter(|map| map.name_any() != current && owned_by(map, registry))
+        .collect();
+    candidates.sort_by_key(|map| map.creation_timestamp());
+    candidates.pop();
+    if candidates.is_empty() {
+        return Ok(());
+    }
+    let mut in_use = BTreeSet::new();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let pods = pods
+        .list(&ListParams::default().labels(&instance))
+        .await
+        .map_err(Error::kube(format!("listing pods in {namespace}")))?;
+    for pod in &pods.items {
+        in_use.extend(config_maps_of(pod.spec.as_ref()));
+    }
+    let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
+    let jobs = jobs
+        .list(&ListParams::default().labels(&instance))
+        .await
+        .map_err(Error::kube(format!("listing Jobs in {namespace}")))?;
+    for job in &jobs.items {
+        in_use.extend(config_maps_of(
+            job.spec.as_ref().and_then(|j| j.template.spec.as_ref()),
+        ));
+    }
+    for map in candidates {
+        let name = map.name_any();
+        if in_use.contains(&name) {
+            continue;
+        }
+        info!(configmap = %name, %namespace, "deleting a config no pod uses");
+        match maps.delete(&name, &Default::default()).await {
+            Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => {}
+            Err(source) => {
+                return Err(Error::Kube {
+                    action: format!("deleting ConfigMap {namespace}/{name}"),
+                    source,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The ConfigMaps a pod spec mounts.
+fn config_maps_of(spec: Option<&PodSpec>) -> Vec<String> {
+    spec.and_then(|s| s.volumes.as_ref())
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.config_map.as_ref().map(|c| c.name.clone()))
+        .collect()
+}
+
+/// Whether `object` is controlled by `registry` (by its UID, not its name).
+fn owned_by(object: &impl Resource, registry: &Registry) -> bool {
+    let uid = registry.uid();
+    object
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
 }
 
 /// The result of the most recent GC pod of this Registry.

@@ -2,7 +2,8 @@
 //! conditions, and the last garbage collection.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
+use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use serde::Deserialize;
@@ -32,6 +33,8 @@ pub struct Blocked {
 pub struct Rollout {
     /// Nodes that should run a pod.
     pub desired: i32,
+    /// Nodes that run a pod (ready or not).
+    pub scheduled: i32,
     /// Nodes whose pod is ready.
     pub ready: i32,
     /// Nodes whose pod runs the current template.
@@ -50,6 +53,7 @@ impl Rollout {
         };
         Rollout {
             desired: status.desired_number_scheduled,
+            scheduled: status.current_number_scheduled,
             ready: status.number_ready,
             updated: status.updated_number_scheduled.unwrap_or(0),
             available: status.number_available.unwrap_or(0),
@@ -58,7 +62,9 @@ impl Rollout {
         }
     }
 
-    fn complete(&self) -> bool {
+    /// Whether every desired node runs an updated, ready, available pod of
+    /// the template the DaemonSet controller has seen.
+    pub fn is_complete(&self) -> bool {
         self.observed
             && self.desired > 0
             && [self.ready, self.updated, self.available]
@@ -67,10 +73,90 @@ impl Rollout {
     }
 }
 
+/// Why a Registry's pods are missing or not ready, as the cluster says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodTrouble {
+    /// The condition reason: `PodsRejected` or `PodsFailing`.
+    pub reason: &'static str,
+    /// What the cluster said, naming the pod or the DaemonSet.
+    pub message: String,
+}
+
+/// Container waiting reasons that keep a pod from running until someone
+/// acts (as opposed to `ContainerCreating`, which passes).
+const STUCK: &[&str] = &[
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CrashLoopBackOff",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+];
+
+/// What keeps the DaemonSet `daemon_set` from running a ready pod on every
+/// node: while pods are missing, the newest `FailedCreate` Event about it
+/// (Pod Security admission, a quota, ...); else the first pod that is not
+/// ready and waits on one of [`STUCK`] (an image pull, a crash loop, ...).
+pub fn pod_trouble(
+    daemon_set: &str,
+    rollout: Rollout,
+    events: &[Event],
+    pods: &[Pod],
+) -> Option<PodTrouble> {
+    if rollout.scheduled < rollout.desired {
+        let newest = events
+            .iter()
+            .filter(|e| e.reason.as_deref() == Some("FailedCreate"))
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(daemon_set))
+            .max_by_key(|e| event_time(e));
+        if let Some(event) = newest {
+            return Some(PodTrouble {
+                reason: "PodsRejected",
+                message: format!(
+                    "DaemonSet {daemon_set} cannot create pods: {}",
+                    event.note.as_deref().unwrap_or("no message")
+                ),
+            });
+        }
+    }
+    pods.iter().find_map(|pod| {
+        let status = pod.status.as_ref()?;
+        let containers = status.init_container_statuses.iter().flatten();
+        let waiting = containers
+            .chain(status.container_statuses.iter().flatten())
+            .filter(|c| !c.ready)
+            .find_map(|c: &ContainerStatus| {
+                let waiting = c.state.as_ref()?.waiting.as_ref()?;
+                let reason = waiting.reason.as_deref()?;
+                STUCK.contains(&reason).then(|| {
+                    format!(
+                        "container {}: {reason}: {}",
+                        c.name,
+                        waiting.message.as_deref().unwrap_or("")
+                    )
+                })
+            })?;
+        Some(PodTrouble {
+            reason: "PodsFailing",
+            message: format!("pod {}: {}", pod.name_any(), waiting.trim_end_matches(": ")),
+        })
+    })
+}
+
+/// When an Event last happened, as far as it says.
+fn event_time(event: &Event) -> Option<k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>> {
+    let series = event.series.as_ref().map(|s| s.last_observed_time.0);
+    series
+        .or(event.event_time.as_ref().map(|t| t.0))
+        .or(event.deprecated_last_timestamp.as_ref().map(|t| t.0))
+}
+
 /// The status of a Registry whose objects were applied.
 pub fn applied(
     registry: &Registry,
     rollout: Rollout,
+    trouble: Option<PodTrouble>,
     last_gc: Option<GcResult>,
     now: &Time,
 ) -> RegistryStatus {
@@ -81,7 +167,7 @@ pub fn applied(
     status.nodes = Some(format!("{}/{}", rollout.ready, rollout.desired));
     status.last_gc = last_gc.or_else(|| previous(registry).and_then(|s| s.last_gc.clone()));
 
-    let (ready, reason, message) = if rollout.complete() {
+    let (ready, reason, message) = if rollout.is_complete() {
         (
             true,
             "AllNodesReady",
@@ -102,6 +188,8 @@ pub fn applied(
             "NoNodes",
             "no node matches the Registry's nodeSelector, tolerations and affinity".to_owned(),
         )
+    } else if let Some(trouble) = &trouble {
+        (false, trouble.reason, trouble.message.clone())
     } else {
         let Rollout {
             desired,
@@ -124,7 +212,7 @@ pub fn applied(
         &message,
         now,
     );
-    if rollout.complete() || (rollout.observed && rollout.desired == 0) {
+    if rollout.is_complete() || (rollout.observed && rollout.desired == 0) {
         set(
             &mut status,
             before(registry),
@@ -145,7 +233,17 @@ pub fn applied(
             now,
         );
     }
-    if registry.spec.node_local_storage() && rollout.desired > 1 {
+    if let Some(trouble) = trouble.filter(|_| !rollout.is_complete()) {
+        set(
+            &mut status,
+            before(registry),
+            DEGRADED,
+            true,
+            trouble.reason,
+            &trouble.message,
+            now,
+        );
+    } else if registry.spec.node_local_storage() && rollout.desired > 1 {
         let message = format!(
             "filesystem hostPath storage on {} nodes: each node keeps its own content, so an image pushed through one node is missing on the others",
             rollout.desired
@@ -418,6 +516,7 @@ mod tests {
             &registry,
             Rollout::of(&daemon_set(2, 2, 3, 3, 3)),
             None,
+            None,
             &at(10),
         );
         assert_eq!(condition(&status, READY).status, "True");
@@ -438,6 +537,7 @@ mod tests {
             &registry,
             Rollout::of(&daemon_set(2, 2, 3, 3, 1)),
             None,
+            None,
             &at(10),
         );
         assert_eq!(condition(&rolling, READY).reason, "NodesNotReady");
@@ -451,6 +551,7 @@ mod tests {
             &registry,
             Rollout::of(&daemon_set(3, 2, 3, 3, 3)),
             None,
+            None,
             &at(10),
         );
         assert_eq!(condition(&stale, READY).reason, "RolloutPending");
@@ -459,9 +560,69 @@ mod tests {
             &registry,
             Rollout::of(&daemon_set(2, 2, 0, 0, 0)),
             None,
+            None,
             &at(10),
         );
         assert_eq!(condition(&none, READY).reason, "NoNodes");
+    }
+
+    #[test]
+    fn rejected_and_failing_pods_are_named() {
+        let registry = s3_registry();
+        let event = |name: &str, seconds: i64, note: &str| -> Event {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": format!("e{seconds}")},
+                "eventTime": null,
+                "deprecatedLastTimestamp": at(seconds).0.to_rfc3339(),
+                "reason": "FailedCreate",
+                "regarding": {"kind": "DaemonSet", "name": name},
+                "note": note,
+            }))
+            .unwrap()
+        };
+        let events = [
+            event("cache", 10, "old"),
+            event(
+                "cache",
+                20,
+                r#"pods "cache-x" is forbidden: violates PodSecurity "baseline:latest": hostPort"#,
+            ),
+            event("other", 30, "not ours"),
+        ];
+        let missing = Rollout::of(&daemon_set(1, 1, 1, 0, 0));
+        let trouble = pod_trouble("cache", missing, &events, &[]).expect("rejected pods");
+        assert_eq!(trouble.reason, "PodsRejected");
+        assert!(
+            trouble.message.contains("violates PodSecurity"),
+            "{}",
+            trouble.message
+        );
+        let status = applied(&registry, missing, Some(trouble), None, &at(40));
+        assert_eq!(condition(&status, READY).reason, "PodsRejected");
+        assert_eq!(condition(&status, DEGRADED).status, "True");
+
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "cache-abc"},
+            "status": {"containerStatuses": [{
+                "name": "registry", "image": "x", "imageID": "", "ready": false, "restartCount": 3,
+                "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}}
+            }]}
+        }))
+        .unwrap();
+        let mut scheduled = daemon_set(1, 1, 1, 0, 0);
+        scheduled.status.as_mut().unwrap().current_number_scheduled = 1;
+        let rollout = Rollout::of(&scheduled);
+        assert_eq!(
+            pod_trouble("cache", rollout, &events, std::slice::from_ref(&pod)),
+            Some(PodTrouble {
+                reason: "PodsFailing",
+                message:
+                    "pod cache-abc: container registry: ImagePullBackOff: Back-off pulling image"
+                        .to_owned()
+            }),
+            "pods exist, so old FailedCreate events do not count"
+        );
+        assert_eq!(pod_trouble("cache", rollout, &[], &[]), None);
     }
 
     #[test]
@@ -470,6 +631,7 @@ mod tests {
         let status = applied(
             &registry,
             Rollout::of(&daemon_set(1, 1, 2, 2, 2)),
+            None,
             None,
             &at(10),
         );
@@ -494,12 +656,14 @@ mod tests {
             &registry,
             Rollout::of(&daemon_set(1, 1, 1, 1, 1)),
             None,
+            None,
             &at(10),
         );
         registry.status = Some(first.clone());
         let second = applied(
             &registry,
             Rollout::of(&daemon_set(1, 1, 1, 1, 1)),
+            None,
             None,
             &at(20),
         );

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use berth_operator::crd::Registry;
-use berth_operator::resources::CONFIG_HASH_ANNOTATION;
+use berth_operator::resources::SECRETS_HASH_ANNOTATION;
 use berth_tests::metrics::Exposition;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::DaemonSet;
@@ -66,14 +66,22 @@ async fn condition(
     Some((c.status, c.reason, c.message))
 }
 
-async fn pod_template_hash(api: &Api<DaemonSet>, name: &str) -> Option<String> {
-    let ds = api.get(name).await.ok()?;
-    ds.spec?
-        .template
+/// What the DaemonSet's pod template names: its config ConfigMap and the
+/// hash of the Secrets read at start.
+async fn pod_template(api: &Api<DaemonSet>, name: &str) -> Option<(String, String)> {
+    let template = api.get(name).await.ok()?.spec?.template;
+    let hash = template
         .metadata?
         .annotations?
-        .get(CONFIG_HASH_ANNOTATION)
-        .cloned()
+        .get(SECRETS_HASH_ANNOTATION)?
+        .clone();
+    let volumes = template.spec?.volumes?;
+    let config = volumes
+        .iter()
+        .find_map(|v| v.config_map.as_ref())?
+        .name
+        .clone();
+    Some((config, hash))
 }
 
 #[tokio::test]
@@ -199,8 +207,12 @@ async fn registry_becomes_its_owned_objects() {
         daemon_sets.get_opt("cache").await.ok().flatten()
     })
     .await;
+    let (config_name, _) = pod_template(&daemon_sets, "cache")
+        .await
+        .expect("the pod template names its config");
+    assert!(config_name.starts_with("cache-config-"), "{config_name}");
     let config_map = Api::<ConfigMap>::namespaced(client.clone(), &ns)
-        .get("cache")
+        .get(&config_name)
         .await
         .expect("ConfigMap");
     let service = Api::<Service>::namespaced(client.clone(), &ns)
@@ -488,44 +500,70 @@ async fn status_follows_the_daemon_set() {
     );
 }
 
+/// A spec change gives the pods a new config ConfigMap, and rotating the
+/// S3 keys (environment variables) a new Secrets hash: both roll the pods.
+/// Rotating a mounted Secret (htpasswd) changes neither: the registry
+/// reloads the file itself.
 #[tokio::test]
-async fn spec_change_and_secret_rotation_roll_the_pods() {
+async fn spec_change_and_s3_key_rotation_roll_the_pods_but_mounted_secrets_do_not() {
     let plane = ControlPlane::shared().await;
     let client = plane.client().await;
     let ns = plane.namespace("roll").await;
     let _operator = Operator::start(client.clone(), &ns);
     create_secret(&client, &ns, "users", &[("htpasswd", "alice:one")]).await;
-    create_secret(&client, &ns, "unrelated", &[("x", "1")]).await;
+    create_secret(
+        &client,
+        &ns,
+        "keys",
+        &[("accessKey", "a1"), ("secretKey", "s1")],
+    )
+    .await;
     let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
-    let spec = json!({"storage": {"s3": {"bucket": "images"}}, "auth": {"htpasswd": {"secretName": "users"}}});
+    let spec = json!({"storage": {"s3": {"bucket": "images", "credentialsSecret": "keys"}},
+                      "auth": {"htpasswd": {"secretName": "users"}}});
     registries
         .create(&PostParams::default(), &registry("rolling", spec))
         .await
         .expect("create Registry");
     let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-    let first = eventually("hash", || pod_template_hash(&daemon_sets, "rolling")).await;
+    let (first_config, first_hash) =
+        eventually("pod template", || pod_template(&daemon_sets, "rolling")).await;
 
     let patch = json!({"spec": {"logLevel": "debug"}});
     registries
         .patch("rolling", &PatchParams::default(), &Patch::Merge(&patch))
         .await
         .expect("patch");
-    let second = eventually("hash after a spec change", || async {
-        pod_template_hash(&daemon_sets, "rolling")
+    let (second_config, second_hash) = eventually("a new config after a spec change", || async {
+        pod_template(&daemon_sets, "rolling")
             .await
-            .filter(|h| *h != first)
+            .filter(|(config, _)| *config != first_config)
     })
     .await;
+    assert_eq!(second_hash, first_hash, "the Secrets did not change");
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let current = config_maps
+        .get(&second_config)
+        .await
+        .expect("the new ConfigMap");
+    assert_eq!(current.immutable, Some(true));
+    assert!(current.data.expect("data")["config.yml"].contains("level: debug"));
 
-    create_secret(&client, &ns, "unrelated", &[("x", "2")]).await;
     create_secret(&client, &ns, "users", &[("htpasswd", "alice:two")]).await;
-    let third = eventually("hash after rotating the htpasswd Secret", || async {
-        pod_template_hash(&daemon_sets, "rolling")
+    create_secret(
+        &client,
+        &ns,
+        "keys",
+        &[("accessKey", "a2"), ("secretKey", "s2")],
+    )
+    .await;
+    let (third_config, _) = eventually("a new Secrets hash after rotating the S3 keys", || async {
+        pod_template(&daemon_sets, "rolling")
             .await
-            .filter(|h| *h != second)
+            .filter(|(_, hash)| *hash != second_hash)
     })
     .await;
-    assert_ne!(third, first);
+    assert_eq!(third_config, second_config, "the config did not change");
 }
 
 /// The image the operator processes are told through `BERTH_REGISTRY_IMAGE`.
@@ -752,16 +790,30 @@ async fn owned_objects(client: &Client, namespace: &str, name: &str) -> Vec<(Str
         }
     }
     let gc = format!("{name}-gc");
-    [
+    // Config ConfigMaps are named by their content; find them by label.
+    let configs = Api::<ConfigMap>::namespaced(client.clone(), namespace)
+        .list(
+            &kube::api::ListParams::default().labels(&format!("app.kubernetes.io/instance={name}")),
+        )
+        .await
+        .map(|list| list.items)
+        .unwrap_or_default();
+    let mut found: Vec<(String, String)> = [
         exists::<DaemonSet>(client, namespace, name).await,
         exists::<Service>(client, namespace, name).await,
-        exists::<ConfigMap>(client, namespace, name).await,
         exists::<ServiceAccount>(client, namespace, name).await,
         exists::<CronJob>(client, namespace, &gc).await,
     ]
     .into_iter()
     .flatten()
-    .collect()
+    .collect();
+    found.extend(configs.iter().map(|map| {
+        (
+            format!("ConfigMap/{}", map.name_any()),
+            map.uid().unwrap_or_default(),
+        )
+    }));
+    found
 }
 
 #[tokio::test]

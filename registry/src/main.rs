@@ -10,6 +10,7 @@ use std::time::Duration;
 use berth_registry::config::{Config, Settings};
 use berth_registry::gc::{self, GcOptions};
 use berth_registry::metrics::Metrics;
+use berth_registry::storage::ownership;
 use berth_registry::{logging, server};
 use clap::{Args, Parser, Subcommand};
 
@@ -34,6 +35,17 @@ enum Command {
     /// Collect garbage: delete unreferenced blobs (and, with
     /// --delete-untagged, untagged manifests) while the registry keeps serving.
     Gc(GcArgs),
+    /// Give filesystem storage to the user the registry runs as: create
+    /// DIR if missing and make UID:GID the owner of it and everything below
+    /// it (once: an owned DIR is left alone). Run as root with only
+    /// CAP_CHOWN, before the registry starts on a hostPath volume.
+    PrepareStorage {
+        /// The new owner, as UID:GID.
+        #[arg(long, value_parser = ownership::parse_owner)]
+        owner: (u32, u32),
+        /// The storage root directory.
+        dir: PathBuf,
+    },
     /// Configuration file tools.
     Config {
         #[command(subcommand)]
@@ -137,6 +149,20 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn prepare_storage(dir: &std::path::Path, uid: u32, gid: u32) -> anyhow::Result<()> {
+    let handover = ownership::give_to(dir, uid, gid)?;
+    println!(
+        "{}: owned by {uid}:{gid}{}{}",
+        dir.display(),
+        if handover.created { ", created" } else { "" },
+        match handover.changed {
+            0 => String::new(),
+            n => format!(", {n} entries handed over"),
+        }
+    );
+    Ok(())
+}
+
 /// Caps glibc's malloc arenas. glibc gives each thread that allocates while
 /// another holds the arena a new one, up to eight per core, and keeps what
 /// each arena once held: with file work spread over the blocking pool's
@@ -163,6 +189,10 @@ fn main() -> ExitCode {
         }) => Config::load(&file, std::env::vars())
             .map(|_| println!("{}: ok", file.display()))
             .map_err(Into::into),
+        Some(Command::PrepareStorage {
+            owner: (uid, gid),
+            dir,
+        }) => prepare_storage(&dir, uid, gid),
         Some(Command::Serve(args)) => run_async(serve(args)),
         Some(Command::Gc(args)) => run_async(gc(args)),
         None => run_async(serve(cli.serve)),

@@ -35,9 +35,16 @@ pub const WAIT_READY: &str =
 /// The README's look at the Registries.
 pub const GET_REGISTRIES: &str = "kubectl -n registry get registries";
 /// The README's way to reach the Registry's Service from a workstation.
-pub const PORT_FORWARD: &str = "kubectl -n registry port-forward service/local 5000:5000 &";
+pub const PORT_FORWARD: &str = "kubectl -n registry port-forward service/local 5001:5000 &";
 /// The README's first push through that Service.
-pub const FIRST_PUSH: &str = "skopeo copy --dest-tls-verify=false docker://docker.io/library/busybox:1.36 docker://127.0.0.1:5000/library/busybox:1.36";
+pub const FIRST_PUSH: &str = "skopeo copy --dest-tls-verify=false oci:my-layout:latest docker://127.0.0.1:5001/team/app:latest";
+/// The README's first pod pulled from the node's registry.
+pub const RUN_POD: &str = "kubectl run hello --image=localhost:5000/team/app:latest --restart=Never -- echo pulled from the node";
+/// The README's wait for that pod.
+pub const WAIT_POD: &str =
+    "kubectl wait pod/hello --for=jsonpath={.status.phase}=Succeeded --timeout=2m";
+/// The README's look at what the pod printed.
+pub const POD_LOGS: &str = "kubectl logs hello";
 /// The README's install of the CRD for an operator run outside a cluster.
 pub const APPLY_CRD: &str = "kubectl apply -f crds/registry.yaml";
 /// The README's operator run outside a cluster.
@@ -79,27 +86,39 @@ pub const COMMANDS: &[Documented] = &[
     },
     Documented {
         command: HELM_INSTALL,
-        run_by: "operator/tests/helm.rs::readme_install_runs_the_operator_with_only_the_charts_permissions",
+        run_by: "tests/tests/node.rs::readme_install_runs_the_operator_in_the_cluster",
     },
     Documented {
         command: APPLY_FILESYSTEM_EXAMPLE,
-        run_by: "operator/tests/helm.rs::readme_install_runs_the_operator_with_only_the_charts_permissions (through the API, not kubectl)",
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
     },
     Documented {
         command: WAIT_READY,
-        run_by: "operator/tests/helm.rs::readme_install_runs_the_operator_with_only_the_charts_permissions (through the API, not kubectl)",
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
     },
     Documented {
         command: GET_REGISTRIES,
-        run_by: "not run yet: needs kubectl",
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
     },
     Documented {
         command: PORT_FORWARD,
-        run_by: "not run yet: needs a node",
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
     },
     Documented {
         command: FIRST_PUSH,
-        run_by: "not run yet: needs a node and an upstream registry",
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
+    },
+    Documented {
+        command: RUN_POD,
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
+    },
+    Documented {
+        command: WAIT_POD,
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
+    },
+    Documented {
+        command: POD_LOGS,
+        run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
     },
     Documented {
         command: APPLY_CRD,

@@ -4,6 +4,13 @@
 //! berth-registry accepts (it rejects unknown ones). Secrets never appear in
 //! it: TLS and htpasswd are mounted files it points to, S3 keys arrive as
 //! `REGISTRY_STORAGE_S3_*` environment variables.
+//!
+//! Each version of the file is its own immutable ConfigMap, named by a hash
+//! of its content. The pod template names the current one, so a new config
+//! rolls the pods, and a pod of the old template that restarts during the
+//! rollout still reads the config it was made for (a ConfigMap updated in
+//! place would hand it the new one). Reconcile deletes a version once no pod
+//! and no Job uses it.
 
 use std::collections::BTreeMap;
 use std::str::FromStr;
@@ -11,17 +18,27 @@ use std::str::FromStr;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
-use super::{AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, TLS_DIR, metadata, object_name};
+use super::{
+    AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, TLS_DIR, component_labels, hash_of, metadata,
+    object_name,
+};
 use crate::crd::{ExposureMode, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY};
 
-/// The ConfigMap with the config file under [`CONFIG_KEY`].
+/// The component label of config ConfigMaps.
+pub const CONFIG_COMPONENT: &str = "config";
+
+/// The immutable ConfigMap holding the config file under [`CONFIG_KEY`],
+/// named `<registry>-config-<hash of the file>`.
 pub fn config_map(registry: &Registry) -> ConfigMap {
+    let file = config_file(registry);
+    let hash = hash_of(&[file.as_bytes()]);
+    let name = format!("{}-config-{}", object_name(registry), &hash[..10]);
+    let mut meta = metadata(registry, name);
+    meta.labels = Some(component_labels(registry, CONFIG_COMPONENT));
     ConfigMap {
-        metadata: metadata(registry, object_name(registry)),
-        data: Some(BTreeMap::from([(
-            CONFIG_KEY.to_owned(),
-            config_file(registry),
-        )])),
+        metadata: meta,
+        data: Some(BTreeMap::from([(CONFIG_KEY.to_owned(), file)])),
+        immutable: Some(true),
         ..ConfigMap::default()
     }
 }
@@ -139,8 +156,20 @@ mod tests {
             })
         );
         let map = config_map(&s3_registry());
-        assert_eq!(map.metadata.name.as_deref(), Some("cache"));
+        let name = map.metadata.name.clone().unwrap();
+        assert!(
+            name.starts_with("cache-config-") && name.len() == "cache-config-".len() + 10,
+            "{name}"
+        );
+        assert_eq!(map.immutable, Some(true));
         assert!(map.data.unwrap().contains_key("config.yml"));
+        let mut debug = s3_registry();
+        debug.spec.log_level = crate::crd::LogLevel::Debug;
+        assert_ne!(
+            config_map(&debug).metadata.name.unwrap(),
+            name,
+            "a new config is a new ConfigMap"
+        );
     }
 
     #[test]

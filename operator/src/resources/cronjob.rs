@@ -1,10 +1,10 @@
 //! The CronJob running `berth-registry gc` against the registry's own config.
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::{Container, PodSecurityContext, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::daemonset::{RUN_AS, restricted_security_context, s3_env, volume_mounts, volumes};
+use super::pod::{pod_spec, registry_container};
 use super::{CONFIG_DIR, CONFIG_KEY, component_labels, metadata, object_name};
 use crate::crd::Registry;
 
@@ -25,8 +25,9 @@ pub fn runs_cron_job(registry: &Registry) -> bool {
     scheduled && !registry.spec.node_local_storage()
 }
 
-/// The GC CronJob running `image`, when [`runs_cron_job`].
-pub fn cron_job(registry: &Registry, image: &str) -> Option<CronJob> {
+/// The GC CronJob running `image` with the config of the ConfigMap
+/// `config_map`, when [`runs_cron_job`].
+pub fn cron_job(registry: &Registry, image: &str, config_map: &str) -> Option<CronJob> {
     if !runs_cron_job(registry) {
         return None;
     }
@@ -45,39 +46,15 @@ pub fn cron_job(registry: &Registry, image: &str) -> Option<CronJob> {
         args.push("--delete-untagged".to_owned());
     }
     let labels = component_labels(registry, "gc");
+    let container = Container {
+        // The report `berth-registry gc` writes becomes the pod's
+        // termination message, which the operator puts into status.
+        termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
+        ..registry_container(registry, image, "gc", args)
+    };
     let pod = PodSpec {
-        service_account_name: Some(object_name(registry)),
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
         restart_policy: Some("Never".to_owned()),
-        security_context: Some(PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(RUN_AS),
-            run_as_group: Some(RUN_AS),
-            fs_group: Some(RUN_AS),
-            ..PodSecurityContext::default()
-        }),
-        containers: vec![Container {
-            name: "gc".to_owned(),
-            image: Some(image.to_owned()),
-            image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
-            args: Some(args),
-            env: s3_env(registry),
-            // The report `berth-registry gc` writes becomes the pod's
-            // termination message, which the operator puts into status.
-            termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
-            resources: registry.spec.resources.clone(),
-            security_context: Some(restricted_security_context()),
-            volume_mounts: Some(volume_mounts(registry)),
-            ..Container::default()
-        }],
-        volumes: Some(volumes(registry)),
-        node_selector: (!registry.spec.node_selector.is_empty())
-            .then(|| registry.spec.node_selector.clone()),
-        tolerations: (!registry.spec.tolerations.is_empty())
-            .then(|| registry.spec.tolerations.clone()),
-        priority_class_name: registry.spec.priority_class_name.clone(),
-        ..PodSpec::default()
+        ..pod_spec(registry, image, config_map, vec![container])
     };
     Some(CronJob {
         metadata: metadata(registry, cron_job_name(registry)),
@@ -117,7 +94,7 @@ mod tests {
 
     #[test]
     fn gc_job_runs_against_the_same_config() {
-        let cron = cron_job(&s3_registry(), IMAGE).expect("S3 with a schedule");
+        let cron = cron_job(&s3_registry(), IMAGE, "cache-config-0").expect("S3 with a schedule");
         assert_eq!(cron.metadata.name.as_deref(), Some("cache-gc"));
         let spec = cron.spec.unwrap();
         assert_eq!(spec.schedule, "0 3 * * *");
@@ -141,11 +118,11 @@ mod tests {
 
     #[test]
     fn no_cron_job_without_schedule_or_for_node_local_storage() {
-        assert!(cron_job(&host_path_registry(), IMAGE).is_none());
+        assert!(cron_job(&host_path_registry(), IMAGE, "cache-config-0").is_none());
         assert!(!runs_cron_job(&host_path_registry()));
         let unscheduled =
             registry(serde_json::json!({"storage": {"s3": {"bucket": "images"}}, "gc": {}}));
-        assert!(cron_job(&unscheduled, IMAGE).is_none());
+        assert!(cron_job(&unscheduled, IMAGE, "cache-config-0").is_none());
         assert!(!runs_cron_job(&unscheduled));
         assert!(runs_cron_job(&s3_registry()));
     }

@@ -5,6 +5,7 @@
 mod configmap;
 mod cronjob;
 mod daemonset;
+mod pod;
 mod service;
 mod serviceaccount;
 
@@ -16,7 +17,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-pub use configmap::{config_file, config_map, gc_interval};
+pub use configmap::{CONFIG_COMPONENT, config_file, config_map, gc_interval};
 pub use cronjob::{cron_job, cron_job_name, runs_cron_job};
 pub use daemonset::daemon_set;
 pub use service::{endpoint, service};
@@ -26,8 +27,11 @@ use crate::crd::Registry;
 
 /// The field manager of every server-side apply the operator makes.
 pub const MANAGER: &str = "berth-operator";
-/// Pod-template annotation holding the hash of the config and referenced Secrets.
-pub const CONFIG_HASH_ANNOTATION: &str = "berth.dev/config-hash";
+/// Pod-template annotation holding the hash of the Secrets the registry
+/// reads only at start (S3 keys, as environment variables): changing one
+/// must restart the pods. Mounted Secrets (TLS, htpasswd) are not in it: the
+/// registry reloads those files itself, without a restart.
+pub const SECRETS_HASH_ANNOTATION: &str = "berth.dev/secrets-hash";
 /// Label telling registry pods from garbage-collection pods.
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 /// Label naming the Registry an object belongs to.
@@ -49,7 +53,7 @@ pub const CONTAINER_PORT: i32 = 5000;
 /// Everything the operator applies for one Registry.
 #[derive(Debug, Clone)]
 pub struct Desired {
-    /// The registry's config file.
+    /// The registry's config file, in a ConfigMap named by its content.
     pub config_map: ConfigMap,
     /// The identity of registry and GC pods.
     pub service_account: ServiceAccount,
@@ -63,22 +67,22 @@ pub struct Desired {
 
 /// Builds every owned object. `default_image` is the operator's
 /// `--registry-image`, run unless `spec.image` names another;
-/// `secrets_hash` digests the referenced Secrets' contents so that
-/// rotating one changes the pod template.
+/// `secrets_hash` digests the Secrets read at start (see
+/// [`SECRETS_HASH_ANNOTATION`]).
 pub fn build(registry: &Registry, default_image: &str, secrets_hash: &str) -> Desired {
     let image = registry.spec.image_or(default_image);
     let config_map = config_map(registry);
-    let config_hash = hash_of(&[config_file(registry).as_bytes(), secrets_hash.as_bytes()]);
+    let config_name = config_map.metadata.name.clone().unwrap_or_default();
     Desired {
         service_account: service_account(registry),
-        daemon_set: daemon_set(registry, image, &config_hash),
+        daemon_set: daemon_set(registry, image, &config_name, secrets_hash),
         service: service(registry),
-        cron_job: cron_job(registry, image),
+        cron_job: cron_job(registry, image, &config_name),
         config_map,
     }
 }
 
-/// Name shared by the ConfigMap, ServiceAccount, DaemonSet and Service.
+/// Name shared by the ServiceAccount, DaemonSet and Service.
 pub fn object_name(registry: &Registry) -> String {
     registry.name_any()
 }
@@ -206,7 +210,7 @@ mod tests {
     }
 
     #[test]
-    fn secrets_hash_changes_the_pod_template() {
+    fn secrets_hash_and_config_change_the_pod_template() {
         let registry = s3_registry();
         let hash = |secrets: &str| {
             let ds = build(&registry, IMAGE, secrets).daemon_set;
@@ -216,11 +220,19 @@ mod tests {
                 .metadata
                 .unwrap()
                 .annotations
-                .unwrap()[CONFIG_HASH_ANNOTATION]
+                .unwrap()[SECRETS_HASH_ANNOTATION]
                 .clone()
         };
         assert_eq!(hash("a"), hash("a"));
         assert_ne!(hash("a"), hash("b"));
+        let config = |registry: &Registry| {
+            let ds = build(registry, IMAGE, "").daemon_set;
+            let pod = ds.spec.unwrap().template.spec.unwrap();
+            pod.volumes.unwrap()[0].config_map.clone().unwrap().name
+        };
+        let mut changed = s3_registry();
+        changed.spec.read_only = true;
+        assert_ne!(config(&registry), config(&changed));
     }
 
     #[test]

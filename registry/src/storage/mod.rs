@@ -9,6 +9,7 @@
 pub mod filesystem;
 pub mod instrumented;
 mod mapped;
+pub mod ownership;
 pub mod s3;
 
 use std::io;

@@ -170,13 +170,18 @@ impl Node {
     /// panics with everything it printed when it fails. A line ending in
     /// `&` is started in the background and stopped with the node.
     pub fn run(&self, line: &str) -> String {
+        self.run_in(&workspace_root(), line)
+    }
+
+    /// [`Node::run`] in the working directory `dir`.
+    pub fn run_in(&self, dir: &Path, line: &str) -> String {
         let (line, background) = match line.trim().strip_suffix('&') {
             Some(rest) => (rest.trim(), true),
             None => (line.trim(), false),
         };
         let words: Vec<&str> = line.split_whitespace().collect();
         let mut command = self.command(words[0]);
-        command.args(&words[1..]);
+        command.current_dir(dir).args(&words[1..]);
         if background {
             self.spawn(words[0], command);
             return String::new();

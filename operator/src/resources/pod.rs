@@ -1,0 +1,291 @@
+//! What every pod of a Registry shares, the DaemonSet's registry pods and
+//! the CronJob's GC pods alike: identity, security context, placement, the
+//! config, TLS, htpasswd and storage volumes, and the registry container's
+//! image, environment and mounts. Both run berth-registry against the same
+//! config file, so they are built here once.
+
+use k8s_openapi::api::core::v1::{
+    Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HostPathVolumeSource,
+    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
+    SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
+};
+
+use super::{AUTH_DIR, CONFIG_DIR, DATA_DIR, TLS_DIR, object_name};
+use crate::crd::{Registry, S3_ACCESS_KEY, S3_SECRET_KEY};
+
+/// The user and group the registry runs as (the image's nonroot user).
+pub const RUN_AS: i64 = 65532;
+
+/// A pod spec running `containers` with the Registry's shared parts, `image`
+/// being the registry image; the config volume is the ConfigMap `config_map`.
+pub fn pod_spec(
+    registry: &Registry,
+    image: &str,
+    config_map: &str,
+    containers: Vec<Container>,
+) -> PodSpec {
+    let spec = &registry.spec;
+    PodSpec {
+        service_account_name: Some(object_name(registry)),
+        automount_service_account_token: Some(false),
+        // Service links would inject REGISTRY_* variables, which the
+        // registry reads as config overrides.
+        enable_service_links: Some(false),
+        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
+        security_context: Some(PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(RUN_AS),
+            run_as_group: Some(RUN_AS),
+            fs_group: Some(RUN_AS),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".to_owned(),
+                ..Default::default()
+            }),
+            ..PodSecurityContext::default()
+        }),
+        init_containers: prepare_storage(registry, image),
+        containers,
+        volumes: Some(volumes(registry, config_map)),
+        ..PodSpec::default()
+    }
+}
+
+/// A berth-registry container named `name` running `args`: the Registry's
+/// image, S3 credentials, resources, restricted security context and mounts.
+pub fn registry_container(
+    registry: &Registry,
+    image: &str,
+    name: &str,
+    args: Vec<String>,
+) -> Container {
+    let spec = &registry.spec;
+    Container {
+        name: name.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some(spec.image_pull_policy.as_str().to_owned()),
+        args: Some(args),
+        env: s3_env(registry),
+        resources: spec.resources.clone(),
+        security_context: Some(restricted_security_context()),
+        volume_mounts: Some(volume_mounts(registry)),
+        ..Container::default()
+    }
+}
+
+/// For hostPath storage, the init container that gives the directory to the
+/// registry's user: kubelet creates a missing hostPath as root, mode 0755,
+/// and `fsGroup` does not apply to hostPath. It runs as root with only
+/// `CAP_CHOWN`, and does nothing once the directory is the registry's.
+fn prepare_storage(registry: &Registry, image: &str) -> Option<Vec<Container>> {
+    registry.spec.node_local_storage().then(|| {
+        let owner = format!("{RUN_AS}:{RUN_AS}");
+        vec![Container {
+            name: "prepare-storage".to_owned(),
+            image: Some(image.to_owned()),
+            image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
+            args: Some(vec![
+                "prepare-storage".to_owned(),
+                format!("--owner={owner}"),
+                DATA_DIR.to_owned(),
+            ]),
+            security_context: Some(SecurityContext {
+                run_as_user: Some(0),
+                run_as_group: Some(0),
+                run_as_non_root: Some(false),
+                allow_privilege_escalation: Some(false),
+                read_only_root_filesystem: Some(true),
+                capabilities: Some(Capabilities {
+                    drop: Some(vec!["ALL".to_owned()]),
+                    add: Some(vec!["CHOWN".to_owned()]),
+                }),
+                ..SecurityContext::default()
+            }),
+            volume_mounts: Some(vec![mount("data", DATA_DIR, false)]),
+            ..Container::default()
+        }]
+    })
+}
+
+/// Non-root, read-only root filesystem, no capabilities, no escalation.
+pub fn restricted_security_context() -> SecurityContext {
+    SecurityContext {
+        allow_privilege_escalation: Some(false),
+        read_only_root_filesystem: Some(true),
+        run_as_non_root: Some(true),
+        capabilities: Some(Capabilities {
+            drop: Some(vec!["ALL".to_owned()]),
+            ..Capabilities::default()
+        }),
+        ..SecurityContext::default()
+    }
+}
+
+/// `REGISTRY_STORAGE_S3_ACCESSKEY`/`SECRETKEY` from the credentials Secret.
+fn s3_env(registry: &Registry) -> Option<Vec<EnvVar>> {
+    let secret = registry
+        .spec
+        .storage
+        .s3
+        .as_ref()?
+        .credentials_secret
+        .as_ref()?;
+    let from_secret = |var: &str, key: &str| EnvVar {
+        name: var.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.clone(),
+                key: key.to_owned(),
+                optional: Some(false),
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
+    };
+    Some(vec![
+        from_secret("REGISTRY_STORAGE_S3_ACCESSKEY", S3_ACCESS_KEY),
+        from_secret("REGISTRY_STORAGE_S3_SECRETKEY", S3_SECRET_KEY),
+    ])
+}
+
+fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+    VolumeMount {
+        name: name.to_owned(),
+        mount_path: path.to_owned(),
+        read_only: Some(read_only),
+        ..VolumeMount::default()
+    }
+}
+
+/// Mounts of the config, TLS and htpasswd files, storage and a scratch `/tmp`.
+fn volume_mounts(registry: &Registry) -> Vec<VolumeMount> {
+    let spec = &registry.spec;
+    let mut mounts = vec![
+        mount("config", CONFIG_DIR, true),
+        mount("tmp", "/tmp", false),
+    ];
+    if spec.tls.is_some() {
+        mounts.push(mount("tls", TLS_DIR, true));
+    }
+    if spec.auth.is_some() {
+        mounts.push(mount("auth", AUTH_DIR, true));
+    }
+    if spec.storage.filesystem.is_some() {
+        mounts.push(mount("data", DATA_DIR, false));
+    }
+    mounts
+}
+
+/// The volumes behind [`volume_mounts`]; the config is the ConfigMap `config_map`.
+fn volumes(registry: &Registry, config_map: &str) -> Vec<Volume> {
+    let spec = &registry.spec;
+    let secret = |name: &str, secret_name: &str| Volume {
+        name: name.to_owned(),
+        secret: Some(SecretVolumeSource {
+            secret_name: Some(secret_name.to_owned()),
+            ..SecretVolumeSource::default()
+        }),
+        ..Volume::default()
+    };
+    let mut volumes = vec![
+        Volume {
+            name: "config".to_owned(),
+            config_map: Some(ConfigMapVolumeSource {
+                name: config_map.to_owned(),
+                ..ConfigMapVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        Volume {
+            name: "tmp".to_owned(),
+            empty_dir: Some(Default::default()),
+            ..Volume::default()
+        },
+    ];
+    if let Some(tls) = &spec.tls {
+        volumes.push(secret("tls", &tls.secret_name));
+    }
+    if let Some(auth) = &spec.auth {
+        volumes.push(secret("auth", &auth.htpasswd.secret_name));
+    }
+    if let Some(fs) = &spec.storage.filesystem {
+        let data = match (&fs.host_path, &fs.persistent_volume_claim) {
+            (Some(path), _) => Volume {
+                host_path: Some(HostPathVolumeSource {
+                    path: path.clone(),
+                    type_: Some("DirectoryOrCreate".to_owned()),
+                }),
+                ..Volume::default()
+            },
+            (None, claim) => Volume {
+                persistent_volume_claim: Some(PersistentVolumeClaimVolumeSource {
+                    claim_name: claim.clone().unwrap_or_default(),
+                    read_only: Some(false),
+                }),
+                ..Volume::default()
+            },
+        };
+        volumes.push(Volume {
+            name: "data".to_owned(),
+            ..data
+        });
+    }
+    volumes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixtures::*;
+    use super::*;
+
+    #[test]
+    fn host_path_storage_is_prepared_by_a_root_init_container_with_chown_only() {
+        let registry = host_path_registry();
+        let container = registry_container(&registry, IMAGE, "registry", vec![]);
+        let pod = pod_spec(&registry, IMAGE, "cache-config-0", vec![container]);
+        let init = &pod.init_containers.as_ref().expect("an init container")[0];
+        assert_eq!(init.image.as_deref(), Some(IMAGE));
+        assert_eq!(
+            init.args.as_ref().unwrap(),
+            &[
+                "prepare-storage",
+                "--owner=65532:65532",
+                "/var/lib/registry"
+            ]
+        );
+        let security = init.security_context.as_ref().unwrap();
+        assert_eq!(security.run_as_user, Some(0));
+        assert_eq!(security.allow_privilege_escalation, Some(false));
+        let capabilities = security.capabilities.as_ref().unwrap();
+        assert_eq!(capabilities.add.as_deref(), Some(&["CHOWN".to_owned()][..]));
+        assert_eq!(capabilities.drop.as_deref(), Some(&["ALL".to_owned()][..]));
+        let mounts: Vec<_> = init
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| m.name.as_str())
+            .collect();
+        assert_eq!(mounts, ["data"]);
+
+        let shared = pod_spec(&s3_registry(), IMAGE, "cache-config-0", vec![]);
+        assert_eq!(
+            shared.init_containers, None,
+            "S3 storage needs no preparation"
+        );
+    }
+
+    #[test]
+    fn every_pod_has_the_seccomp_profile_and_the_named_config() {
+        let pod = pod_spec(&s3_registry(), IMAGE, "cache-config-abc", vec![]);
+        let security = pod.security_context.as_ref().unwrap();
+        assert_eq!(
+            security.seccomp_profile.as_ref().unwrap().type_,
+            "RuntimeDefault"
+        );
+        let config = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(config.config_map.as_ref().unwrap().name, "cache-config-abc");
+    }
+}
