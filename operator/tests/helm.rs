@@ -24,7 +24,7 @@ use berth_operator::crd::Registry;
 use berth_operator::rbac::{self, Names, RBAC, Scope};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::batch::v1::CronJob;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, Service, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
@@ -677,6 +677,7 @@ fn declared_rbac_names_the_resources_the_code_uses() {
         resource::<Service>(),
         resource::<DaemonSet>(),
         resource::<CronJob>(),
+        resource::<Job>(),
         resource::<Secret>(),
         resource::<Pod>(),
         resource::<Event>(),
