@@ -21,8 +21,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
 
-# Pinned versions.
-DIST3_VERSION=v3.1.2
+# Pinned versions (Distribution v3's, DIST3_VERSION, is in scripts/lib.sh).
 # zot: module paths looked up on the Go module proxy; the run says why zot is not in it.
 ZOT_MODULES=(zotregistry.dev/zot/v2 zotregistry.dev/zot zotregistry.io/zot github.com/project-zot/zot)
 APT_PACKAGES=(wrk nginx-light skopeo docker-registry curl)

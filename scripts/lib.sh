@@ -6,6 +6,9 @@
 # ~/.cache/berth) in tools/<name>-<version>/, so a fresh clone reuses them,
 # and linked into .tools/bin/ of the checkout, where the tests look.
 
+# CNCF Distribution v3, pinned once for the tests and the benchmark.
+DIST3_VERSION=v3.1.2
+
 cache=${BERTH_CACHE:-$HOME/.cache/berth}
 bin="$root/.tools/bin"
 mkdir -p "$bin" "$cache/tools"
@@ -42,4 +45,18 @@ go_install() {
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
   ln -sf "$dir/$name" "$bin/$name"
+}
+
+# npm_install NAME PACKAGE VERSION BIN: install the npm package PACKAGE@VERSION
+# once into the cache and link its executable BIN into .tools/bin/NAME.
+npm_install() {
+  local name=$1 pkg=$2 version=$3 exe=$4
+  local dir="$cache/tools/$name-$version"
+  if [ ! -x "$dir/node_modules/.bin/$exe" ]; then
+    log "installing $pkg@$version from npm"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    npm install --prefix "$dir.tmp" --no-audit --no-fund --loglevel=error "$pkg@$version"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  ln -sf "$dir/node_modules/.bin/$exe" "$bin/$name"
 }

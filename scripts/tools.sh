@@ -14,13 +14,18 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 CONFORMANCE_VERSION=v0.0.0-20260831232431-97274622c111
 # MinIO publishes no module versions; pin a commit.
 MINIO_VERSION=v0.0.0-20260212201848-7aac2a2c5b7c
+# The emulators of the azure and gcs drivers' tests: Azurite from npm (3.35.0
+# is the newest that runs on Node 20), fake-gcs-server from the Go module proxy.
+AZURITE_VERSION=3.35.0
+FAKE_GCS_VERSION=v1.56.1
 # crictl talks to the test node's containerd (debugging and teardown).
 CRICTL_VERSION=v1.34.0
-# skopeo, CNCF Distribution 2.8 and curl for the registry's tests; the test
+# skopeo, CNCF Distribution 2.8, curl and openssl (test keys) for the
+# registry's tests; the test
 # node's runtime (containerd, runc, the CNI plugins, conntrack for
 # kube-proxy) and what `make images` packs (gcc for the pause program,
 # busybox-static for the test image, the CA bundle).
-APT_PACKAGES=(skopeo docker-registry curl containerd runc containernetworking-plugins conntrack
+APT_PACKAGES=(skopeo docker-registry curl openssl containerd runc containernetworking-plugins conntrack
   iptables iproute2 busybox-static gcc libc6-dev ca-certificates python3)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
@@ -34,6 +39,11 @@ ln -sf /usr/bin/docker-registry "$bin/docker-registry"
 go_install oci-conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION"
 go_install minio github.com/minio/minio "$MINIO_VERSION"
 go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
+npm_install azurite-blob azurite "$AZURITE_VERSION" azurite-blob
+go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION"
+# CNCF Distribution v3 for the azure and gcs interop tests: its drivers take
+# the emulators' endpoints, 2.8's do not.
+go_install registry-v3 github.com/distribution/distribution/v3/cmd/registry "$DIST3_VERSION"
 # Kubernetes (control plane, node, kubectl) and etcd (a tools module of our own).
 "$root/scripts/k8s-tools.sh"
 # helm for the chart tests (operator/tests/helm.rs).
