@@ -10,6 +10,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use base64::Engine;
 use serde::Deserialize;
 use serde_yaml::Value;
 
@@ -307,7 +308,12 @@ pub struct Storage {
     pub filesystem: Option<Filesystem>,
     /// The S3 driver.
     pub s3: Option<S3>,
-    /// Redirects of blob downloads to the backend (S3 pre-signed URLs).
+    /// The Azure Blob Storage driver.
+    pub azure: Option<Azure>,
+    /// The Google Cloud Storage driver.
+    pub gcs: Option<Gcs>,
+    /// Redirects of blob downloads to the backend (S3 pre-signed URLs,
+    /// Azure SAS URLs, GCS signed URLs).
     #[serde(default)]
     pub redirect: Redirect,
     /// Deletes.
@@ -380,6 +386,89 @@ pub struct S3 {
     /// Storage class of stored objects (default `STANDARD`).
     #[serde(default, deserialize_with = "optional_scalar_string")]
     pub storageclass: Option<String>,
+}
+
+/// `storage.azure`: a container of an Azure storage account (or Azurite).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Azure {
+    /// The storage account.
+    #[serde(deserialize_with = "scalar_string")]
+    pub accountname: String,
+    /// The account's shared key (base64). Without it, Berth uses Azure
+    /// workload identity (`AZURE_CLIENT_ID`, `AZURE_TENANT_ID`,
+    /// `AZURE_FEDERATED_TOKEN_FILE`) and cannot sign redirect URLs.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub accountkey: Option<String>,
+    /// The container.
+    #[serde(deserialize_with = "scalar_string")]
+    pub container: String,
+    /// Domain of the service (default `core.windows.net`): the service is
+    /// `https://<accountname>.blob.<realm>`.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub realm: Option<String>,
+    /// The service URL (Distribution v3), overriding `realm`; for Azurite
+    /// `http://127.0.0.1:10000/<accountname>`.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub serviceurl: Option<String>,
+    /// Prefix of every blob name in the container.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub rootdirectory: Option<String>,
+    /// Distribution v3's credentials section: `type: shared_key` (with
+    /// `accountkey`) or `default_credentials` (workload identity).
+    pub credentials: Option<AzureCredentials>,
+    /// Distribution v3's copy polling settings; accepted for compatibility.
+    pub copy_status_poll_max_retry: Option<u64>,
+    /// Accepted for compatibility (see `copy_status_poll_max_retry`).
+    pub copy_status_poll_delay: Option<String>,
+}
+
+/// `storage.azure.credentials` (Distribution v3).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AzureCredentials {
+    /// `shared_key` or `default_credentials`; `client_secret` is not supported.
+    #[serde(rename = "type", deserialize_with = "scalar_string")]
+    pub kind: String,
+    /// Accepted for compatibility with `client_secret`, which is refused.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub clientid: Option<String>,
+    /// As `clientid`.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub tenantid: Option<String>,
+    /// As `clientid`.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub secret: Option<String>,
+}
+
+/// `storage.gcs`: a Google Cloud Storage bucket (or fake-gcs-server).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Gcs {
+    /// The bucket.
+    #[serde(deserialize_with = "scalar_string")]
+    pub bucket: String,
+    /// A service account's JSON key file. Without it (and without
+    /// `credentials`), Berth takes tokens from the metadata server (GKE
+    /// workload identity) and cannot sign redirect URLs.
+    pub keyfile: Option<PathBuf>,
+    /// The service account key inline, as the fields of the JSON key file.
+    pub credentials: Option<BTreeMap<String, Value>>,
+    /// Prefix of every object name in the bucket.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub rootdirectory: Option<String>,
+    /// Size of the parts an upload is sent in (default 16 MiB, a multiple of 256 KiB).
+    pub chunksize: Option<u64>,
+    /// Berth's own: the JSON API endpoint, for fake-gcs-server or a proxy
+    /// (default `https://storage.googleapis.com`); requests go without
+    /// credentials when no key is given.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub endpoint: Option<String>,
+    /// Accepted for compatibility with Distribution.
+    #[serde(default, deserialize_with = "optional_scalar_string")]
+    pub useragent: Option<String>,
+    /// Accepted for compatibility with Distribution.
+    pub maxconcurrency: Option<u64>,
 }
 
 /// `storage.redirect`.
@@ -586,7 +675,57 @@ pub enum StorageSettings {
     },
     /// A bucket (boxed: its settings are much larger than a path).
     S3(Box<S3Settings>),
+    /// An Azure container.
+    Azure(Box<AzureSettings>),
+    /// A Google Cloud Storage bucket.
+    Gcs(Box<GcsSettings>),
 }
+
+/// The Azure driver's settings, checked.
+#[derive(Debug, Clone)]
+pub struct AzureSettings {
+    /// The account.
+    pub account: String,
+    /// The shared key, decoded; `None` means workload identity.
+    pub key: Option<Vec<u8>>,
+    /// The container.
+    pub container: String,
+    /// The service URL without a trailing slash, e.g.
+    /// `https://account.blob.core.windows.net`.
+    pub service_url: String,
+    /// Blob name prefix without slashes at either end.
+    pub root: String,
+    /// Block size of uploads.
+    pub chunk_size: u64,
+    /// Whether blob GET/HEAD redirect to SAS URLs (needs the shared key).
+    pub redirect: bool,
+}
+
+/// The GCS driver's settings, checked.
+#[derive(Debug, Clone)]
+pub struct GcsSettings {
+    /// The bucket.
+    pub bucket: String,
+    /// The service account key, when one is configured.
+    pub key: Option<crate::storage::gcs::ServiceAccountKey>,
+    /// The JSON API endpoint without a trailing slash.
+    pub endpoint: String,
+    /// Object name prefix without slashes at either end.
+    pub root: String,
+    /// Part size of uploads.
+    pub chunk_size: u64,
+    /// Whether blob GET/HEAD redirect to signed URLs (needs the key).
+    pub redirect: bool,
+}
+
+/// Size of the blocks Azure uploads are staged in.
+pub const AZURE_CHUNK: u64 = 8 * 1024 * 1024;
+
+/// Google Cloud Storage's JSON API.
+pub const GCS_ENDPOINT: &str = "https://storage.googleapis.com";
+
+/// GCS upload parts are multiples of this size (Distribution's rule for `chunksize`).
+pub const GCS_CHUNK_UNIT: u64 = 256 * 1024;
 
 /// The S3 driver's settings, checked.
 #[derive(Debug, Clone)]
@@ -796,16 +935,10 @@ impl Config {
 
     /// The one configured storage driver, checked.
     fn storage_settings(&self) -> Result<StorageSettings, ConfigError> {
-        match (&self.storage.filesystem, &self.storage.s3) {
-            (Some(_), Some(_)) => Err(invalid(
-                "storage",
-                "configure exactly one driver: filesystem or s3",
-            )),
-            (None, None) => Err(invalid(
-                "storage",
-                "no storage driver configured (supported: filesystem, s3)",
-            )),
-            (Some(fs), None) => {
+        let storage = &self.storage;
+        let redirect = !storage.redirect.disable;
+        match (&storage.filesystem, &storage.s3, &storage.azure, &storage.gcs) {
+            (Some(fs), None, None, None) => {
                 if fs.rootdirectory.as_os_str().is_empty() {
                     return Err(invalid(
                         "storage.filesystem.rootdirectory",
@@ -816,56 +949,23 @@ impl Config {
                     root: fs.rootdirectory.clone(),
                 })
             }
-            (None, Some(s3)) => {
-                if s3.bucket.is_empty() {
-                    return Err(invalid("storage.s3.bucket", "must not be empty"));
-                }
-                if s3.skipverify {
-                    return Err(invalid(
-                        "storage.s3.skipverify",
-                        "skipping TLS verification is not supported",
-                    ));
-                }
-                if !s3.v4auth {
-                    return Err(invalid(
-                        "storage.s3.v4auth",
-                        "only signature v4 is supported",
-                    ));
-                }
-                if s3.accesskey.is_some() != s3.secretkey.is_some() {
-                    return Err(invalid(
-                        "storage.s3.secretkey",
-                        "accesskey and secretkey go together",
-                    ));
-                }
-                let chunk_size = s3.chunksize.unwrap_or(10 * 1024 * 1024);
-                if chunk_size < S3_MIN_CHUNK {
-                    return Err(invalid(
-                        "storage.s3.chunksize",
-                        format!("must be at least {S3_MIN_CHUNK} bytes"),
-                    ));
-                }
-                let endpoint = match s3.regionendpoint.as_deref().filter(|e| !e.is_empty()) {
-                    Some(e) if e.contains("://") => {
-                        e.parse::<http::Uri>().map_err(|err| {
-                            invalid("storage.s3.regionendpoint", format!("{e:?}: {err}"))
-                        })?;
-                        Some(e.trim_end_matches('/').to_owned())
-                    }
-                    Some(e) => Some(format!(
-                        "{}://{}",
-                        if s3.secure { "https" } else { "http" },
-                        e.trim_end_matches('/')
-                    )),
-                    None => None,
-                };
-                Ok(StorageSettings::S3(Box::new(S3Settings {
-                    config: s3.clone(),
-                    endpoint,
-                    chunk_size,
-                    redirect: !self.storage.redirect.disable,
-                })))
+            (None, Some(s3), None, None) => {
+                s3_settings(s3, redirect).map(|s| StorageSettings::S3(Box::new(s)))
             }
+            (None, None, Some(azure), None) => {
+                azure_settings(azure, redirect).map(|s| StorageSettings::Azure(Box::new(s)))
+            }
+            (None, None, None, Some(gcs)) => {
+                gcs_settings(gcs, redirect).map(|s| StorageSettings::Gcs(Box::new(s)))
+            }
+            (None, None, None, None) => Err(invalid(
+                "storage",
+                "no storage driver configured (supported: filesystem, s3, azure, gcs)",
+            )),
+            _ => Err(invalid(
+                "storage",
+                "configure exactly one driver: filesystem, s3, azure or gcs",
+            )),
         }
     }
 
@@ -926,6 +1026,171 @@ impl Config {
         }
         Ok(out)
     }
+}
+
+/// `storage.s3`, checked.
+fn s3_settings(s3: &S3, redirect: bool) -> Result<S3Settings, ConfigError> {
+    if s3.bucket.is_empty() {
+        return Err(invalid("storage.s3.bucket", "must not be empty"));
+    }
+    if s3.skipverify {
+        return Err(invalid(
+            "storage.s3.skipverify",
+            "skipping TLS verification is not supported",
+        ));
+    }
+    if !s3.v4auth {
+        return Err(invalid(
+            "storage.s3.v4auth",
+            "only signature v4 is supported",
+        ));
+    }
+    if s3.accesskey.is_some() != s3.secretkey.is_some() {
+        return Err(invalid(
+            "storage.s3.secretkey",
+            "accesskey and secretkey go together",
+        ));
+    }
+    let chunk_size = s3.chunksize.unwrap_or(10 * 1024 * 1024);
+    if chunk_size < S3_MIN_CHUNK {
+        return Err(invalid(
+            "storage.s3.chunksize",
+            format!("must be at least {S3_MIN_CHUNK} bytes"),
+        ));
+    }
+    let endpoint = match s3.regionendpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) if e.contains("://") => Some(http_url("storage.s3.regionendpoint", e)?),
+        Some(e) => Some(format!(
+            "{}://{}",
+            if s3.secure { "https" } else { "http" },
+            e.trim_end_matches('/')
+        )),
+        None => None,
+    };
+    Ok(S3Settings {
+        config: s3.clone(),
+        endpoint,
+        chunk_size,
+        redirect,
+    })
+}
+
+/// `storage.azure`, checked.
+fn azure_settings(azure: &Azure, redirect: bool) -> Result<AzureSettings, ConfigError> {
+    if azure.accountname.is_empty() {
+        return Err(invalid("storage.azure.accountname", "must not be empty"));
+    }
+    if azure.container.is_empty() {
+        return Err(invalid("storage.azure.container", "must not be empty"));
+    }
+    let key = match azure.accountkey.as_deref().filter(|k| !k.is_empty()) {
+        Some(k) => Some(base64::engine::general_purpose::STANDARD.decode(k.trim()).map_err(
+            |e| invalid("storage.azure.accountkey", format!("not base64: {e}")),
+        )?),
+        None => None,
+    };
+    match azure.credentials.as_ref().map(|c| c.kind.as_str()) {
+        None => {}
+        Some("shared_key") if key.is_none() => {
+            return Err(invalid(
+                "storage.azure.accountkey",
+                "credentials.type shared_key needs the account key",
+            ));
+        }
+        Some("shared_key" | "default_credentials") => {}
+        Some(other) => {
+            return Err(invalid(
+                "storage.azure.credentials.type",
+                format!("{other:?} is not supported; use shared_key or default_credentials"),
+            ));
+        }
+    }
+    let service_url = match azure.serviceurl.as_deref().filter(|u| !u.is_empty()) {
+        Some(url) => http_url("storage.azure.serviceurl", url)?,
+        None => format!(
+            "https://{}.blob.{}",
+            azure.accountname,
+            azure.realm.as_deref().unwrap_or("core.windows.net")
+        ),
+    };
+    Ok(AzureSettings {
+        account: azure.accountname.clone(),
+        redirect: redirect && key.is_some(),
+        key,
+        container: azure.container.clone(),
+        service_url,
+        root: trimmed_root(azure.rootdirectory.as_deref()),
+        chunk_size: AZURE_CHUNK,
+    })
+}
+
+/// `storage.gcs`, checked; the key file is read and its key parsed here,
+/// so a bad one stops the start naming the key.
+fn gcs_settings(gcs: &Gcs, redirect: bool) -> Result<GcsSettings, ConfigError> {
+    use crate::storage::gcs::ServiceAccountKey;
+    if gcs.bucket.is_empty() {
+        return Err(invalid("storage.gcs.bucket", "must not be empty"));
+    }
+    let chunk_size = gcs.chunksize.unwrap_or(16 * 1024 * 1024);
+    if chunk_size < GCS_CHUNK_UNIT || chunk_size % GCS_CHUNK_UNIT != 0 {
+        return Err(invalid(
+            "storage.gcs.chunksize",
+            format!("must be a positive multiple of {GCS_CHUNK_UNIT} bytes"),
+        ));
+    }
+    let key = match (&gcs.keyfile, &gcs.credentials) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "storage.gcs.credentials",
+                "give keyfile or credentials, not both",
+            ));
+        }
+        (Some(file), None) => {
+            let json = std::fs::read(file).map_err(|e| {
+                invalid("storage.gcs.keyfile", format!("{}: {e}", file.display()))
+            })?;
+            Some(ServiceAccountKey::from_json(&json).map_err(|e| {
+                invalid("storage.gcs.keyfile", format!("{}: {e}", file.display()))
+            })?)
+        }
+        (None, Some(fields)) => {
+            let json = serde_json::to_vec(fields)
+                .map_err(|e| invalid("storage.gcs.credentials", e.to_string()))?;
+            Some(
+                ServiceAccountKey::from_json(&json)
+                    .map_err(|e| invalid("storage.gcs.credentials", e))?,
+            )
+        }
+        (None, None) => None,
+    };
+    let endpoint = match gcs.endpoint.as_deref().filter(|e| !e.is_empty()) {
+        Some(e) => http_url("storage.gcs.endpoint", e)?,
+        None => GCS_ENDPOINT.to_owned(),
+    };
+    Ok(GcsSettings {
+        bucket: gcs.bucket.clone(),
+        redirect: redirect && key.is_some(),
+        key,
+        endpoint,
+        root: trimmed_root(gcs.rootdirectory.as_deref()),
+        chunk_size,
+    })
+}
+
+/// An http(s) URL given under `key`, without a trailing slash.
+fn http_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let uri = url
+        .parse::<http::Uri>()
+        .map_err(|err| invalid(key, format!("{url:?}: {err}")))?;
+    if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
+        return Err(invalid(key, format!("{url:?} is not an http(s) URL")));
+    }
+    Ok(url.trim_end_matches('/').to_owned())
+}
+
+/// A `rootdirectory` as a key prefix: no slashes at either end.
+fn trimmed_root(root: Option<&str>) -> String {
+    root.unwrap_or("").trim_matches('/').to_owned()
 }
 
 /// Parses Go-style listen addresses: `host:port`, `[v6]:port`, `:port`.

@@ -3,7 +3,7 @@
 //!
 //! Data flows one way: [`api`] (HTTP) -> [`service`] (registry semantics) ->
 //! [`storage`] (bytes at paths). [`layout`] maps registry objects to paths;
-//! [`config`], [`auth`], [`tls`], [`notify`], [`metrics`], [`logging`],
+//! [`config`], [`auth`], [`tls`], [`https`], [`notify`], [`metrics`], [`logging`],
 //! [`maintenance`] and [`gc`] sit beside them, and [`server`] wires
 //! everything into a process.
 
@@ -13,6 +13,7 @@ pub mod config;
 pub mod digest;
 pub mod error;
 pub mod gc;
+pub mod https;
 pub mod layout;
 pub mod logging;
 pub mod maintenance;

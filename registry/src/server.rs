@@ -22,7 +22,9 @@ use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
 use crate::service::{Options, Registry};
-use crate::storage::{FilesystemDriver, Instrumented, S3Driver, StorageDriver};
+use crate::storage::{
+    AzureDriver, FilesystemDriver, GcsDriver, Instrumented, S3Driver, StorageDriver,
+};
 use crate::tls::{self, TlsError};
 
 /// Age of uploads purged by in-server collections when upload purging is off.
@@ -86,6 +88,8 @@ pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registr
     let driver: Arc<dyn StorageDriver> = match &settings.storage {
         StorageSettings::Filesystem { root } => Arc::new(FilesystemDriver::new(root)),
         StorageSettings::S3(s3) => Arc::new(S3Driver::new(s3).await),
+        StorageSettings::Azure(azure) => Arc::new(AzureDriver::new(azure)),
+        StorageSettings::Gcs(gcs) => Arc::new(GcsDriver::new(gcs)),
     };
     Arc::new(Registry::new(
         Arc::new(Instrumented::new(driver, metrics)),
@@ -110,6 +114,10 @@ fn storage_location(storage: &StorageSettings) -> String {
                 .map(|e| format!(" at {e}"))
                 .unwrap_or_default()
         ),
+        StorageSettings::Azure(azure) => {
+            format!("{}/{}/{}", azure.service_url, azure.container, azure.root)
+        }
+        StorageSettings::Gcs(gcs) => format!("gs://{}/{} at {}", gcs.bucket, gcs.root, gcs.endpoint),
     }
 }
 

@@ -14,7 +14,6 @@ use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tokio::sync::Notify;
 
 use super::{EVENTS_MEDIA_TYPE, Event};
@@ -38,30 +37,6 @@ pub(super) struct Endpoint {
     metrics: Arc<Metrics>,
 }
 
-/// An HTTP(S) client trusting the system's CA certificates.
-fn client() -> HttpClient {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let connector = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
-        Ok(builder) => builder.https_or_http().enable_http1().build(),
-        Err(e) => {
-            tracing::warn!(error = %e, "no system CA certificates; https notification endpoints will fail");
-            let config = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .expect("the ring provider supports the default TLS versions")
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new()
-                .with_tls_config(config)
-                .https_or_http()
-                .enable_http1()
-                .build()
-        }
-    };
-    Client::builder(TokioExecutor::new()).build(connector)
-}
-
 impl Endpoint {
     /// Creates the endpoint and spawns its delivery task.
     pub(super) fn start(
@@ -77,7 +52,7 @@ impl Endpoint {
             drained: Notify::new(),
             metrics,
         });
-        tokio::spawn(endpoint.clone().deliver_forever(client()));
+        tokio::spawn(endpoint.clone().deliver_forever(crate::https::client()));
         endpoint
     }
 

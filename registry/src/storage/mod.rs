@@ -6,11 +6,16 @@
 //! absolute within the driver's root (`/docker/registry/v2/...`), and are
 //! always built from validated components.
 
+pub mod azure;
 pub mod filesystem;
+pub mod gcs;
 pub mod instrumented;
 mod mapped;
 pub mod ownership;
+mod rest;
 pub mod s3;
+mod staged;
+mod token;
 
 use std::io;
 use std::pin::Pin;
@@ -20,7 +25,9 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures_util::Stream;
 
+pub use azure::AzureDriver;
 pub use filesystem::FilesystemDriver;
+pub use gcs::GcsDriver;
 pub use instrumented::Instrumented;
 pub use s3::S3Driver;
 
@@ -75,7 +82,7 @@ pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 /// The operations every storage backend provides.
 #[async_trait]
 pub trait StorageDriver: Send + Sync + 'static {
-    /// The driver's name, as in the config file (`filesystem`, `s3`).
+    /// The driver's name, as in the config file (`filesystem`, `s3`, `azure`, `gcs`).
     fn name(&self) -> &'static str;
 
     /// Reads a small file whole, failing with `TooLarge` past `limit` bytes.
