@@ -10,16 +10,19 @@
 
 #![warn(missing_docs)]
 
+pub mod azurite;
 pub mod certs;
 pub mod conformance;
 pub mod curl;
 pub mod distribution;
+pub mod fake_gcs;
 pub mod htpasswd;
 pub mod http;
 pub mod images;
 pub mod metrics;
 pub mod minio;
 pub mod node;
+pub mod object_store;
 pub mod oci;
 pub mod process;
 pub mod readme;
@@ -28,4 +31,5 @@ pub mod skopeo;
 pub mod storage;
 pub mod tools;
 pub mod webhook;
+pub mod xml;
 pub mod yaml;

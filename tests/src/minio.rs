@@ -14,9 +14,8 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::curl::{self, Transfer};
-use crate::oci::digest_matches;
 use crate::process::{ServerProcess, StartError, free_port};
-use crate::storage::BadBlob;
+use crate::storage::{BadBlob, verify_listed_blobs};
 
 /// The root user MinIO runs with (its S3 access key).
 pub const ACCESS_KEY: &str = "berth-tests";
@@ -60,12 +59,7 @@ impl S3Bucket {
     /// The key prefix of the registry layout (`<rootdirectory>/docker/registry/v2`),
     /// without a leading slash.
     pub fn v2_prefix(&self) -> String {
-        let root = self.root_directory.trim_matches('/');
-        if root.is_empty() {
-            "docker/registry/v2".to_owned()
-        } else {
-            format!("{root}/docker/registry/v2")
-        }
+        crate::storage::v2_prefix(&self.root_directory)
     }
 }
 
@@ -304,18 +298,18 @@ impl Minio {
             );
             let text = reply.text();
             for contents in text.split("<Contents>").skip(1) {
-                let key = xml_field(contents, "Key").expect("listed object has a Key");
-                let size = xml_field(contents, "Size")
+                let key = crate::xml::field(contents, "Key").expect("listed object has a Key");
+                let size = crate::xml::field(contents, "Size")
                     .and_then(|s| s.parse().ok())
                     .expect("listed object has a Size");
                 objects.push(ObjectInfo {
-                    key: xml_unescape(&key),
+                    key: crate::xml::unescape(&key),
                     size,
                 });
             }
-            match xml_field(&text, "NextContinuationToken") {
-                Some(next) if xml_field(&text, "IsTruncated").as_deref() == Some("true") => {
-                    token = Some(xml_unescape(&next));
+            match crate::xml::field(&text, "NextContinuationToken") {
+                Some(next) if crate::xml::field(&text, "IsTruncated").as_deref() == Some("true") => {
+                    token = Some(crate::xml::unescape(&next));
                 }
                 _ => return objects,
             }
@@ -328,41 +322,11 @@ impl Minio {
     /// one that is wrong.
     pub fn verify_blobs(&self, bucket: &S3Bucket) -> (usize, Vec<BadBlob>) {
         let prefix = format!("{}/blobs/", bucket.v2_prefix());
-        let mut checked = 0;
-        let mut bad = Vec::new();
-        for object in self.list_objects(&bucket.bucket, &prefix) {
-            let rel = &object.key[prefix.len()..];
-            let parts: Vec<&str> = rel.split('/').collect();
-            let problem = match parts.as_slice() {
-                [algorithm, first, hex, "data"] => {
-                    checked += 1;
-                    let digest = format!("{algorithm}:{hex}");
-                    if first.len() != 2 || !hex.starts_with(first) {
-                        Some(format!("directory {first} is not the prefix of {hex}"))
-                    } else {
-                        match self.get_object(&bucket.bucket, &object.key) {
-                            None => Some("listed but not found".to_owned()),
-                            Some(bytes) => match digest_matches(&digest, &bytes) {
-                                Some(true) => None,
-                                Some(false) => Some(format!(
-                                    "{} bytes that do not hash to {digest}",
-                                    bytes.len()
-                                )),
-                                None => Some(format!("unknown algorithm {algorithm}")),
-                            },
-                        }
-                    }
-                }
-                _ => Some("not at blobs/<alg>/<xx>/<hex>/data".to_owned()),
-            };
-            if let Some(problem) = problem {
-                bad.push(BadBlob {
-                    path: PathBuf::from(&object.key),
-                    problem,
-                });
-            }
-        }
-        (checked, bad)
+        let keys = self
+            .list_objects(&bucket.bucket, &prefix)
+            .into_iter()
+            .map(|o| o.key);
+        verify_listed_blobs(&prefix, keys, |key| self.get_object(&bucket.bucket, key))
     }
 }
 
@@ -411,21 +375,4 @@ pub fn encode(text: &str) -> String {
 /// Percent-encode an object key for a path, keeping its slashes.
 pub fn encode_key(key: &str) -> String {
     key.split('/').map(encode).collect::<Vec<_>>().join("/")
-}
-
-fn xml_field(text: &str, name: &str) -> Option<String> {
-    let open = format!("<{name}>");
-    let start = text.find(&open)? + open.len();
-    let end = text[start..].find(&format!("</{name}>"))? + start;
-    Some(text[start..end].to_owned())
-}
-
-fn xml_unescape(text: &str) -> String {
-    text.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&quot;", "\"")
-        .replace("&#34;", "\"")
-        .replace("&apos;", "'")
-        .replace("&#39;", "'")
-        .replace("&amp;", "&")
 }

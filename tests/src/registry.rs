@@ -96,6 +96,14 @@ fn base_config(addr: &str, storage: &Storage, root: &Path, delete_enabled: bool)
             }
             tree.set("storage.redirect", "disable", !redirect);
         }
+        Storage::Section {
+            path,
+            yaml,
+            redirect,
+        } => {
+            tree.add(path, yaml);
+            tree.set("storage.redirect", "disable", !redirect);
+        }
     }
     tree.set("storage.delete", "enabled", delete_enabled);
     tree
@@ -110,6 +118,12 @@ enum Storage {
     /// `storage.s3` in `bucket`; blob reads answer 307 to the bucket when
     /// `redirect` is on.
     S3 { bucket: S3Bucket, redirect: bool },
+    /// Another driver's section (`storage.azure`, `storage.gcs`) as YAML.
+    Section {
+        path: String,
+        yaml: String,
+        redirect: bool,
+    },
 }
 
 /// What clients of a TLS server need: the CA to trust, and whether the
@@ -157,6 +171,18 @@ impl RegistryOptions {
     pub fn s3(mut self, bucket: &S3Bucket, redirect: bool) -> RegistryOptions {
         self.storage = Storage::S3 {
             bucket: bucket.clone(),
+            redirect,
+        };
+        self
+    }
+
+    /// Store data with the driver whose section `path` (`storage.azure`,
+    /// `storage.gcs`) is `yaml`; with `redirect`, blob `GET`/`HEAD` answer
+    /// 307 to the backend, without, `storage.redirect.disable` is set.
+    pub fn storage_section(mut self, path: &str, yaml: &str, redirect: bool) -> RegistryOptions {
+        self.storage = Storage::Section {
+            path: path.to_owned(),
+            yaml: yaml.to_owned(),
             redirect,
         };
         self

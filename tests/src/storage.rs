@@ -147,6 +147,67 @@ pub struct BadBlob {
     pub problem: String,
 }
 
+/// The key prefix of the registry layout below an object store's
+/// `rootdirectory` (`<root>/docker/registry/v2`), without a leading slash.
+pub fn v2_prefix(root_directory: &str) -> String {
+    let root = root_directory.trim_matches('/');
+    if root.is_empty() {
+        "docker/registry/v2".to_owned()
+    } else {
+        format!("{root}/docker/registry/v2")
+    }
+}
+
+/// What is wrong with the stored blob at `rel` below `blobs/` (which must
+/// be `<alg>/<xx>/<hex>/data`, `<xx>` the first two characters of
+/// `<hex>`), whose content `read` gives (`Err`: why it could not be read);
+/// `None` when it is whole.
+pub fn blob_problem(rel: &str, read: impl FnOnce() -> Result<Vec<u8>, String>) -> Option<String> {
+    let parts: Vec<&str> = rel.split('/').collect();
+    let [algorithm, prefix, hex, "data"] = parts.as_slice() else {
+        return Some("not at blobs/<alg>/<xx>/<hex>/data".to_owned());
+    };
+    if prefix.len() != 2 || !hex.starts_with(prefix) {
+        return Some(format!("directory {prefix} is not the prefix of {hex}"));
+    }
+    let digest = format!("{algorithm}:{hex}");
+    match read() {
+        Err(e) => Some(e),
+        Ok(bytes) => match digest_matches(&digest, &bytes) {
+            Some(true) => None,
+            Some(false) => Some(format!(
+                "{} bytes that do not hash to {digest}",
+                bytes.len()
+            )),
+            None => Some(format!("unknown algorithm {algorithm}")),
+        },
+    }
+}
+
+/// Check every blob an object store lists: `keys` are the object keys below
+/// `prefix` (`<v2>/blobs/`), `read` fetches one (`None`: not found).
+/// Returns how many blobs were checked and every one that is wrong.
+pub fn verify_listed_blobs(
+    prefix: &str,
+    keys: impl IntoIterator<Item = String>,
+    read: impl Fn(&str) -> Option<Vec<u8>>,
+) -> (usize, Vec<BadBlob>) {
+    let mut checked = 0;
+    let mut bad = Vec::new();
+    for key in keys {
+        checked += 1;
+        let rel = key.strip_prefix(prefix).unwrap_or(&key);
+        let problem = blob_problem(rel, || read(&key).ok_or_else(|| "listed but not found".to_owned()));
+        if let Some(problem) = problem {
+            bad.push(BadBlob {
+                path: PathBuf::from(&key),
+                problem,
+            });
+        }
+    }
+    (checked, bad)
+}
+
 /// Walk `blobs/<alg>/<xx>/<hex>/data` under the root and check that each
 /// file's content hashes to `<alg>:<hex>` and that `<xx>` is the first two
 /// characters of `<hex>`. Returns the number of blobs checked and every
@@ -171,31 +232,9 @@ pub fn verify_blobs(root: &Path) -> (usize, Vec<BadBlob>) {
             }
             checked += 1;
             let rel = path.strip_prefix(&blobs).expect("under blobs");
-            let parts: Vec<String> = rel
-                .components()
-                .map(|c| c.as_os_str().to_string_lossy().into_owned())
-                .collect();
-            let problem = match parts.as_slice() {
-                [algorithm, prefix, hex, _data] => {
-                    let digest = format!("{algorithm}:{hex}");
-                    if !hex.starts_with(prefix.as_str()) || prefix.len() != 2 {
-                        Some(format!("directory {prefix} is not the prefix of {hex}"))
-                    } else {
-                        match fs::read(&path) {
-                            Err(e) => Some(format!("unreadable: {e}")),
-                            Ok(bytes) => match digest_matches(&digest, &bytes) {
-                                Some(true) => None,
-                                Some(false) => Some(format!(
-                                    "{} bytes that do not hash to {digest}",
-                                    bytes.len()
-                                )),
-                                None => Some(format!("unknown algorithm {algorithm}")),
-                            },
-                        }
-                    }
-                }
-                _ => Some("not at blobs/<alg>/<xx>/<hex>/data".to_owned()),
-            };
+            let problem = blob_problem(&rel.to_string_lossy(), || {
+                fs::read(&path).map_err(|e| format!("unreadable: {e}"))
+            });
             if let Some(problem) = problem {
                 bad.push(BadBlob { path, problem });
             }
