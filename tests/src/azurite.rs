@@ -13,6 +13,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use tempfile::TempDir;
 
 use crate::curl::{self, Transfer};
+use crate::minio::ObjectInfo;
 use crate::process::{ServerProcess, StartError, free_port};
 use crate::storage::{BadBlob, verify_listed_blobs};
 use crate::yaml::quoted;
@@ -250,8 +251,8 @@ impl Azurite {
         }
     }
 
-    /// The names of every blob of `container` starting with `prefix`.
-    pub fn list_blobs(&self, container: &str, prefix: &str) -> Vec<String> {
+    /// Every blob of `container` whose name starts with `prefix`.
+    pub fn list_blobs(&self, container: &str, prefix: &str) -> Vec<ObjectInfo> {
         let mut names = Vec::new();
         let mut marker = String::new();
         loop {
@@ -263,9 +264,14 @@ impl Azurite {
             assert_eq!(reply.status, 200, "list {container}/{prefix}: {}", reply.describe());
             let text = reply.text();
             for blob in text.split("<Blob>").skip(1) {
-                if let Some(name) = crate::xml::field(blob, "Name") {
-                    names.push(crate::xml::unescape(&name));
-                }
+                let name = crate::xml::field(blob, "Name").expect("a listed blob has a Name");
+                let size = crate::xml::field(blob, "Content-Length")
+                    .and_then(|s| s.parse().ok())
+                    .expect("a listed blob has a Content-Length");
+                names.push(ObjectInfo {
+                    key: crate::xml::unescape(&name),
+                    size,
+                });
             }
             match crate::xml::field(&text, "NextMarker").filter(|m| !m.is_empty()) {
                 Some(next) => marker = crate::xml::unescape(&next),
@@ -278,7 +284,10 @@ impl Azurite {
     /// its content hashes to its name.
     pub fn verify_blobs(&self, container: &AzureContainer) -> (usize, Vec<BadBlob>) {
         let prefix = format!("{}/blobs/", container.v2_prefix());
-        let names = self.list_blobs(&container.container, &prefix);
+        let names = self
+            .list_blobs(&container.container, &prefix)
+            .into_iter()
+            .map(|o| o.key);
         verify_listed_blobs(&prefix, names, |name| self.get_blob(&container.container, name))
     }
 }

@@ -13,7 +13,7 @@ use std::time::Duration;
 use tempfile::TempDir;
 
 use crate::curl::{self, Transfer};
-use crate::minio::encode;
+use crate::minio::{ObjectInfo, encode};
 use crate::process::{ServerProcess, StartError, free_port};
 use crate::storage::{BadBlob, verify_listed_blobs};
 use crate::yaml::quoted;
@@ -227,8 +227,8 @@ impl FakeGcs {
         }
     }
 
-    /// The names of every object of `bucket` starting with `prefix`.
-    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<String> {
+    /// Every object of `bucket` whose name starts with `prefix`.
+    pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<ObjectInfo> {
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -241,9 +241,15 @@ impl FakeGcs {
             let page: serde_json::Value =
                 serde_json::from_slice(&reply.body).expect("a JSON listing");
             for item in page["items"].as_array().into_iter().flatten() {
-                if let Some(name) = item["name"].as_str() {
-                    names.push(name.to_owned());
-                }
+                let name = item["name"].as_str().expect("a listed object has a name");
+                let size = item["size"]
+                    .as_str()
+                    .and_then(|s| s.parse().ok())
+                    .expect("a listed object has a size");
+                names.push(ObjectInfo {
+                    key: name.to_owned(),
+                    size,
+                });
             }
             match page["nextPageToken"].as_str().filter(|t| !t.is_empty()) {
                 Some(next) => token = Some(next.to_owned()),
@@ -256,7 +262,10 @@ impl FakeGcs {
     /// its content hashes to its name.
     pub fn verify_blobs(&self, bucket: &GcsBucket) -> (usize, Vec<BadBlob>) {
         let prefix = format!("{}/blobs/", bucket.v2_prefix());
-        let names = self.list_objects(&bucket.bucket, &prefix);
+        let names = self
+            .list_objects(&bucket.bucket, &prefix)
+            .into_iter()
+            .map(|o| o.key);
         verify_listed_blobs(&prefix, names, |name| self.get_object(&bucket.bucket, name))
     }
 }

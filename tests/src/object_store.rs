@@ -18,6 +18,7 @@ use crate::images::{
     OciLayout, Platform, assert_same_image, assert_same_layout, multi_arch_layout, random_bytes,
 };
 use crate::metrics;
+use crate::minio::ObjectInfo;
 use crate::oci::{location_path, sha256_digest, start_upload, with_query};
 use crate::registry::{BerthRegistry, RegistryOptions};
 use crate::skopeo::{Skopeo, docker_ref};
@@ -44,6 +45,10 @@ pub trait Emulator: Sized {
     fn redirect_prefix(&self, place: &Self::Place) -> String;
     /// Every blob of the layout in `place`, checked against its digest.
     fn verify_blobs(&self, place: &Self::Place) -> (usize, Vec<BadBlob>);
+    /// Every object of `place` whose name starts with `prefix`.
+    fn list(&self, place: &Self::Place, prefix: &str) -> Vec<ObjectInfo>;
+    /// The name prefix of the registry layout in `place`.
+    fn v2_prefix(place: &Self::Place) -> String;
     /// Uploads `file` as the object `name` of `place`, straight to the emulator.
     fn put_file(&self, place: &Self::Place, name: &str, file: &Path) -> Transfer;
     /// Downloads the object `name` of `place` into `file`.
@@ -94,6 +99,12 @@ impl Emulator for Azurite {
     }
     fn verify_blobs(&self, place: &AzureContainer) -> (usize, Vec<BadBlob>) {
         Azurite::verify_blobs(self, place)
+    }
+    fn list(&self, place: &AzureContainer, prefix: &str) -> Vec<ObjectInfo> {
+        self.list_blobs(&place.container, prefix)
+    }
+    fn v2_prefix(place: &AzureContainer) -> String {
+        place.v2_prefix()
     }
     fn put_file(&self, place: &AzureContainer, name: &str, file: &Path) -> Transfer {
         Azurite::put_file(self, &place.container, name, file)
@@ -155,6 +166,12 @@ impl Emulator for Gcs {
     }
     fn verify_blobs(&self, place: &GcsBucket) -> (usize, Vec<BadBlob>) {
         self.server.verify_blobs(place)
+    }
+    fn list(&self, place: &GcsBucket, prefix: &str) -> Vec<ObjectInfo> {
+        self.server.list_objects(&place.bucket, prefix)
+    }
+    fn v2_prefix(place: &GcsBucket) -> String {
+        place.v2_prefix()
     }
     fn put_file(&self, place: &GcsBucket, name: &str, file: &Path) -> Transfer {
         self.server.put_file(&place.bucket, name, file)

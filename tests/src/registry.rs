@@ -188,6 +188,12 @@ impl RegistryOptions {
         self
     }
 
+    /// These options with the storage of `other`.
+    pub fn storage_from(mut self, other: &RegistryOptions) -> RegistryOptions {
+        self.storage = other.storage.clone();
+        self
+    }
+
     /// Add the YAML block `yaml` under the dotted config key `path`, for
     /// example `section("auth.htpasswd", "realm: x\npath: /p")`,
     /// `section("storage.maintenance", "readonly:\n  enabled: true")` or

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 
 use berth_tests::http::Client;
 use berth_tests::images::{OciLayout, random_layer};
-use berth_tests::minio::{Minio, S3Bucket};
+use berth_tests::azurite::Azurite;
+use berth_tests::minio::{Minio, ObjectInfo, S3Bucket};
+use berth_tests::object_store::{Emulator, Gcs};
 use berth_tests::oci::{self, Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};
 use berth_tests::registry::{self, BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
@@ -30,13 +32,61 @@ const PAST_GRACE: Duration = Duration::from_millis(4500);
 enum Driver {
     Filesystem,
     S3,
+    Azure,
+    Gcs,
 }
 
 /// A registry with deletes on and a short grace period, and its storage.
 struct Setup {
     registry: BerthRegistry,
-    /// The S3 server and bucket, for the s3 driver.
-    s3: Option<(Minio, S3Bucket)>,
+    /// Lists the objects below a prefix of the layout in the backend
+    /// (object stores), with what keeps the backend running.
+    store: Option<Box<dyn ObjectLister + Send + Sync>>,
+}
+
+/// An object store and the place a registry keeps its layout in.
+trait ObjectLister {
+    /// The layout's name prefix (`<root>/docker/registry/v2`).
+    fn v2_prefix(&self) -> String;
+    /// Every object whose name starts with `prefix`.
+    fn list(&self, prefix: &str) -> Vec<ObjectInfo>;
+}
+
+impl ObjectLister for (Minio, S3Bucket) {
+    fn v2_prefix(&self) -> String {
+        self.1.v2_prefix()
+    }
+    fn list(&self, prefix: &str) -> Vec<ObjectInfo> {
+        self.0.list_objects(&self.1.bucket, prefix)
+    }
+}
+
+/// An emulator and its place.
+struct Emulated<E: Emulator>(E, E::Place);
+
+impl<E: Emulator> ObjectLister for Emulated<E> {
+    fn v2_prefix(&self) -> String {
+        E::v2_prefix(&self.1)
+    }
+    fn list(&self, prefix: &str) -> Vec<ObjectInfo> {
+        self.0.list(&self.1, prefix)
+    }
+}
+
+/// An emulator with the place `gc-tests`, and a registry's options on it
+/// (redirects off: tests read blobs through the registry).
+fn emulated<E: Emulator + Send + Sync + 'static>(options: RegistryOptions) -> Setup
+where
+    E::Place: Send + Sync,
+{
+    let store = E::start();
+    let place = store.create("gc-tests");
+    let section = E::options(&place, false);
+    let registry = BerthRegistry::start(options.storage_from(&section));
+    Setup {
+        registry,
+        store: Some(Box::new(Emulated(store, place))),
+    }
 }
 
 impl Setup {
@@ -47,8 +97,10 @@ impl Setup {
         match driver {
             Driver::Filesystem => Setup {
                 registry: BerthRegistry::start(options),
-                s3: None,
+                store: None,
             },
+            Driver::Azure => emulated::<Azurite>(options),
+            Driver::Gcs => emulated::<Gcs>(options),
             Driver::S3 => {
                 let minio = Minio::start();
                 let bucket = minio
@@ -58,7 +110,7 @@ impl Setup {
                 let registry = BerthRegistry::start(options.s3(&bucket, false));
                 Setup {
                     registry,
-                    s3: Some((minio, bucket)),
+                    store: Some(Box::new((minio, bucket))),
                 }
             }
         }
@@ -66,12 +118,12 @@ impl Setup {
 
     /// Sizes of the stored blobs, by digest, read from the backend itself.
     fn blobs(&self) -> BTreeMap<String, u64> {
-        match &self.s3 {
+        match &self.store {
             None => stored_blobs(self.registry.root()),
-            Some((minio, bucket)) => {
-                let prefix = format!("{}/blobs/", bucket.v2_prefix());
-                minio
-                    .list_objects(&bucket.bucket, &prefix)
+            Some(store) => {
+                let prefix = format!("{}/blobs/", store.v2_prefix());
+                store
+                    .list(&prefix)
                     .into_iter()
                     .filter_map(|o| {
                         let parts: Vec<&str> = o.key[prefix.len()..].split('/').collect();
@@ -509,6 +561,16 @@ fn fs_collection_is_safe_while_clients_push_and_pull() {
 #[test]
 fn s3_collection_is_safe_while_clients_push_and_pull() {
     collection_is_safe_while_clients_push_and_pull(Driver::S3);
+}
+
+#[test]
+fn azure_collection_is_safe_while_clients_push_and_pull() {
+    collection_is_safe_while_clients_push_and_pull(Driver::Azure);
+}
+
+#[test]
+fn gcs_collection_is_safe_while_clients_push_and_pull() {
+    collection_is_safe_while_clients_push_and_pull(Driver::Gcs);
 }
 
 fn collection_is_safe_while_clients_push_and_pull(driver: Driver) {

@@ -43,7 +43,11 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
             .header(ACCEPT_RANGES, "bytes")
     };
     let head = call.method == Method::HEAD;
-    if call.registry.redirects() {
+    let range = call.header(RANGE.as_str()).map(parse_range).transpose()?;
+    // A suffix range (`bytes=-N`) is served here: Azure Blob Storage does
+    // not support them, so a redirect would hand the client a broken answer.
+    let suffix = matches!(range, Some(BlobRange::Suffix(_)));
+    if call.registry.redirects() && !suffix {
         if let Some(url) = call.registry.blob_redirect(&repo, &digest, head).await? {
             if !head {
                 call.events.blob(Action::Pull, &repo, &digest, 0, None);
@@ -58,7 +62,6 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
         let size = call.registry.blob_size(&repo, &digest).await?;
         return Ok(reply(StatusCode::OK).length(size).body(Body::empty()));
     }
-    let range = call.header(RANGE.as_str()).map(parse_range).transpose()?;
     let blob = call.registry.blob_get(&repo, &digest, range).await?;
     call.events
         .blob(Action::Pull, &repo, &digest, blob.size, None);
