@@ -43,7 +43,7 @@ pub struct RegistrySpec {
     pub image_pull_policy: PullPolicy,
 
     /// Where the registry keeps its blobs and manifests: exactly one of
-    /// `filesystem` or `s3`.
+    /// `filesystem`, `s3`, `azure` or `gcs`.
     pub storage: Storage,
 
     /// Serve HTTPS with the certificate of a `kubernetes.io/tls` Secret;
@@ -123,8 +123,8 @@ impl PullPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "has(self.filesystem) != has(self.s3)",
-    "message": "exactly one of storage.filesystem or storage.s3 must be set"
+    "rule": "[has(self.filesystem), has(self.s3), has(self.azure), has(self.gcs)].filter(x, x).size() == 1",
+    "message": "exactly one of storage.filesystem, storage.s3, storage.azure or storage.gcs must be set"
 }]))]
 pub struct Storage {
     /// A directory: a path on each node, or a (ReadWriteMany) PersistentVolumeClaim.
@@ -134,6 +134,14 @@ pub struct Storage {
     /// A bucket of AWS S3 or of an S3-compatible server, shared by every node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub s3: Option<S3Storage>,
+
+    /// A container of an Azure storage account, shared by every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub azure: Option<AzureStorage>,
+
+    /// A Google Cloud Storage bucket, shared by every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gcs: Option<GcsStorage>,
 }
 
 /// A directory the registry stores its layout in.
@@ -194,6 +202,67 @@ pub struct S3Storage {
 
     /// Redirect blob downloads to pre-signed S3 URLs instead of streaming them
     /// through the registry.
+    #[serde(default)]
+    pub redirect: bool,
+}
+
+/// A container of an Azure storage account.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AzureStorage {
+    /// Name of the storage account.
+    #[schemars(length(min = 3, max = 24))]
+    pub account_name: String,
+
+    /// Name of the container.
+    #[schemars(length(min = 3, max = 63))]
+    pub container: String,
+
+    /// URL of the blob service; unset means
+    /// `https://<accountName>.blob.core.windows.net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s/]+(/.*)?$"))]
+    pub service_url: Option<String>,
+
+    /// Prefix of every blob name the registry writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_directory: Option<String>,
+
+    /// Name of a Secret in the Registry's namespace with the key `accountKey`
+    /// (the account's shared key), passed to the registry as an environment
+    /// variable. Unset means Azure workload identity (the pod's
+    /// `AZURE_CLIENT_ID`, `AZURE_TENANT_ID` and `AZURE_FEDERATED_TOKEN_FILE`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+
+    /// Redirect blob downloads to SAS URLs instead of streaming them through
+    /// the registry (needs `credentialsSecret`).
+    #[serde(default)]
+    pub redirect: bool,
+}
+
+/// A Google Cloud Storage bucket.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GcsStorage {
+    /// Name of the bucket.
+    #[schemars(length(min = 3, max = 222))]
+    pub bucket: String,
+
+    /// Prefix of every object name the registry writes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_directory: Option<String>,
+
+    /// Name of a Secret in the Registry's namespace with the key `key.json`
+    /// (a service account's JSON key), mounted as a file. Unset means GKE
+    /// workload identity (tokens from the metadata server).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+
+    /// Redirect blob downloads to signed URLs instead of streaming them
+    /// through the registry (needs `credentialsSecret`).
     #[serde(default)]
     pub redirect: bool,
 }
@@ -366,7 +435,7 @@ pub struct RegistryStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nodes: Option<String>,
 
-    /// The storage in use: `S3`, `HostPath` or `PersistentVolumeClaim`.
+    /// The storage in use: `S3`, `Azure`, `GCS`, `HostPath` or `PersistentVolumeClaim`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<String>,
 
@@ -411,6 +480,11 @@ pub const HTPASSWD_KEY: &str = "htpasswd";
 pub const S3_ACCESS_KEY: &str = "accessKey";
 /// The key of the S3 secret access key in the credentials Secret.
 pub const S3_SECRET_KEY: &str = "secretKey";
+
+/// The key of the Azure account key in the credentials Secret.
+pub const AZURE_ACCOUNT_KEY: &str = "accountKey";
+/// The key of the GCS service account key file in the credentials Secret.
+pub const GCS_KEY_FILE: &str = "key.json";
 
 /// A Secret a Registry uses: the field naming it, its name, and the keys it must have.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -462,6 +536,33 @@ impl RegistrySpec {
                 read_at_start: true,
             });
         }
+        if let Some(name) = self
+            .storage
+            .azure
+            .as_ref()
+            .and_then(|azure| azure.credentials_secret.as_deref())
+        {
+            refs.push(SecretRef {
+                field: "spec.storage.azure.credentialsSecret",
+                name,
+                keys: &[AZURE_ACCOUNT_KEY],
+                read_at_start: true,
+            });
+        }
+        if let Some(name) = self
+            .storage
+            .gcs
+            .as_ref()
+            .and_then(|gcs| gcs.credentials_secret.as_deref())
+        {
+            refs.push(SecretRef {
+                field: "spec.storage.gcs.credentialsSecret",
+                name,
+                keys: &[GCS_KEY_FILE],
+                // The driver reads the key file when it starts.
+                read_at_start: true,
+            });
+        }
         refs
     }
 
@@ -483,9 +584,12 @@ impl RegistrySpec {
 
     /// The storage kind as the status and printer column show it.
     pub fn storage_kind(&self) -> &'static str {
-        match (&self.storage.s3, &self.storage.filesystem) {
-            (Some(_), _) => "S3",
-            (None, Some(fs)) if fs.host_path.is_some() => "HostPath",
+        let storage = &self.storage;
+        match &storage.filesystem {
+            _ if storage.s3.is_some() => "S3",
+            _ if storage.azure.is_some() => "Azure",
+            _ if storage.gcs.is_some() => "GCS",
+            Some(fs) if fs.host_path.is_some() => "HostPath",
             _ => "PersistentVolumeClaim",
         }
     }

@@ -937,7 +937,12 @@ impl Config {
     fn storage_settings(&self) -> Result<StorageSettings, ConfigError> {
         let storage = &self.storage;
         let redirect = !storage.redirect.disable;
-        match (&storage.filesystem, &storage.s3, &storage.azure, &storage.gcs) {
+        match (
+            &storage.filesystem,
+            &storage.s3,
+            &storage.azure,
+            &storage.gcs,
+        ) {
             (Some(fs), None, None, None) => {
                 if fs.rootdirectory.as_os_str().is_empty() {
                     return Err(invalid(
@@ -1084,9 +1089,11 @@ fn azure_settings(azure: &Azure, redirect: bool) -> Result<AzureSettings, Config
         return Err(invalid("storage.azure.container", "must not be empty"));
     }
     let key = match azure.accountkey.as_deref().filter(|k| !k.is_empty()) {
-        Some(k) => Some(base64::engine::general_purpose::STANDARD.decode(k.trim()).map_err(
-            |e| invalid("storage.azure.accountkey", format!("not base64: {e}")),
-        )?),
+        Some(k) => Some(
+            base64::engine::general_purpose::STANDARD
+                .decode(k.trim())
+                .map_err(|e| invalid("storage.azure.accountkey", format!("not base64: {e}")))?,
+        ),
         None => None,
     };
     match azure.credentials.as_ref().map(|c| c.kind.as_str()) {
@@ -1146,12 +1153,13 @@ fn gcs_settings(gcs: &Gcs, redirect: bool) -> Result<GcsSettings, ConfigError> {
             ));
         }
         (Some(file), None) => {
-            let json = std::fs::read(file).map_err(|e| {
-                invalid("storage.gcs.keyfile", format!("{}: {e}", file.display()))
-            })?;
-            Some(ServiceAccountKey::from_json(&json).map_err(|e| {
-                invalid("storage.gcs.keyfile", format!("{}: {e}", file.display()))
-            })?)
+            let json = std::fs::read(file)
+                .map_err(|e| invalid("storage.gcs.keyfile", format!("{}: {e}", file.display())))?;
+            Some(
+                ServiceAccountKey::from_json(&json).map_err(|e| {
+                    invalid("storage.gcs.keyfile", format!("{}: {e}", file.display()))
+                })?,
+            )
         }
         (None, Some(fields)) => {
             let json = serde_json::to_vec(fields)

@@ -39,9 +39,6 @@ where
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
-    let connector = builder
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
+    let connector = builder.https_or_http().enable_http1().wrap_connector(http);
     Client::builder(TokioExecutor::new()).build(connector)
 }

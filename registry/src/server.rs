@@ -117,7 +117,9 @@ fn storage_location(storage: &StorageSettings) -> String {
         StorageSettings::Azure(azure) => {
             format!("{}/{}/{}", azure.service_url, azure.container, azure.root)
         }
-        StorageSettings::Gcs(gcs) => format!("gs://{}/{} at {}", gcs.bucket, gcs.root, gcs.endpoint),
+        StorageSettings::Gcs(gcs) => {
+            format!("gs://{}/{} at {}", gcs.bucket, gcs.root, gcs.endpoint)
+        }
     }
 }
 

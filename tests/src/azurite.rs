@@ -61,7 +61,10 @@ impl AzureContainer {
             quoted(&self.service_url)
         );
         if !self.root_directory.is_empty() {
-            yaml.push_str(&format!("rootdirectory: {}\n", quoted(&self.root_directory)));
+            yaml.push_str(&format!(
+                "rootdirectory: {}\n",
+                quoted(&self.root_directory)
+            ));
         }
         yaml
     }
@@ -150,7 +153,12 @@ impl Azurite {
     /// Create the container `name` and return it.
     pub fn create_container(&self, name: &str) -> AzureContainer {
         let reply = self.request("PUT", &format!("/{name}?restype=container"), None, None);
-        assert_eq!(reply.status, 201, "create container {name}: {}", reply.describe());
+        assert_eq!(
+            reply.status,
+            201,
+            "create container {name}: {}",
+            reply.describe()
+        );
         self.container(name)
     }
 
@@ -180,8 +188,16 @@ impl Azurite {
             .unwrap_or((path_and_query, ""));
         let mut canonical = format!(
             "{method}\n\n\n{}\n\n{}\n\n\n\n\n\n\n",
-            if length > 0 { length.to_string() } else { String::new() },
-            if upload.is_some() { "application/octet-stream" } else { "" },
+            if length > 0 {
+                length.to_string()
+            } else {
+                String::new()
+            },
+            if upload.is_some() {
+                "application/octet-stream"
+            } else {
+                ""
+            },
         );
         headers.sort();
         for (name, value) in &headers {
@@ -200,7 +216,9 @@ impl Azurite {
         for (k, v) in params {
             canonical.push_str(&format!("\n{k}:{v}"));
         }
-        let key = BASE64.decode(ACCOUNT_KEY).expect("the well-known key is base64");
+        let key = BASE64
+            .decode(ACCOUNT_KEY)
+            .expect("the well-known key is base64");
         let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &key);
         let signature = BASE64.encode(ring::hmac::sign(&key, canonical.as_bytes()).as_ref());
         let mut args: Vec<String> = vec!["-X".into(), method.into()];
@@ -228,22 +246,47 @@ impl Azurite {
     /// Azurite answers 201. Returns the transfer (its `elapsed` is the
     /// upload's wall time).
     pub fn put_file(&self, container: &str, name: &str, path: &Path) -> Transfer {
-        let reply = self.request("PUT", &format!("/{container}/{}", encode_name(name)), Some(path), None);
-        assert_eq!(reply.status, 201, "PUT {container}/{name}: {}", reply.describe());
+        let reply = self.request(
+            "PUT",
+            &format!("/{container}/{}", encode_name(name)),
+            Some(path),
+            None,
+        );
+        assert_eq!(
+            reply.status,
+            201,
+            "PUT {container}/{name}: {}",
+            reply.describe()
+        );
         reply
     }
 
     /// Download the blob `container/name` into the file `path`; panics
     /// unless Azurite answers 200.
     pub fn get_file(&self, container: &str, name: &str, path: &Path) -> Transfer {
-        let reply = self.request("GET", &format!("/{container}/{}", encode_name(name)), None, Some(path));
-        assert_eq!(reply.status, 200, "GET {container}/{name}: {}", reply.describe());
+        let reply = self.request(
+            "GET",
+            &format!("/{container}/{}", encode_name(name)),
+            None,
+            Some(path),
+        );
+        assert_eq!(
+            reply.status,
+            200,
+            "GET {container}/{name}: {}",
+            reply.describe()
+        );
         reply
     }
 
     /// The content of the blob `container/name`, or `None` on 404.
     pub fn get_blob(&self, container: &str, name: &str) -> Option<Vec<u8>> {
-        let reply = self.request("GET", &format!("/{container}/{}", encode_name(name)), None, None);
+        let reply = self.request(
+            "GET",
+            &format!("/{container}/{}", encode_name(name)),
+            None,
+            None,
+        );
         match reply.status {
             200 => Some(reply.body),
             404 => None,
@@ -261,7 +304,12 @@ impl Azurite {
                 query.push_str(&format!("&marker={}", encode_name(&marker)));
             }
             let reply = self.request("GET", &format!("/{container}?{query}"), None, None);
-            assert_eq!(reply.status, 200, "list {container}/{prefix}: {}", reply.describe());
+            assert_eq!(
+                reply.status,
+                200,
+                "list {container}/{prefix}: {}",
+                reply.describe()
+            );
             let text = reply.text();
             for blob in text.split("<Blob>").skip(1) {
                 let name = crate::xml::field(blob, "Name").expect("a listed blob has a Name");
@@ -288,7 +336,9 @@ impl Azurite {
             .list_blobs(&container.container, &prefix)
             .into_iter()
             .map(|o| o.key);
-        verify_listed_blobs(&prefix, names, |name| self.get_blob(&container.container, name))
+        verify_listed_blobs(&prefix, names, |name| {
+            self.get_blob(&container.container, name)
+        })
     }
 }
 

@@ -53,7 +53,10 @@ impl GcsBucket {
             quoted(&self.endpoint)
         );
         if !self.root_directory.is_empty() {
-            yaml.push_str(&format!("rootdirectory: {}\n", quoted(&self.root_directory)));
+            yaml.push_str(&format!(
+                "rootdirectory: {}\n",
+                quoted(&self.root_directory)
+            ));
         }
         if let Some(keyfile) = &self.keyfile {
             yaml.push_str(&format!("keyfile: {}\n", quoted(keyfile.display())));
@@ -71,12 +74,22 @@ impl GcsBucket {
 /// by `openssl`) to `path`.
 pub fn write_keyfile(path: &Path) {
     let out = Command::new("openssl")
-        .args(["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"])
+        .args([
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+        ])
         .env_clear()
         .env("PATH", crate::tools::child_path())
         .output()
         .expect("run openssl (make tools installs it)");
-    assert!(out.status.success(), "openssl genpkey: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl genpkey: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let key = serde_json::json!({
         "type": "service_account",
         "project_id": "berth-tests",
@@ -151,7 +164,10 @@ impl FakeGcs {
                 Err(StartError::Failed(msg)) => panic!("fake-gcs-server did not restart: {msg}"),
             }
         }
-        panic!("fake-gcs-server could not rebind port {}: {last_error}", self.port);
+        panic!(
+            "fake-gcs-server could not rebind port {}: {last_error}",
+            self.port
+        );
     }
 
     /// The bucket `name`, at its root, without a key. Does not create it.
@@ -178,12 +194,21 @@ impl FakeGcs {
             ],
             None,
         );
-        assert_eq!(reply.status, 200, "create bucket {name}: {}", reply.describe());
+        assert_eq!(
+            reply.status,
+            200,
+            "create bucket {name}: {}",
+            reply.describe()
+        );
         self.bucket(name)
     }
 
     fn object_url(&self, bucket: &str, name: &str) -> String {
-        format!("{}/storage/v1/b/{bucket}/o/{}", self.endpoint(), encode(name))
+        format!(
+            "{}/storage/v1/b/{bucket}/o/{}",
+            self.endpoint(),
+            encode(name)
+        )
     }
 
     /// Upload the file `path` as `bucket/name`; panics unless the server
@@ -205,7 +230,12 @@ impl FakeGcs {
             ],
             None,
         );
-        assert_eq!(reply.status, 200, "upload {bucket}/{name}: {}", reply.describe());
+        assert_eq!(
+            reply.status,
+            200,
+            "upload {bucket}/{name}: {}",
+            reply.describe()
+        );
         reply
     }
 
@@ -213,13 +243,21 @@ impl FakeGcs {
     pub fn get_file(&self, bucket: &str, name: &str, path: &Path) -> Transfer {
         let url = format!("{}?alt=media", self.object_url(bucket, name));
         let reply = curl::run(&[url], Some(path));
-        assert_eq!(reply.status, 200, "download {bucket}/{name}: {}", reply.describe());
+        assert_eq!(
+            reply.status,
+            200,
+            "download {bucket}/{name}: {}",
+            reply.describe()
+        );
         reply
     }
 
     /// The content of `bucket/name`, or `None` on 404.
     pub fn get_object(&self, bucket: &str, name: &str) -> Option<Vec<u8>> {
-        let reply = curl::run(&[format!("{}?alt=media", self.object_url(bucket, name))], None);
+        let reply = curl::run(
+            &[format!("{}?alt=media", self.object_url(bucket, name))],
+            None,
+        );
         match reply.status {
             200 => Some(reply.body),
             404 => None,
@@ -232,12 +270,21 @@ impl FakeGcs {
         let mut names = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            let mut url = format!("{}/storage/v1/b/{bucket}/o?prefix={}", self.endpoint(), encode(prefix));
+            let mut url = format!(
+                "{}/storage/v1/b/{bucket}/o?prefix={}",
+                self.endpoint(),
+                encode(prefix)
+            );
             if let Some(t) = &token {
                 url.push_str(&format!("&pageToken={}", encode(t)));
             }
             let reply = curl::run(&[url], None);
-            assert_eq!(reply.status, 200, "list {bucket}/{prefix}: {}", reply.describe());
+            assert_eq!(
+                reply.status,
+                200,
+                "list {bucket}/{prefix}: {}",
+                reply.describe()
+            );
             let page: serde_json::Value =
                 serde_json::from_slice(&reply.body).expect("a JSON listing");
             for item in page["items"].as_array().into_iter().flatten() {
@@ -288,6 +335,9 @@ fn spawn_ready(dir: &Path, port: u16) -> Result<ServerProcess, StartError> {
         .env("PATH", crate::tools::child_path())
         .env("HOME", dir);
     let mut process = ServerProcess::spawn(cmd, &dir.join("fake-gcs-server.log"));
-    process.wait_ready(&format!("http://127.0.0.1:{port}/_internal/healthcheck"), 200)?;
+    process.wait_ready(
+        &format!("http://127.0.0.1:{port}/_internal/healthcheck"),
+        200,
+    )?;
     Ok(process)
 }

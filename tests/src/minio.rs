@@ -308,7 +308,9 @@ impl Minio {
                 });
             }
             match crate::xml::field(&text, "NextContinuationToken") {
-                Some(next) if crate::xml::field(&text, "IsTruncated").as_deref() == Some("true") => {
+                Some(next)
+                    if crate::xml::field(&text, "IsTruncated").as_deref() == Some("true") =>
+                {
                     token = Some(crate::xml::unescape(&next));
                 }
                 _ => return objects,

@@ -304,13 +304,23 @@ pub fn skopeo_round_trips<E: Emulator>() {
         );
         let client = registry.client();
         let config = src.reachable_from(&big).blobs.into_iter().next().unwrap();
-        assert_blob_served(&store, &place, &client, &repo, &src.read_blob(&config), redirect);
+        assert_blob_served(
+            &store,
+            &place,
+            &client,
+            &repo,
+            &src.read_blob(&config),
+            redirect,
+        );
         let head = client.head(&format!("/v2/{repo}/blobs/{big_layer}"));
         if redirect {
             assert_status(&head, 307, "HEAD the 200 MiB layer with redirects on");
         } else {
             assert_status(&head, 200, "HEAD the 200 MiB layer with redirects off");
-            let size = fs::metadata(src.blob_path(&big_layer)).unwrap().len().to_string();
+            let size = fs::metadata(src.blob_path(&big_layer))
+                .unwrap()
+                .len()
+                .to_string();
             assert_eq!(head.header("content-length"), Some(size.as_str()));
         }
         let checked = store.assert_blobs_intact(&place);
@@ -321,7 +331,12 @@ pub fn skopeo_round_trips<E: Emulator>() {
 /// Push `content` as one upload whose chunks, cut at `cuts`, alternate
 /// between `clients` (starting with the second), complete it on the first,
 /// and return the digest.
-pub fn alternate_chunks(clients: [&Client; 2], repo: &str, content: &[u8], cuts: &[usize]) -> String {
+pub fn alternate_chunks(
+    clients: [&Client; 2],
+    repo: &str,
+    content: &[u8],
+    cuts: &[usize],
+) -> String {
     let mut location = location_path(&start_upload(clients[0], repo));
     for (i, window) in cuts.windows(2).enumerate() {
         let client = clients[(i + 1) % 2];
@@ -338,7 +353,10 @@ pub fn alternate_chunks(clients: [&Client; 2], repo: &str, content: &[u8], cuts:
         assert_status(
             &reply,
             202,
-            &format!("PATCH {range} on instance {}", if i % 2 == 0 { "B" } else { "A" }),
+            &format!(
+                "PATCH {range} on instance {}",
+                if i % 2 == 0 { "B" } else { "A" }
+            ),
         );
         assert_eq!(
             reply.header("range"),
@@ -373,7 +391,10 @@ pub fn two_instances<E: Emulator>() {
     let (layout, index) =
         multi_arch_layout(&work.path().join("src"), "v1", &[16 * KIB, 7 * MIB, MIB]);
     let skopeo = Skopeo::new();
-    skopeo.copy(&layout.reference("v1"), &docker_ref(&a.addr(), "shared/app", "v1"));
+    skopeo.copy(
+        &layout.reference("v1"),
+        &docker_ref(&a.addr(), "shared/app", "v1"),
+    );
     let pulled = work.path().join("pulled");
     skopeo.copy(
         &docker_ref(&b.addr(), "shared/app", "v1"),
@@ -397,10 +418,18 @@ pub fn two_instances<E: Emulator>() {
     ];
     let digest = alternate_chunks([&ca, &cb], "chunks/big", &content, &cuts);
     let small = random_bytes(300 * KIB + 5);
-    let small_cuts = [0, 64 * KIB, 64 * KIB + 1, 200 * KIB, 300 * KIB, 300 * KIB + 5];
+    let small_cuts = [
+        0,
+        64 * KIB,
+        64 * KIB + 1,
+        200 * KIB,
+        300 * KIB,
+        300 * KIB + 5,
+    ];
     let small_digest = alternate_chunks([&cb, &ca], "chunks/small", &small, &small_cuts);
     for (name, client) in [("A", &ca), ("B", &cb)] {
-        for (repo, digest, bytes) in [("big", &digest, &content), ("small", &small_digest, &small)] {
+        for (repo, digest, bytes) in [("big", &digest, &content), ("small", &small_digest, &small)]
+        {
             let reply = client.get(&format!("/v2/chunks/{repo}/blobs/{digest}"));
             let reply = match reply.status {
                 307 => client.get(reply.header("location").unwrap_or_default()),
@@ -439,11 +468,8 @@ pub fn stopped_mid_push<E: Emulator>() {
     let work = tempfile::tempdir().unwrap();
     let mut registry = BerthRegistry::start(E::options(&place, false));
     let client = registry.client();
-    let (layout, manifest) = crate::images::single_image_layout(
-        &work.path().join("src"),
-        "v1",
-        &[64 * KIB, 96 * MIB],
-    );
+    let (layout, manifest) =
+        crate::images::single_image_layout(&work.path().join("src"), "v1", &[64 * KIB, 96 * MIB]);
     let target = docker_ref(&registry.addr(), "faults/app", "v1");
     let push = {
         let source = layout.reference("v1");
@@ -452,8 +478,14 @@ pub fn stopped_mid_push<E: Emulator>() {
     };
     let deadline = Instant::now() + Duration::from_secs(120);
     while metrics::scrape(&client).sum("berth_uploads_in_flight", &[]) < 1.0 {
-        assert!(!push.is_finished(), "the push ended before an upload was seen in flight");
-        assert!(Instant::now() < deadline, "no upload in flight within 120 s");
+        assert!(
+            !push.is_finished(),
+            "the push ended before an upload was seen in flight"
+        );
+        assert!(
+            Instant::now() < deadline,
+            "no upload in flight within 120 s"
+        );
         thread::sleep(Duration::from_millis(10));
     }
     store.stop();
@@ -466,8 +498,15 @@ pub fn stopped_mid_push<E: Emulator>() {
         E::DRIVER,
         error.stderr.lines().last().unwrap_or_default()
     );
-    assert_status(&client.get("/readyz"), 503, "/readyz while the emulator is down");
-    assert!(registry.is_running(), "the registry exited while the emulator was down");
+    assert_status(
+        &client.get("/readyz"),
+        503,
+        "/readyz while the emulator is down",
+    );
+    assert!(
+        registry.is_running(),
+        "the registry exited while the emulator was down"
+    );
 
     store.start_again();
     wait_ready(&client);
@@ -509,9 +548,17 @@ pub fn refused_names_the_place<E: Emulator>(store: &E, place: &E::Place, name: &
         );
     }
     let reply = client.get("/v2/some/repo/tags/list");
-    assert!(reply.status >= 500 || reply.status == 404, "a tags list:\n{}", reply.describe());
+    assert!(
+        reply.status >= 500 || reply.status == 404,
+        "a tags list:\n{}",
+        reply.describe()
+    );
     assert_status(&client.get("/healthz"), 200, "/healthz");
-    assert!(registry.is_running(), "the registry exited:\n{}", registry.log());
+    assert!(
+        registry.is_running(),
+        "the registry exited:\n{}",
+        registry.log()
+    );
     let _ = store;
 }
 
@@ -525,7 +572,11 @@ pub fn missing_place<E: Emulator>() {
     let client = registry.client();
     let reply = client.get("/readyz");
     assert_status(&reply, 503, "/readyz with a missing container or bucket");
-    assert!(reply.text().contains(name), "/readyz does not name it:\n{}", reply.describe());
+    assert!(
+        reply.text().contains(name),
+        "/readyz does not name it:\n{}",
+        reply.describe()
+    );
     drop(registry);
     refused_names_the_place(&store, &place, name);
     store.create(name);
@@ -564,14 +615,28 @@ pub fn throughput<E: Emulator>() {
         ],
         None,
     );
-    assert_eq!(push.status, 201, "push the 200 MiB blob: {}", push.describe());
+    assert_eq!(
+        push.status,
+        201,
+        "push the 200 MiB blob: {}",
+        push.describe()
+    );
     let pulled = work.path().join("pulled.bin");
     let pull = curl::run(
         &[client.url(&format!("/v2/throughput/layer/blobs/{digest}"))],
         Some(&pulled),
     );
-    assert_eq!(pull.status, 200, "pull the 200 MiB blob: {}", pull.describe());
-    assert_eq!(sha256_digest(&fs::read(&pulled).unwrap()), digest, "the pulled blob");
+    assert_eq!(
+        pull.status,
+        200,
+        "pull the 200 MiB blob: {}",
+        pull.describe()
+    );
+    assert_eq!(
+        sha256_digest(&fs::read(&pulled).unwrap()),
+        digest,
+        "the pulled blob"
+    );
 
     let put = store.put_file(&place, "direct/layer.bin", &file);
     let direct = work.path().join("direct.bin");

@@ -197,7 +197,9 @@ pub fn verify_listed_blobs(
     for key in keys {
         checked += 1;
         let rel = key.strip_prefix(prefix).unwrap_or(&key);
-        let problem = blob_problem(rel, || read(&key).ok_or_else(|| "listed but not found".to_owned()));
+        let problem = blob_problem(rel, || {
+            read(&key).ok_or_else(|| "listed but not found".to_owned())
+        });
         if let Some(problem) = problem {
             bad.push(BadBlob {
                 path: PathBuf::from(&key),

@@ -10,9 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_tests::azurite::Azurite;
 use berth_tests::http::Client;
 use berth_tests::images::{OciLayout, random_layer};
-use berth_tests::azurite::Azurite;
 use berth_tests::minio::{Minio, ObjectInfo, S3Bucket};
 use berth_tests::object_store::{Emulator, Gcs};
 use berth_tests::oci::{self, Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST};

@@ -40,18 +40,31 @@ fn a_key_file_that_is_no_key_stops_the_start_naming_the_key() {
     let store = Gcs::start();
     let dir = tempfile::tempdir().unwrap();
     let keyfile = dir.path().join("key.json");
-    std::fs::write(&keyfile, r#"{"client_email":"a@b","private_key":"not a key"}"#).unwrap();
+    std::fs::write(
+        &keyfile,
+        r#"{"client_email":"a@b","private_key":"not a key"}"#,
+    )
+    .unwrap();
     let bucket = store.create("credentials-bucket").with_keyfile(&keyfile);
     let config = dir.path().join("config.yml");
     std::fs::write(
         &config,
-        format!("version: 0.1\nstorage:\n  gcs:\n{}", indent(&bucket.section())),
+        format!(
+            "version: 0.1\nstorage:\n  gcs:\n{}",
+            indent(&bucket.section())
+        ),
     )
     .unwrap();
     let out = berth_tests::registry::config_check(&config);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "config check accepted a bad key file");
-    assert!(stderr.contains("storage.gcs.keyfile"), "the error does not name the key:\n{stderr}");
+    assert!(
+        !out.status.success(),
+        "config check accepted a bad key file"
+    );
+    assert!(
+        stderr.contains("storage.gcs.keyfile"),
+        "the error does not name the key:\n{stderr}"
+    );
 }
 
 fn indent(yaml: &str) -> String {

@@ -2,8 +2,8 @@
 //!
 //! The file is CNCF Distribution's `config.yml` format, limited to the keys
 //! berth-registry accepts (it rejects unknown ones). Secrets never appear in
-//! it: TLS and htpasswd are mounted files it points to, S3 keys arrive as
-//! `REGISTRY_STORAGE_S3_*` environment variables.
+//! it: TLS and htpasswd (and a GCS key file) are mounted files it points to,
+//! S3 and Azure keys arrive as `REGISTRY_STORAGE_*` environment variables.
 //!
 //! Each version of the file is its own immutable ConfigMap, named by a hash
 //! of its content. The pod template names the current one, so a new config
@@ -19,10 +19,10 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
 use super::{
-    AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, TLS_DIR, component_labels, hash_of, metadata,
-    object_name,
+    AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, GCS_DIR, TLS_DIR, component_labels, hash_of,
+    metadata, object_name,
 };
-use crate::crd::{ExposureMode, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::crd::{ExposureMode, GCS_KEY_FILE, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY};
 
 /// The component label of config ConfigMaps.
 pub const CONFIG_COMPONENT: &str = "config";
@@ -73,6 +73,27 @@ pub fn config_file(registry: &Registry) -> String {
         }
         storage["s3"] = section;
         storage["redirect"] = json!({ "disable": !s3.redirect });
+    } else if let Some(azure) = &spec.storage.azure {
+        let mut section =
+            json!({ "accountname": azure.account_name, "container": azure.container });
+        if let Some(url) = &azure.service_url {
+            section["serviceurl"] = json!(url);
+        }
+        if let Some(root) = &azure.root_directory {
+            section["rootdirectory"] = json!(root);
+        }
+        storage["azure"] = section;
+        storage["redirect"] = json!({ "disable": !azure.redirect });
+    } else if let Some(gcs) = &spec.storage.gcs {
+        let mut section = json!({ "bucket": gcs.bucket });
+        if let Some(root) = &gcs.root_directory {
+            section["rootdirectory"] = json!(root);
+        }
+        if gcs.credentials_secret.is_some() {
+            section["keyfile"] = json!(format!("{GCS_DIR}/{GCS_KEY_FILE}"));
+        }
+        storage["gcs"] = section;
+        storage["redirect"] = json!({ "disable": !gcs.redirect });
     } else {
         storage["filesystem"] = json!({ "rootdirectory": DATA_DIR });
     }
@@ -133,6 +154,27 @@ mod tests {
 
     fn parsed(registry: &Registry) -> Value {
         serde_yaml::from_str(&config_file(registry)).unwrap()
+    }
+
+    #[test]
+    fn azure_and_gcs_config_name_no_secret_and_point_at_the_key_file() {
+        let azure = parsed(&registry(json!({"storage": {"azure": {
+            "accountName": "acct", "container": "images", "rootDirectory": "/r",
+            "credentialsSecret": "azure-key", "redirect": true}}})));
+        assert_eq!(
+            azure["storage"]["azure"],
+            json!({"accountname": "acct", "container": "images", "rootdirectory": "/r"})
+        );
+        assert_eq!(azure["storage"]["redirect"], json!({"disable": false}));
+        let gcs = parsed(&registry(json!({"storage": {"gcs": {
+            "bucket": "images", "credentialsSecret": "gcs-key"}}})));
+        assert_eq!(
+            gcs["storage"]["gcs"],
+            json!({"bucket": "images", "keyfile": "/etc/berth/gcs/key.json"})
+        );
+        assert_eq!(gcs["storage"]["redirect"], json!({"disable": true}));
+        let ambient = parsed(&registry(json!({"storage": {"gcs": {"bucket": "images"}}})));
+        assert_eq!(ambient["storage"]["gcs"], json!({"bucket": "images"}));
     }
 
     #[test]

@@ -47,6 +47,8 @@ pub const TLS_DIR: &str = "/etc/berth/tls";
 pub const AUTH_DIR: &str = "/etc/berth/auth";
 /// Where filesystem storage is mounted.
 pub const DATA_DIR: &str = "/var/lib/registry";
+/// Where a GCS service account key file is mounted.
+pub const GCS_DIR: &str = "/etc/berth/gcs";
 /// The port the registry listens on inside its pod with hostPort exposure.
 pub const CONTAINER_PORT: i32 = 5000;
 

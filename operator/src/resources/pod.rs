@@ -10,8 +10,8 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 
-use super::{AUTH_DIR, CONFIG_DIR, DATA_DIR, TLS_DIR, object_name};
-use crate::crd::{Registry, S3_ACCESS_KEY, S3_SECRET_KEY};
+use super::{AUTH_DIR, CONFIG_DIR, DATA_DIR, GCS_DIR, TLS_DIR, object_name};
+use crate::crd::{AZURE_ACCOUNT_KEY, Registry, S3_ACCESS_KEY, S3_SECRET_KEY};
 
 /// The user and group the registry runs as (the image's nonroot user).
 pub const RUN_AS: i64 = 65532;
@@ -67,7 +67,7 @@ pub fn registry_container(
         image: Some(image.to_owned()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_owned()),
         args: Some(args),
-        env: s3_env(registry),
+        env: storage_env(registry),
         resources: spec.resources.clone(),
         security_context: Some(restricted_security_context()),
         volume_mounts: Some(volume_mounts(registry)),
@@ -123,31 +123,49 @@ pub fn restricted_security_context() -> SecurityContext {
     }
 }
 
-/// `REGISTRY_STORAGE_S3_ACCESSKEY`/`SECRETKEY` from the credentials Secret.
-fn s3_env(registry: &Registry) -> Option<Vec<EnvVar>> {
-    let secret = registry
-        .spec
-        .storage
-        .s3
-        .as_ref()?
-        .credentials_secret
-        .as_ref()?;
-    let from_secret = |var: &str, key: &str| EnvVar {
-        name: var.to_owned(),
+/// The storage keys the registry reads from the credentials Secret, as
+/// environment variables: `REGISTRY_STORAGE_S3_ACCESSKEY`/`SECRETKEY`, or
+/// `REGISTRY_STORAGE_AZURE_ACCOUNTKEY`.
+fn storage_env(registry: &Registry) -> Option<Vec<EnvVar>> {
+    let storage = &registry.spec.storage;
+    let (secret, vars): (&String, &[(&str, &str)]) = match (&storage.s3, &storage.azure) {
+        (Some(s3), _) => (
+            s3.credentials_secret.as_ref()?,
+            &[
+                ("REGISTRY_STORAGE_S3_ACCESSKEY", S3_ACCESS_KEY),
+                ("REGISTRY_STORAGE_S3_SECRETKEY", S3_SECRET_KEY),
+            ],
+        ),
+        (None, Some(azure)) => (
+            azure.credentials_secret.as_ref()?,
+            &[("REGISTRY_STORAGE_AZURE_ACCOUNTKEY", AZURE_ACCOUNT_KEY)],
+        ),
+        (None, None) => return None,
+    };
+    let from_secret = |(var, key): &(&str, &str)| EnvVar {
+        name: (*var).to_owned(),
         value_from: Some(EnvVarSource {
             secret_key_ref: Some(SecretKeySelector {
                 name: secret.clone(),
-                key: key.to_owned(),
+                key: (*key).to_owned(),
                 optional: Some(false),
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
     };
-    Some(vec![
-        from_secret("REGISTRY_STORAGE_S3_ACCESSKEY", S3_ACCESS_KEY),
-        from_secret("REGISTRY_STORAGE_S3_SECRETKEY", S3_SECRET_KEY),
-    ])
+    Some(vars.iter().map(from_secret).collect())
+}
+
+/// The GCS credentials Secret, when the Registry mounts one.
+fn gcs_secret(registry: &Registry) -> Option<&str> {
+    registry
+        .spec
+        .storage
+        .gcs
+        .as_ref()?
+        .credentials_secret
+        .as_deref()
 }
 
 fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
@@ -174,6 +192,9 @@ fn volume_mounts(registry: &Registry) -> Vec<VolumeMount> {
     }
     if spec.storage.filesystem.is_some() {
         mounts.push(mount("data", DATA_DIR, false));
+    }
+    if gcs_secret(registry).is_some() {
+        mounts.push(mount("gcs-key", GCS_DIR, true));
     }
     mounts
 }
@@ -232,6 +253,9 @@ fn volumes(registry: &Registry, config_map: &str) -> Vec<Volume> {
             ..data
         });
     }
+    if let Some(name) = gcs_secret(registry) {
+        volumes.push(secret("gcs-key", name));
+    }
     volumes
 }
 
@@ -275,6 +299,39 @@ mod tests {
             shared.init_containers, None,
             "S3 storage needs no preparation"
         );
+    }
+
+    #[test]
+    fn azure_key_is_env_from_its_secret_and_gcs_key_a_mounted_file() {
+        let azure = registry(serde_json::json!({"storage": {"azure": {
+            "accountName": "acct", "container": "images", "credentialsSecret": "azure-key"}}}));
+        let env = storage_env(&azure).unwrap();
+        assert_eq!(env.len(), 1);
+        assert_eq!(env[0].name, "REGISTRY_STORAGE_AZURE_ACCOUNTKEY");
+        let source = env[0]
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            (source.name.as_str(), source.key.as_str()),
+            ("azure-key", "accountKey")
+        );
+
+        let gcs = registry(serde_json::json!({"storage": {"gcs": {
+            "bucket": "images", "credentialsSecret": "gcs-key"}}}));
+        assert!(storage_env(&gcs).is_none());
+        assert!(
+            volume_mounts(&gcs)
+                .iter()
+                .any(|m| m.name == "gcs-key" && m.mount_path == GCS_DIR)
+        );
+        assert!(volumes(&gcs, "c").iter().any(|v| v.name == "gcs-key"
+            && v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("gcs-key")));
+        let ambient = registry(serde_json::json!({"storage": {"gcs": {"bucket": "images"}}}));
+        assert!(!volume_mounts(&ambient).iter().any(|m| m.name == "gcs-key"));
     }
 
     #[test]

@@ -98,7 +98,11 @@ impl AzureDriver {
                 auth,
                 account: settings.account.clone(),
                 container: settings.container.clone(),
-                container_url: format!("{}/{}", settings.service_url, encode(&settings.container, false)),
+                container_url: format!(
+                    "{}/{}",
+                    settings.service_url,
+                    encode(&settings.container, false)
+                ),
                 root: settings.root.clone(),
                 chunk_size: settings.chunk_size as usize,
                 redirect: settings.redirect,
@@ -162,7 +166,12 @@ fn string_to_sign(request: &Request<Full<Bytes>>, account: &str) -> String {
     let mut ms: Vec<(String, &str)> = headers
         .iter()
         .filter(|(name, _)| name.as_str().starts_with("x-ms-"))
-        .map(|(name, value)| (name.as_str().to_owned(), value.to_str().unwrap_or("").trim()))
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                value.to_str().unwrap_or("").trim(),
+            )
+        })
         .collect();
     ms.sort();
     for (name, value) in ms {
@@ -285,7 +294,10 @@ impl Inner {
             .map_err(|e| with_path(e, key))?;
         let status = response.status();
         if status == StatusCode::NOT_FOUND
-            && response.headers().get("x-ms-error-code").map(|v| v.as_bytes())
+            && response
+                .headers()
+                .get("x-ms-error-code")
+                .map(|v| v.as_bytes())
                 != Some(b"ContainerNotFound")
         {
             return Ok(None);
@@ -362,7 +374,11 @@ impl Inner {
         loop {
             let (names, _, next) = self.list_page(key, false, marker.as_deref(), None).await?;
             let below = rest::dir_prefix(key);
-            keys.extend(names.into_iter().filter(|n| *n == key || n.starts_with(&below)));
+            keys.extend(
+                names
+                    .into_iter()
+                    .filter(|n| *n == key || n.starts_with(&below)),
+            );
             match next {
                 Some(next) => marker = Some(next),
                 None => return Ok(keys),
@@ -423,9 +439,7 @@ impl Inner {
         // Service SAS fields of versions 2020-12-06 and later, in order:
         // sp, st, se, resource, si, sip, spr, sv, sr, snapshot, ses, and the
         // five response header overrides.
-        let to_sign = format!(
-            "r\n\n{expiry}\n{resource}\n\n\n\n{API_VERSION}\nb\n\n\n\n\n\n\n"
-        );
+        let to_sign = format!("r\n\n{expiry}\n{resource}\n\n\n\n{API_VERSION}\nb\n\n\n\n\n\n\n");
         let signature = BASE64.encode(hmac::sign(secret, to_sign.as_bytes()).as_ref());
         Some(format!(
             "{}?sv={API_VERSION}&sr=b&sp=r&se={}&sig={}",
@@ -525,7 +539,12 @@ impl StorageDriver for AzureDriver {
         let mut call = Call::new(Method::GET, s.blob_url(&s.key(path)));
         match (offset, len) {
             (0, None) => {}
-            (a, None) => call = call.header(http::HeaderName::from_static("x-ms-range"), &format!("bytes={a}-")),
+            (a, None) => {
+                call = call.header(
+                    http::HeaderName::from_static("x-ms-range"),
+                    &format!("bytes={a}-"),
+                )
+            }
             (a, Some(n)) => {
                 call = call.header(
                     http::HeaderName::from_static("x-ms-range"),
@@ -651,10 +670,7 @@ impl StorageDriver for AzureDriver {
             }
             status => format!("answered {status}"),
         };
-        Err(io_error(
-            "",
-            format!("container {}: {reason}", s.container),
-        ))
+        Err(io_error("", format!("container {}: {reason}", s.container)))
     }
 
     fn redirects(&self) -> bool {
@@ -755,7 +771,10 @@ mod tests {
         assert_eq!(blobs.len(), 1);
         assert_eq!(blobs[0]["Name"], "a&b/c");
         assert_eq!(xml_records(xml, "BlobPrefix")[0]["Name"], "d/");
-        assert_eq!(xml_records(xml, "EnumerationResults")[0]["NextMarker"], "m1");
+        assert_eq!(
+            xml_records(xml, "EnumerationResults")[0]["NextMarker"],
+            "m1"
+        );
         assert_eq!(unescape("&#x41;&#66;&bogus;"), "AB&bogus;");
     }
 

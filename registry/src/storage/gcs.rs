@@ -82,8 +82,8 @@ impl ServiceAccountKey {
     /// Reads a JSON key file's content: `client_email`, and `private_key`
     /// as a PEM PKCS#8 RSA key.
     pub fn from_json(json: &[u8]) -> std::result::Result<ServiceAccountKey, String> {
-        let file: KeyFile = serde_json::from_slice(json)
-            .map_err(|e| format!("not a service account key: {e}"))?;
+        let file: KeyFile =
+            serde_json::from_slice(json).map_err(|e| format!("not a service account key: {e}"))?;
         let base64: String = file
             .private_key
             .lines()
@@ -111,7 +111,12 @@ impl ServiceAccountKey {
     fn sign(&self, message: &[u8]) -> io::Result<Vec<u8>> {
         let mut signature = vec![0; self.pair.public().modulus_len()];
         self.pair
-            .sign(&RSA_PKCS1_SHA256, &SystemRandom::new(), message, &mut signature)
+            .sign(
+                &RSA_PKCS1_SHA256,
+                &SystemRandom::new(),
+                message,
+                &mut signature,
+            )
             .map_err(|_| io::Error::other("signing with the service account key failed"))?;
         Ok(signature)
     }
@@ -207,7 +212,10 @@ struct Object {
 
 impl Object {
     fn size(&self) -> u64 {
-        self.size.as_deref().and_then(|s| s.parse().ok()).unwrap_or(0)
+        self.size
+            .as_deref()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0)
     }
 }
 
@@ -280,7 +288,10 @@ impl Inner {
             .ok()
             .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).chars().take(200).collect());
-        Err(io_error(path, format!("bucket {}: {status} {message}", self.bucket)))
+        Err(io_error(
+            path,
+            format!("bucket {}: {status} {message}", self.bucket),
+        ))
     }
 
     /// Sends `call` and parses its JSON answer.
@@ -289,12 +300,16 @@ impl Inner {
         let body = rest::read_small(response)
             .await
             .map_err(|e| io_error(path, e))?;
-        serde_json::from_slice(&body).map_err(|e| io_error(path, format!("bucket {}: {e}", self.bucket)))
+        serde_json::from_slice(&body)
+            .map_err(|e| io_error(path, format!("bucket {}: {e}", self.bucket)))
     }
 
     /// The metadata of the object `key`, if it exists.
     async fn object(&self, key: &str) -> Result<Option<Object>> {
-        match self.json(key, Call::new(Method::GET, self.object_url(key))).await {
+        match self
+            .json(key, Call::new(Method::GET, self.object_url(key)))
+            .await
+        {
             Ok(object) => Ok(Some(object)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e),
@@ -347,7 +362,9 @@ impl Inner {
         let mut objects = Vec::new();
         let mut token = None;
         loop {
-            let page = self.list_page(prefix, false, token.as_deref(), None).await?;
+            let page = self
+                .list_page(prefix, false, token.as_deref(), None)
+                .await?;
             objects.extend(page.items);
             match page.next_page_token {
                 Some(next) => token = Some(next),
@@ -399,8 +416,12 @@ impl Inner {
             hex::encode(Sha256::digest(canonical.as_bytes()))
         );
         let signature = hex::encode(account.sign(to_sign.as_bytes())?);
-        let base = self.endpoint.trim_end_matches(uri.path().trim_end_matches('/'));
-        Ok(Some(format!("{base}{path}?{query}&X-Goog-Signature={signature}")))
+        let base = self
+            .endpoint
+            .trim_end_matches(uri.path().trim_end_matches('/'));
+        Ok(Some(format!(
+            "{base}{path}?{query}&X-Goog-Signature={signature}"
+        )))
     }
 }
 
@@ -504,7 +525,9 @@ impl StorageDriver for GcsDriver {
         for object in s.objects_with_prefix(&prefix).await? {
             let offset = object.name[prefix.len()..].parse::<u64>().ok();
             match offset {
-                Some(offset) if offset >= merged => parts.push((offset, object.size(), object.name)),
+                Some(offset) if offset >= merged => {
+                    parts.push((offset, object.size(), object.name))
+                }
                 // Already composed into the object (a crash before the cleanup).
                 _ => stale.push(object.name),
             }
@@ -519,7 +542,11 @@ impl StorageDriver for GcsDriver {
             if offset != staged.size() {
                 return Err(io_error(
                     path,
-                    format!("bucket {}: upload part at {offset} does not follow byte {}", s.bucket, staged.size()),
+                    format!(
+                        "bucket {}: upload part at {offset} does not follow byte {}",
+                        s.bucket,
+                        staged.size()
+                    ),
                 ));
             }
             staged.parts.push(Part {
@@ -613,9 +640,11 @@ impl StorageDriver for GcsDriver {
             if answer.done {
                 break;
             }
-            token = Some(answer.rewrite_token.ok_or_else(|| {
-                io_error(from, "a rewrite neither done nor continued")
-            })?);
+            token = Some(
+                answer
+                    .rewrite_token
+                    .ok_or_else(|| io_error(from, "a rewrite neither done nor continued"))?,
+            );
         }
         s.delete_object(&from_key).await
     }

@@ -153,7 +153,12 @@ fn backoff(attempt: u32) -> Duration {
 
 /// A `Retry-After` of whole seconds, capped at [`MAX_BACKOFF`].
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let seconds: u64 = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?.parse().ok()?;
+    let seconds: u64 = headers
+        .get(http::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
     Some(Duration::from_secs(seconds).min(MAX_BACKOFF))
 }
 
@@ -214,7 +219,12 @@ pub async fn read_limited(response: Response<Incoming>, limit: u64) -> io::Resul
 
 /// The body as a stream of its own chunks, as they arrive.
 pub fn stream(response: Response<Incoming>) -> ByteStream {
-    Box::pin(response.into_body().into_data_stream().map_err(io::Error::other))
+    Box::pin(
+        response
+            .into_body()
+            .into_data_stream()
+            .map_err(io::Error::other),
+    )
 }
 
 /// Percent-encodes `text` for a URL: everything but unreserved characters,
@@ -258,9 +268,14 @@ mod tests {
     #[test]
     fn backoff_doubles_within_bounds() {
         for attempt in 1..=8 {
-            let full = FIRST_BACKOFF.saturating_mul(1 << (attempt - 1)).min(MAX_BACKOFF);
+            let full = FIRST_BACKOFF
+                .saturating_mul(1 << (attempt - 1))
+                .min(MAX_BACKOFF);
             let wait = backoff(attempt);
-            assert!(wait >= full / 2 && wait <= full, "attempt {attempt}: {wait:?}");
+            assert!(
+                wait >= full / 2 && wait <= full,
+                "attempt {attempt}: {wait:?}"
+            );
         }
     }
 

@@ -135,7 +135,10 @@ impl Token {
                     "grant_type=client_credentials&client_id={}&scope={}&client_assertion_type={}&client_assertion={}",
                     encode(&client, false),
                     encode(scope, false),
-                    encode("urn:ietf:params:oauth:client-assertion-type:jwt-bearer", false),
+                    encode(
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                        false
+                    ),
                     encode(assertion.trim(), false),
                 );
                 let url = format!(
@@ -163,7 +166,10 @@ async fn answer(rest: &Rest, call: &Call, from: &str) -> io::Result<(String, Dur
     if !status.is_success() {
         return Err(io::Error::other(format!(
             "a token from {from}: {status} {}",
-            String::from_utf8_lossy(&body).chars().take(300).collect::<String>()
+            String::from_utf8_lossy(&body)
+                .chars()
+                .take(300)
+                .collect::<String>()
         )));
     }
     let answer: TokenAnswer = serde_json::from_slice(&body)
