@@ -55,7 +55,7 @@ impl AzureContainer {
     /// The `storage.azure` section for it.
     pub fn section(&self) -> String {
         let mut yaml = format!(
-            "accountname: {ACCOUNT}\naccountkey: {}\ncontainer: {}\nserviceurl: {}\n",
+            "accountname: {ACCOUNT}\naccountkey: {}\ncontainer: {}\nserviceurl: {}\ncredentials:\n  type: shared_key\n",
             quoted(&self.account_key),
             quoted(&self.container),
             quoted(&self.service_url)

@@ -74,7 +74,9 @@ impl Distribution {
     /// when the tool is missing, and with its log when it does not come up.
     pub fn start(root: &Path) -> Distribution {
         fs::create_dir_all(root).expect("create storage root");
-        Distribution::start_with(root, |addr| render_config(addr, root))
+        Distribution::start_with(root, "docker-registry", &[], |addr| {
+            render_config(addr, root)
+        })
     }
 
     /// Start Distribution over the S3 bucket `bucket` (which must exist),
@@ -87,14 +89,41 @@ impl Distribution {
             .tempdir()
             .expect("temporary directory");
         let root = dir.path().to_path_buf();
-        let mut distribution =
-            Distribution::start_with(&root, |addr| render_s3_config(addr, bucket, redirect));
+        let mut distribution = Distribution::start_with(&root, "docker-registry", &[], |addr| {
+            render_s3_config(addr, bucket, redirect)
+        });
         distribution._root_dir = Some(dir);
         distribution
     }
 
-    fn start_with(root: &Path, render: impl Fn(&str) -> String) -> Distribution {
-        let bin = crate::tools::require("docker-registry");
+    /// Start CNCF Distribution v3 (built by `make tools`; its azure and gcs
+    /// drivers take an emulator's endpoint, 2.8's do not) with the storage
+    /// section `path` (`storage.azure`, `storage.gcs`) set to `yaml`, blob
+    /// redirects off, and `env` added to its environment.
+    pub fn start_v3(path: &str, yaml: &str, env: &[(&str, String)]) -> Distribution {
+        let dir = tempfile::Builder::new()
+            .prefix("distribution-root-")
+            .tempdir()
+            .expect("temporary directory");
+        let root = dir.path().to_path_buf();
+        let render = |addr: &str| {
+            let mut tree = common_config(addr);
+            tree.add(path, yaml)
+                .set("storage.redirect", "disable", true);
+            tree.render()
+        };
+        let mut distribution = Distribution::start_with(&root, "registry-v3", env, render);
+        distribution._root_dir = Some(dir);
+        distribution
+    }
+
+    fn start_with(
+        root: &Path,
+        tool: &str,
+        env: &[(&str, String)],
+        render: impl Fn(&str) -> String,
+    ) -> Distribution {
+        let bin = crate::tools::require(tool);
         let dir = tempfile::Builder::new()
             .prefix("distribution-")
             .tempdir()
@@ -112,7 +141,8 @@ impl Distribution {
                 .current_dir(dir.path())
                 .env_clear()
                 .env("PATH", crate::tools::child_path())
-                .env("HOME", dir.path());
+                .env("HOME", dir.path())
+                .envs(env.iter().map(|(k, v)| (k, v)));
             let mut process = ServerProcess::spawn(cmd, &log);
             match process.wait_ready(&format!("http://{addr}/v2/"), 200) {
                 Ok(()) => {

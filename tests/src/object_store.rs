@@ -59,6 +59,10 @@ pub trait Emulator: Sized {
     fn start_again(&mut self);
     /// The emulator's log.
     fn log(&self) -> String;
+    /// The environment CNCF Distribution v3 needs to reach the emulator.
+    fn distribution_env(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
     /// Registry options storing in `place`.
     fn options(place: &Self::Place, redirect: bool) -> RegistryOptions {
         RegistryOptions::new().storage_section(
@@ -160,6 +164,16 @@ impl Emulator for Gcs {
     }
     fn section(place: &GcsBucket) -> String {
         place.section()
+    }
+    /// Google's Go client (Distribution's) finds an emulator through
+    /// `STORAGE_EMULATOR_HOST`.
+    fn distribution_env(&self) -> Vec<(&'static str, String)> {
+        let host = self
+            .server
+            .endpoint()
+            .trim_start_matches("http://")
+            .to_owned();
+        vec![("STORAGE_EMULATOR_HOST", host)]
     }
     fn redirect_prefix(&self, place: &GcsBucket) -> String {
         place.endpoint.clone()
