@@ -110,11 +110,16 @@ async fn crd_is_accepted_and_invalid_registries_are_rejected() {
     let invalid = [
         (
             json!({"storage": {"s3": {"bucket": "images"}, "filesystem": {"hostPath": "/data"}}}),
-            "exactly one of storage.filesystem or storage.s3 must be set",
+            "exactly one of storage.filesystem, storage.s3, storage.azure or storage.gcs must be set",
+        ),
+        (
+            json!({"storage": {"azure": {"accountName": "acct", "container": "images"},
+                               "gcs": {"bucket": "images"}}}),
+            "exactly one of storage.filesystem, storage.s3, storage.azure or storage.gcs must be set",
         ),
         (
             json!({"storage": {}}),
-            "exactly one of storage.filesystem or storage.s3 must be set",
+            "exactly one of storage.filesystem, storage.s3, storage.azure or storage.gcs must be set",
         ),
         (
             json!({"storage": {"filesystem": {"hostPath": "/data", "persistentVolumeClaim": "pvc"}}}),
