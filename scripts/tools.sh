@@ -20,13 +20,16 @@ AZURITE_VERSION=3.35.0
 FAKE_GCS_VERSION=v1.56.1
 # crictl talks to the test node's containerd (debugging and teardown).
 CRICTL_VERSION=v1.34.0
+# actionlint checks the release workflow (.github/workflows/), with shellcheck
+# for its run: scripts.
+ACTIONLINT_VERSION=v1.7.12
 # skopeo, CNCF Distribution 2.8, curl and openssl (test keys) for the
 # registry's tests; the test
 # node's runtime (containerd, runc, the CNI plugins, conntrack for
 # kube-proxy) and what `make images` packs (gcc for the pause program,
 # busybox-static for the test image, the CA bundle).
 APT_PACKAGES=(skopeo docker-registry curl openssl containerd runc containernetworking-plugins conntrack
-  iptables iproute2 busybox-static gcc libc6-dev ca-certificates python3)
+  iptables iproute2 busybox-static gcc libc6-dev ca-certificates python3 shellcheck)
 
 log() { printf '[tools] %s\n' "$*" >&2; }
 
@@ -39,6 +42,7 @@ ln -sf /usr/bin/docker-registry "$bin/docker-registry"
 go_install oci-conformance github.com/opencontainers/distribution-spec/conformance "$CONFORMANCE_VERSION"
 go_install minio github.com/minio/minio "$MINIO_VERSION"
 go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
+go_install actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION"
 npm_install azurite-blob azurite "$AZURITE_VERSION" azurite-blob
 go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION"
 # CNCF Distribution v3 for the azure and gcs interop tests: its drivers take

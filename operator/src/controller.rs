@@ -1,5 +1,6 @@
-//! The controller: watches Registries, the objects they own and the Secrets
-//! they reference, and runs [`reconcile`](crate::reconcile::reconcile) for each.
+//! The controller: watches Registries, the objects they own, the Secrets
+//! they reference and their pods, and runs
+//! [`reconcile`](crate::reconcile::reconcile) for each.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use kube::runtime::controller::{self, Controller};
 use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -21,7 +22,7 @@ use crate::crd::Registry;
 use crate::decoded::Decoded;
 use crate::metrics::Metrics;
 use crate::reconcile::{Context, error_policy, reconcile};
-use crate::resources::MANAGER;
+use crate::resources::{INSTANCE_LABEL, MANAGER};
 
 /// The berth-registry image of Registries that set no `spec.image`, unless
 /// the operator is told another (`--registry-image`): the release of the
@@ -94,7 +95,13 @@ pub async fn run(
         .owns(api::<ConfigMap>(&client, &settings), owned.clone())
         .owns(api::<Service>(&client, &settings), owned.clone())
         .owns(api::<ServiceAccount>(&client, &settings), owned.clone())
-        .owns(api::<CronJob>(&client, &settings), owned)
+        .owns(api::<CronJob>(&client, &settings), owned.clone())
+        // Registry pods becoming ready or failing, and GC pods finishing,
+        // change the status. GC pods belong to Jobs of the CronJob, not to
+        // the Registry, so they are mapped by their instance label.
+        .watches(api::<Pod>(&client, &settings), owned, |pod| {
+            instance_of(&pod)
+        })
         .watches(
             api::<Secret>(&client, &settings),
             watcher::Config::default(),
@@ -164,6 +171,13 @@ where
         Some(namespace) => Api::namespaced(client.clone(), namespace),
         None => Api::all(client.clone()),
     }
+}
+
+/// The Registry a pod of the operator's belongs to, by its instance label.
+fn instance_of(pod: &Pod) -> Option<ObjectRef<Decoded<Registry>>> {
+    let name = pod.labels().get(INSTANCE_LABEL)?;
+    let namespace = pod.namespace()?;
+    Some(ObjectRef::new(name).within(&namespace))
 }
 
 /// The Registries in the Secret's namespace that reference it.

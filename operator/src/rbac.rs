@@ -92,9 +92,10 @@ pub const RBAC: &[Rule] = &[
     // Referenced Secrets: watched so that a missing one is reported and a
     // new one picked up, read by reconcile::secrets_hash.
     watched("", "secrets", &["get", "list", "watch"]),
-    // reconcile::last_gc lists the GC pods of a Registry, pod_trouble its
-    // registry pods, prune_config_maps all of its pods ...
-    watched("", "pods", &["list"]),
+    // The controller watches a Registry's pods; reconcile::last_gc lists the
+    // GC pods of a Registry, pod_trouble its registry pods,
+    // prune_config_maps all of its pods ...
+    watched("", "pods", &["list", "watch"]),
     // ... and its Jobs.
     watched("batch", "jobs", &["list"]),
     // kube's event Recorder: create, and patch to count a repeated event;

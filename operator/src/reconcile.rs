@@ -367,8 +367,9 @@ async fn pod_trouble(
 /// Deletes this Registry's config ConfigMaps that no longer serve: not the
 /// current one, not the newest of the others (a Job the CronJob controller
 /// creates from a template it has not yet seen updated still needs it), and
-/// not used by any pod or Job of the Registry. A pod of the old template
-/// keeps its config until it is gone, so it never reads a newer one.
+/// not used by any running pod or unfinished Job of the Registry. A pod of
+/// the old template keeps its config until it is gone, so it never reads a
+/// newer one.
 async fn prune_config_maps(
     registry: &Registry,
     client: &Client,
@@ -402,7 +403,13 @@ async fn prune_config_maps(
         .list(&ListParams::default().labels(&instance))
         .await
         .map_err(Error::kube(format!("listing pods in {namespace}")))?;
-    for pod in &pods.items {
+    // A pod that has finished, or a Job that will start no more pods,
+    // needs its config no longer.
+    let running = |pod: &&Pod| {
+        let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+        !matches!(phase, Some("Succeeded" | "Failed"))
+    };
+    for pod in pods.items.iter().filter(running) {
         in_use.extend(config_maps_of(pod.spec.as_ref()));
     }
     let jobs: Api<Job> = Api::namespaced(client.clone(), namespace);
@@ -410,7 +417,14 @@ async fn prune_config_maps(
         .list(&ListParams::default().labels(&instance))
         .await
         .map_err(Error::kube(format!("listing Jobs in {namespace}")))?;
-    for job in &jobs.items {
+    let unfinished = |job: &&Job| {
+        let conditions = job.status.as_ref().and_then(|s| s.conditions.as_ref());
+        !conditions
+            .into_iter()
+            .flatten()
+            .any(|c| matches!(c.type_.as_str(), "Complete" | "Failed") && c.status == "True")
+    };
+    for job in jobs.items.iter().filter(unfinished) {
         in_use.extend(config_maps_of(
             job.spec.as_ref().and_then(|j| j.template.spec.as_ref()),
         ));

@@ -1177,7 +1177,8 @@ async fn readme_install_runs_the_operator_with_only_the_charts_permissions() {
     for step in [
         "kubectl apply -f examples/registry-filesystem.yaml",
         "kubectl -n registry wait registry/local --for=condition=Ready",
-        "skopeo copy --dest-tls-verify=false docker://docker.io/library/busybox:1.36 docker://127.0.0.1:5000/library/busybox:1.36",
+        "skopeo copy --dest-tls-verify=false oci:my-layout:latest docker://127.0.0.1:5001/team/app:latest",
+        "kubectl run hello --image=localhost:5000/team/app:latest --restart=Never -- echo pulled from the node",
     ] {
         assert!(stdout.contains(step), "NOTES lack {step:?}:\n{stdout}");
     }

@@ -76,6 +76,7 @@ pub struct ObjectInfo {
 #[derive(Debug)]
 pub struct Minio {
     process: ServerProcess,
+    host: String,
     port: u16,
     console_port: u16,
     data: PathBuf,
@@ -88,6 +89,12 @@ impl Minio {
     /// `make tools`, when MinIO is missing, and with its log when it does
     /// not come up.
     pub fn start() -> Minio {
+        Minio::start_on("127.0.0.1")
+    }
+
+    /// [`Minio::start`] on the address `host` (the test node's address, so
+    /// that its pods reach MinIO through their network's gateway).
+    pub fn start_on(host: &str) -> Minio {
         crate::tools::require("minio");
         let dir = tempfile::Builder::new()
             .prefix("minio-")
@@ -102,10 +109,11 @@ impl Minio {
             if port == console_port {
                 continue;
             }
-            match spawn_ready(dir.path(), &data, port, console_port) {
+            match spawn_ready(dir.path(), &data, host, port, console_port) {
                 Ok(process) => {
                     return Minio {
                         process,
+                        host: host.to_owned(),
                         port,
                         console_port,
                         data,
@@ -119,9 +127,9 @@ impl Minio {
         panic!("MinIO could not bind free ports: {last_error}");
     }
 
-    /// `http://127.0.0.1:PORT`, the S3 endpoint.
+    /// `http://HOST:PORT`, the S3 endpoint.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        format!("http://{}:{}", self.host, self.port)
     }
 
     /// The data directory (objects live in MinIO's own format below
@@ -181,7 +189,13 @@ impl Minio {
         self.process.kill();
         let mut last_error = String::new();
         for _ in 0..20 {
-            match spawn_ready(self.dir.path(), &self.data, self.port, self.console_port) {
+            match spawn_ready(
+                self.dir.path(),
+                &self.data,
+                &self.host,
+                self.port,
+                self.console_port,
+            ) {
                 Ok(process) => {
                     self.process = process;
                     return;
@@ -337,13 +351,14 @@ impl Minio {
 fn spawn_ready(
     dir: &Path,
     data: &Path,
+    host: &str,
     port: u16,
     console_port: u16,
 ) -> Result<ServerProcess, StartError> {
     let mut cmd = Command::new(crate::tools::require("minio"));
     cmd.arg("server")
         .arg("--address")
-        .arg(format!("127.0.0.1:{port}"))
+        .arg(format!("{host}:{port}"))
         .arg("--console-address")
         .arg(format!("127.0.0.1:{console_port}"))
         .arg(data)
@@ -356,7 +371,7 @@ fn spawn_ready(
         .env("MINIO_BROWSER", "off")
         .env("MINIO_UPDATE", "off");
     let mut process = ServerProcess::spawn(cmd, &dir.join("minio.log"));
-    process.wait_ready(&format!("http://127.0.0.1:{port}/minio/health/live"), 200)?;
+    process.wait_ready(&format!("http://{host}:{port}/minio/health/live"), 200)?;
     Ok(process)
 }
 

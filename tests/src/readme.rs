@@ -45,6 +45,8 @@ pub const WAIT_POD: &str =
     "kubectl wait pod/hello --for=jsonpath={.status.phase}=Succeeded --timeout=2m";
 /// The README's look at what the pod printed.
 pub const POD_LOGS: &str = "kubectl logs hello";
+/// The README's removal of the operator.
+pub const HELM_UNINSTALL: &str = "helm uninstall berth --namespace berth-system";
 /// The README's install of the CRD for an operator run outside a cluster.
 pub const APPLY_CRD: &str = "kubectl apply -f crds/registry.yaml";
 /// The README's operator run outside a cluster.
@@ -121,12 +123,16 @@ pub const COMMANDS: &[Documented] = &[
         run_by: "tests/tests/node.rs::readme_deploy_runs_a_pod_pulled_from_the_nodes_registry",
     },
     Documented {
+        command: HELM_UNINSTALL,
+        run_by: "tests/tests/node.rs::uninstall_leaves_no_lease_held",
+    },
+    Documented {
         command: APPLY_CRD,
-        run_by: "operator/tests/cluster.rs (through the API, not kubectl)",
+        run_by: "tests/tests/node.rs::the_operator_runs_outside_the_cluster",
     },
     Documented {
         command: RUN_OPERATOR,
-        run_by: "operator/tests/cluster.rs (the debug binary, outside a cluster)",
+        run_by: "tests/tests/node.rs::the_operator_runs_outside_the_cluster",
     },
     Documented {
         command: OPERATOR_HELP,

@@ -41,3 +41,36 @@ pub fn child_path() -> String {
         tools_dir().display()
     )
 }
+
+/// `cargo` as a user runs it from their shell: the cargo running these
+/// tests (`$CARGO`), with its toolchain first on a [`child_path`] `PATH` and
+/// the user's cargo and rustup homes and target directory; nothing else
+/// of the tests' environment.
+pub fn cargo() -> std::process::Command {
+    let cargo = std::env::var_os("CARGO").map_or_else(|| PathBuf::from("cargo"), PathBuf::from);
+    let path = match cargo.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dir) => format!("{}:{}", dir.display(), child_path()),
+        None => child_path(),
+    };
+    let mut command = std::process::Command::new(&cargo);
+    command.env_clear().env("PATH", path);
+    let home = std::env::var_os("HOME");
+    for var in [
+        "HOME",
+        "CARGO_HOME",
+        "RUSTUP_HOME",
+        "CARGO_TARGET_DIR",
+        "RUSTUP_TOOLCHAIN",
+    ] {
+        if let Some(value) = std::env::var_os(var) {
+            command.env(var, value);
+        }
+    }
+    // A caller may move HOME; cargo's registry cache stays the user's.
+    if std::env::var_os("CARGO_HOME").is_none()
+        && let Some(home) = home
+    {
+        command.env("CARGO_HOME", PathBuf::from(home).join(".cargo"));
+    }
+    command
+}

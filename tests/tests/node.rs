@@ -8,22 +8,31 @@
 //! started before any thread exists (it moves the process into namespaces
 //! of its own), it is shared by every test, and the tests run one after
 //! another, in the order a user would go: install the chart, apply a
-//! Registry, push, pull, rotate, change, break, uninstall. Arguments that
-//! do not start with `-` select tests by substring, as libtest's do.
+//! Registry, push, pull, rotate, change, break, uninstall. Later tests
+//! build on what earlier ones set up, so run the binary whole; arguments
+//! that do not start with `-` select tests by substring, as libtest's do.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use std::time::Duration;
-
+use berth_tests::certs::{CertifiedKey, TestCa};
 use berth_tests::images::OciLayout;
-use berth_tests::node::{Node, images_dir};
+use berth_tests::minio::{self, Minio};
+use berth_tests::node::{NODE_IP, Node, images_dir};
 use berth_tests::readme;
 use serde_json::Value;
 
+/// What the tests share: the node, and an S3 server on the node's address
+/// (pods reach it through their network's gateway).
+struct Cluster {
+    node: Node,
+    minio: Minio,
+}
+
 /// A test: its name and its body.
-type Test = (&'static str, fn(&Node));
+type Test = (&'static str, fn(&Cluster));
 
 /// The tests, in the order they run.
 const TESTS: &[Test] = &[
@@ -37,10 +46,48 @@ const TESTS: &[Test] = &[
         readme_deploy_runs_a_pod_pulled_from_the_nodes_registry,
     ),
     (
+        "s3_registry_serves_pods_and_its_gc_job_reports_to_status",
+        s3_registry_serves_pods_and_its_gc_job_reports_to_status,
+    ),
+    (
+        "rotated_certificate_and_password_are_served_by_the_same_pod",
+        rotated_certificate_and_password_are_served_by_the_same_pod,
+    ),
+    (
+        "a_spec_change_rolls_the_pod_onto_a_new_config",
+        a_spec_change_rolls_the_pod_onto_a_new_config,
+    ),
+    (
+        "a_killed_registry_restarts_and_still_serves",
+        a_killed_registry_restarts_and_still_serves,
+    ),
+    (
+        "a_deleted_operator_pod_hands_over_the_lease",
+        a_deleted_operator_pod_hands_over_the_lease,
+    ),
+    (
+        "a_deleted_registry_leaves_the_nodes_content",
+        a_deleted_registry_leaves_the_nodes_content,
+    ),
+    (
+        "pod_security_rejection_is_named_in_status",
+        pod_security_rejection_is_named_in_status,
+    ),
+    (
         "uninstall_leaves_no_lease_held",
         uninstall_leaves_no_lease_held,
     ),
+    (
+        "the_operator_runs_outside_the_cluster",
+        the_operator_runs_outside_the_cluster,
+    ),
 ];
+
+/// Host ports of the tests' Registries (the README's own uses 5000).
+const SHARED_PORT: u16 = 5002;
+const SECURE_PORT: u16 = 5003;
+/// The bucket the S3 Registries share (each below its own root directory).
+const BUCKET: &str = "node-images";
 
 /// The chart's release and namespace, as the README installs it.
 const RELEASE: &str = "berth";
@@ -66,12 +113,15 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let minio = Minio::start_on(NODE_IP);
+    minio.create_bucket(BUCKET);
+    let cluster = Cluster { node, minio };
     let ran = selected.len();
     println!("running {ran} tests on the node");
     let mut failed = Vec::new();
     for (name, test) in selected {
         let started = Instant::now();
-        let result = catch_unwind(AssertUnwindSafe(|| test(&node)));
+        let result = catch_unwind(AssertUnwindSafe(|| test(&cluster)));
         let outcome = if result.is_ok() { "ok" } else { "FAILED" };
         println!(
             "test {name} ... {outcome} ({:.1} s)",
@@ -81,6 +131,8 @@ fn main() -> ExitCode {
             failed.push(*name);
         }
     }
+    let Cluster { node, minio } = cluster;
+    drop(minio);
     let problems = node.stop();
     for problem in &problems {
         eprintln!("teardown: {problem}");
@@ -104,7 +156,8 @@ fn main() -> ExitCode {
 }
 
 /// A busybox pod on the pod network runs and prints.
-fn the_node_runs_a_pod(node: &Node) {
+fn the_node_runs_a_pod(cluster: &Cluster) {
+    let node = &cluster.node;
     node.kubectl(&[
         "run",
         "hello",
@@ -131,7 +184,8 @@ fn the_node_runs_a_pod(node: &Node) {
 /// The README's `helm install` with the chart's defaults: the operator
 /// image (built by `make images`, under the name the chart names) runs in
 /// two pods, one of which takes the Lease.
-fn readme_install_runs_the_operator_in_the_cluster(node: &Node) {
+fn readme_install_runs_the_operator_in_the_cluster(cluster: &Cluster) {
+    let node = &cluster.node;
     node.run(readme::HELM_INSTALL);
     node.wait(
         "the operator's Deployment to be available",
@@ -153,7 +207,8 @@ fn readme_install_runs_the_operator_in_the_cluster(node: &Node) {
 /// becomes Ready from the real DaemonSet status; an image pushed through a
 /// port-forward to its Service is pulled by the node's runtime from the
 /// node's registry for a Pod that runs and prints.
-fn readme_deploy_runs_a_pod_pulled_from_the_nodes_registry(node: &Node) {
+fn readme_deploy_runs_a_pod_pulled_from_the_nodes_registry(cluster: &Cluster) {
+    let node = &cluster.node;
     let started = std::time::Instant::now();
     node.run(readme::APPLY_FILESYSTEM_EXAMPLE);
     node.run(readme::WAIT_READY);
@@ -218,10 +273,9 @@ fn readme_deploy_runs_a_pod_pulled_from_the_nodes_registry(node: &Node) {
 
 /// `helm uninstall` removes the operator, and no Lease stays held by a
 /// replica that is gone.
-fn uninstall_leaves_no_lease_held(node: &Node) {
-    node.run(&format!(
-        "helm uninstall {RELEASE} --namespace {RELEASE_NAMESPACE} --wait"
-    ));
+fn uninstall_leaves_no_lease_held(cluster: &Cluster) {
+    let node = &cluster.node;
+    node.run(readme::HELM_UNINSTALL);
     node.wait("the operator pods to go", Duration::from_secs(120), || {
         operator_pods(node).is_empty().then_some(())
     });
@@ -273,4 +327,596 @@ fn copy_layout(from: &std::path::Path, to: &std::path::Path) -> OciLayout {
         to.display()
     );
     OciLayout::open(to)
+}
+
+/// The namespace `name` (allowed privileged pods: hostPort) with the
+/// Secret of MinIO's keys.
+fn s3_namespace(name: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: {name}
+  labels:
+    pod-security.kubernetes.io/enforce: privileged
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: registry-s3
+  namespace: {name}
+stringData:
+  accessKey: {access}
+  secretKey: {secret}
+"#,
+        access = minio::ACCESS_KEY,
+        secret = minio::SECRET_KEY,
+    )
+}
+
+/// A Registry `name` in the namespace of the same name, on S3 (MinIO on
+/// the node's address, below its own root directory, blob downloads
+/// redirected to MinIO), on host port `port`, with a GC schedule, and with
+/// TLS and htpasswd when `secure`.
+fn s3_registry(cluster: &Cluster, name: &str, port: u16, secure: bool) -> String {
+    let security = if secure {
+        "  tls:\n    secretName: registry-tls\n  auth:\n    htpasswd:\n      secretName: registry-htpasswd\n"
+    } else {
+        ""
+    };
+    format!(
+        r#"apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata:
+  name: {name}
+  namespace: {name}
+spec:
+  storage:
+    s3:
+      bucket: {BUCKET}
+      region: {region}
+      endpoint: {endpoint}
+      forcePathStyle: true
+      rootDirectory: {name}
+      credentialsSecret: registry-s3
+      redirect: true
+  exposure:
+    mode: HostPort
+    port: {port}
+  gc:
+    schedule: "0 3 * * *"
+    deleteUntagged: true
+{security}"#,
+        region = minio::REGION,
+        endpoint = cluster.minio.endpoint(),
+    )
+}
+
+/// Waits until the Registry `namespace/name` is Ready at its current
+/// generation, and returns it.
+fn wait_ready(node: &Node, namespace: &str, name: &str) -> Value {
+    node.wait(
+        &format!("Registry {namespace}/{name} to be Ready"),
+        Duration::from_secs(120),
+        || {
+            let registry = node.get(&["-n", namespace, "registry", name])?;
+            let status = &registry["status"];
+            let ready = status["conditions"]
+                .as_array()?
+                .iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True");
+            (ready && status["observedGeneration"] == registry["metadata"]["generation"])
+                .then_some(registry)
+        },
+    )
+}
+
+/// The one registry pod of `namespace`: its name, UID and restart count.
+fn registry_pod(node: &Node, namespace: &str) -> Option<(String, String, u64)> {
+    let pods = node.get(&[
+        "-n",
+        namespace,
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=registry",
+    ])?;
+    let items = pods["items"].as_array()?;
+    let [pod] = items.as_slice() else {
+        return None;
+    };
+    let ready = pod["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .any(|c| c["type"] == "Ready" && c["status"] == "True");
+    if !ready || pod["metadata"]["deletionTimestamp"].is_string() {
+        return None;
+    }
+    Some((
+        pod["metadata"]["name"].as_str()?.to_owned(),
+        pod["metadata"]["uid"].as_str()?.to_owned(),
+        pod["status"]["containerStatuses"][0]["restartCount"].as_u64()?,
+    ))
+}
+
+/// Pushes the busybox test image to `registry` (`127.0.0.1:PORT/REPO:TAG`)
+/// with skopeo, with `creds` when given.
+fn push_busybox(node: &Node, reference: &str, creds: Option<&str>) {
+    let layout = images_dir().join("busybox");
+    let mut line = "skopeo copy --dest-tls-verify=false".to_owned();
+    if let Some(creds) = creds {
+        line.push_str(&format!(" --dest-creds {creds}"));
+    }
+    line.push_str(&format!(" oci:{}:1 docker://{reference}", layout.display()));
+    node.run(&line);
+}
+
+/// Runs a pod `name` in `namespace` with `image` (always pulled) printing
+/// `message`, and asserts that it printed it.
+fn run_pod(node: &Node, namespace: &str, name: &str, image: &str, message: &str) {
+    node.kubectl(&[
+        "-n",
+        namespace,
+        "run",
+        name,
+        &format!("--image={image}"),
+        "--image-pull-policy=Always",
+        "--restart=Never",
+        "--",
+        "echo",
+        message,
+    ]);
+    node.wait(
+        &format!("pod {namespace}/{name} to succeed"),
+        Duration::from_secs(120),
+        || {
+            let pod = node.get(&["-n", namespace, "pod", name])?;
+            (pod["status"]["phase"] == "Succeeded").then_some(())
+        },
+    );
+    let logs = node.kubectl(&["-n", namespace, "logs", name]);
+    assert_eq!(logs.trim(), message);
+    node.kubectl(&["-n", namespace, "delete", "pod", name, "--wait=false"]);
+}
+
+/// A Registry on S3: pods pull what was pushed through the node's
+/// instance; a GC Job made from its CronJob runs as a real pod and its
+/// report reaches `status.lastGC`.
+fn s3_registry_serves_pods_and_its_gc_job_reports_to_status(cluster: &Cluster) {
+    let node = &cluster.node;
+    node.apply(&s3_namespace("shared"));
+    node.apply(&s3_registry(cluster, "shared", SHARED_PORT, false));
+    let registry = wait_ready(node, "shared", "shared");
+    assert_eq!(registry["status"]["storage"], "S3");
+    assert_eq!(registry["status"]["gcMode"], "CronJob");
+    push_busybox(node, &format!("127.0.0.1:{SHARED_PORT}/team/tools:1"), None);
+    run_pod(
+        node,
+        "shared",
+        "from-s3",
+        &format!("localhost:{SHARED_PORT}/team/tools:1"),
+        "pulled through S3",
+    );
+    let (blobs, bad) = cluster
+        .minio
+        .verify_blobs(&cluster.minio.bucket(BUCKET).with_root_directory("shared"));
+    assert!(
+        blobs >= 2 && bad.is_empty(),
+        "{blobs} blobs in the bucket, wrong: {bad:?}"
+    );
+
+    node.kubectl(&[
+        "-n",
+        "shared",
+        "create",
+        "job",
+        "--from=cronjob/shared-gc",
+        "gc-now",
+    ]);
+    let last_gc = node.wait("status.lastGC", Duration::from_secs(120), || {
+        let registry = node.get(&["-n", "shared", "registry", "shared"])?;
+        let last = registry["status"]["lastGC"].clone();
+        last.is_object().then_some(last)
+    });
+    assert_eq!(last_gc["outcome"], "Succeeded", "{last_gc}");
+}
+
+/// A certificate for the registry at 127.0.0.1, its Secret's YAML.
+fn tls_secret(node: &Node, dir: &Path, pair: &CertifiedKey) -> String {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    pair.write(&cert, &key);
+    node.kubectl(&[
+        "-n",
+        "secure",
+        "create",
+        "secret",
+        "tls",
+        "registry-tls",
+        &format!("--cert={}", cert.display()),
+        &format!("--key={}", key.display()),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])
+}
+
+/// An htpasswd Secret's YAML for `user:password`.
+fn htpasswd_secret(node: &Node, dir: &Path, user: &str, password: &str) -> String {
+    let file = dir.join("htpasswd");
+    berth_tests::htpasswd::write(&file, &[(user, password)]);
+    node.kubectl(&[
+        "-n",
+        "secure",
+        "create",
+        "secret",
+        "generic",
+        "registry-htpasswd",
+        &format!("--from-file=htpasswd={}", file.display()),
+        "--dry-run=client",
+        "-o",
+        "yaml",
+    ])
+}
+
+/// The HTTP status of `GET /v2/` over TLS on `port`, trusting only `ca` and
+/// only a server key whose pin is `pin`, as `user:password`; 0 when TLS
+/// fails (another certificate is served).
+fn v2_status(ca: &Path, pin: &str, port: u16, user: &str, password: &str) -> u16 {
+    let transfer = berth_tests::curl::run(
+        &[
+            "--cacert".into(),
+            ca.display().to_string(),
+            "--pinnedpubkey".into(),
+            pin.into(),
+            "-u".into(),
+            format!("{user}:{password}"),
+            format!("https://127.0.0.1:{port}/v2/"),
+        ],
+        None,
+    );
+    if transfer.ok() { transfer.status } else { 0 }
+}
+
+/// TLS and htpasswd Secrets rotated: the same pod (same UID, no restart)
+/// serves the new certificate and accepts the new password within the
+/// kubelet's Secret sync, and refuses the old password.
+fn rotated_certificate_and_password_are_served_by_the_same_pod(cluster: &Cluster) {
+    let node = &cluster.node;
+    let work = tempfile::tempdir().expect("temporary directory");
+    let ca = TestCa::new("berth-node-registry-ca");
+    let ca_file = ca.write_cert(&work.path().join("ca.crt"));
+    let (first, second) = (ca.server_cert("registry"), ca.server_cert("registry"));
+    node.apply(&s3_namespace("secure"));
+    node.apply(&tls_secret(node, work.path(), &first));
+    node.apply(&htpasswd_secret(
+        node,
+        work.path(),
+        "alice",
+        "first-password",
+    ));
+    node.apply(&s3_registry(cluster, "secure", SECURE_PORT, true));
+    wait_ready(node, "secure", "secure");
+    assert_eq!(
+        v2_status(&ca_file, &first.pin, SECURE_PORT, "alice", "first-password"),
+        200
+    );
+    let before = registry_pod(node, "secure").expect("the registry pod");
+
+    let rotated = Instant::now();
+    node.apply(&tls_secret(node, work.path(), &second));
+    node.apply(&htpasswd_secret(
+        node,
+        work.path(),
+        "alice",
+        "second-password",
+    ));
+    node.wait(
+        "the new certificate and password",
+        Duration::from_secs(120),
+        || {
+            (v2_status(
+                &ca_file,
+                &second.pin,
+                SECURE_PORT,
+                "alice",
+                "second-password",
+            ) == 200)
+                .then_some(())
+        },
+    );
+    eprintln!(
+        "[node] rotated certificate and password served {:.1} s after the Secrets changed",
+        rotated.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        v2_status(
+            &ca_file,
+            &second.pin,
+            SECURE_PORT,
+            "alice",
+            "first-password"
+        ),
+        401
+    );
+    assert_eq!(
+        v2_status(
+            &ca_file,
+            &first.pin,
+            SECURE_PORT,
+            "alice",
+            "second-password"
+        ),
+        0
+    );
+    let after = registry_pod(node, "secure").expect("the registry pod");
+    assert_eq!(
+        after, before,
+        "the same pod, not restarted, serves the rotated Secrets"
+    );
+}
+
+/// The config ConfigMaps of the Registry in `namespace`.
+fn config_maps(node: &Node, namespace: &str) -> Vec<String> {
+    let maps = node
+        .get(&[
+            "-n",
+            namespace,
+            "configmaps",
+            "-l",
+            "app.kubernetes.io/component=config",
+        ])
+        .unwrap_or(Value::Null);
+    maps["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["metadata"]["name"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// The config ConfigMap a pod mounts.
+fn mounted_config(node: &Node, namespace: &str, pod: &str) -> String {
+    let pod = node.get(&["-n", namespace, "pod", pod]).expect("the pod");
+    pod["spec"]["volumes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|v| v["configMap"]["name"].as_str().map(str::to_owned))
+        .expect("a config volume")
+}
+
+/// A spec change rolls the pod: the new pod is Ready and mounts a new
+/// config ConfigMap holding the change; once a second change has rolled
+/// out too, the first config is gone and only the current one and the one
+/// before remain.
+fn a_spec_change_rolls_the_pod_onto_a_new_config(cluster: &Cluster) {
+    let node = &cluster.node;
+    let (first_pod, _, _) = registry_pod(node, "shared").expect("the registry pod");
+    let first_config = mounted_config(node, "shared", &first_pod);
+    let mut previous = first_pod;
+    for level in ["debug", "warn"] {
+        node.kubectl(&[
+            "-n",
+            "shared",
+            "patch",
+            "registry",
+            "shared",
+            "--type=merge",
+            "-p",
+            &format!(r#"{{"spec":{{"logLevel":"{level}"}}}}"#),
+        ]);
+        wait_ready(node, "shared", "shared");
+        let pod = node.wait("a new registry pod", Duration::from_secs(120), || {
+            registry_pod(node, "shared").filter(|(name, _, _)| *name != previous)
+        });
+        let config = mounted_config(node, "shared", &pod.0);
+        let map = node
+            .get(&["-n", "shared", "configmap", &config])
+            .expect("the mounted ConfigMap");
+        assert_eq!(map["immutable"], true);
+        let file = map["data"]["config.yml"].as_str().unwrap_or_default();
+        assert!(file.contains(&format!("level: {level}")), "{file}");
+        previous = pod.0;
+    }
+    let remaining = node.wait(
+        "the first config to be deleted",
+        Duration::from_secs(60),
+        || {
+            let maps = config_maps(node, "shared");
+            (!maps.contains(&first_config)).then_some(maps)
+        },
+    );
+    assert_eq!(
+        remaining.len(),
+        2,
+        "the current config and the one before: {remaining:?}"
+    );
+}
+
+/// Killing the registry process on the node (by its PID) makes kubelet
+/// restart it, and the image pushed before still pulls.
+fn a_killed_registry_restarts_and_still_serves(cluster: &Cluster) {
+    let node = &cluster.node;
+    let (name, uid, restarts) = registry_pod(node, "registry").expect("the registry pod");
+    let containers = node.run(
+        "crictl --runtime-endpoint unix:///run/containerd/containerd.sock ps --name registry --label io.kubernetes.pod.namespace=registry -q",
+    );
+    let container = containers
+        .lines()
+        .next()
+        .expect("the registry container")
+        .trim()
+        .to_owned();
+    let inspect: Value = serde_json::from_str(&node.run(&format!(
+        "crictl --runtime-endpoint unix:///run/containerd/containerd.sock inspect {container}"
+    )))
+    .expect("crictl inspect prints JSON");
+    let pid = inspect["info"]["pid"]
+        .as_i64()
+        .expect("the container's pid");
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    assert_eq!(
+        comm.trim(),
+        "berth-registry",
+        "pid {pid} is the registry process"
+    );
+    // SAFETY: kill only sends a signal.
+    unsafe {
+        libc::kill(pid as i32, libc::SIGKILL);
+    }
+    let after = node.wait(
+        "kubelet to restart the registry",
+        Duration::from_secs(120),
+        || registry_pod(node, "registry").filter(|(_, _, r)| *r > restarts),
+    );
+    assert_eq!(
+        (after.0, after.1),
+        (name, uid),
+        "the same pod, its container restarted"
+    );
+    run_pod(
+        node,
+        "default",
+        "after-restart",
+        "localhost:5000/team/app:latest",
+        "pulled after a restart",
+    );
+}
+
+/// Deleting the operator pod that holds the Lease: the other replica takes
+/// the Lease over and reconciles.
+fn a_deleted_operator_pod_hands_over_the_lease(cluster: &Cluster) {
+    let node = &cluster.node;
+    let holder = lease_holder(node).expect("a Lease holder");
+    let leader = operator_pods(node)
+        .into_iter()
+        .find(|pod| holder.starts_with(pod.as_str()))
+        .expect("the leader is an operator pod");
+    let started = Instant::now();
+    node.kubectl(&[
+        "-n",
+        RELEASE_NAMESPACE,
+        "delete",
+        "pod",
+        &leader,
+        "--wait=false",
+    ]);
+    let next = node.wait(
+        "another replica to take the Lease",
+        Duration::from_secs(60),
+        || lease_holder(node).filter(|h| !h.starts_with(leader.as_str())),
+    );
+    eprintln!(
+        "[node] the Lease passed from {holder} to {next} in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    node.kubectl(&[
+        "-n",
+        "shared",
+        "patch",
+        "registry",
+        "shared",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"logLevel":"info"}}"#,
+    ]);
+    wait_ready(node, "shared", "shared");
+}
+
+/// Deleting a Registry removes its pods and leaves what they stored on the
+/// node's disk (the hostPath), as the README says.
+fn a_deleted_registry_leaves_the_nodes_content(cluster: &Cluster) {
+    let node = &cluster.node;
+    node.kubectl(&[
+        "-n",
+        "registry",
+        "delete",
+        "registry",
+        "local",
+        "--wait=true",
+    ]);
+    node.wait("the registry pod to go", Duration::from_secs(120), || {
+        let pods = node.get(&[
+            "-n",
+            "registry",
+            "pods",
+            "-l",
+            "app.kubernetes.io/component=registry",
+        ])?;
+        pods["items"].as_array()?.is_empty().then_some(())
+    });
+    let content = node
+        .dir()
+        .join("host/var/lib/berth-registry/docker/registry/v2/repositories/team/app/_manifests/tags/latest");
+    assert!(content.is_dir(), "{} is kept", content.display());
+}
+
+/// In a namespace that enforces the baseline Pod Security level, the
+/// DaemonSet cannot create the registry pod (hostPath, hostPort), and the
+/// Registry's status says so.
+fn pod_security_rejection_is_named_in_status(cluster: &Cluster) {
+    let node = &cluster.node;
+    node.apply(
+        r#"apiVersion: v1
+kind: Namespace
+metadata:
+  name: baseline
+  labels:
+    pod-security.kubernetes.io/enforce: baseline
+---
+apiVersion: berth.dev/v1alpha1
+kind: Registry
+metadata:
+  name: strict
+  namespace: baseline
+spec:
+  storage:
+    filesystem:
+      hostPath: /var/lib/berth-registry
+"#,
+    );
+    let ready = node.wait("the rejection in status", Duration::from_secs(120), || {
+        let registry = node.get(&["-n", "baseline", "registry", "strict"])?;
+        registry["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == "Ready" && c["reason"] == "PodsRejected")
+            .cloned()
+    });
+    assert_eq!(ready["status"], "False");
+    let message = ready["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("PodSecurity") && message.contains("baseline"),
+        "{message}"
+    );
+    node.kubectl(&["delete", "namespace", "baseline", "--wait=false"]);
+}
+
+/// The README's operator outside the cluster: the CRD applied with
+/// kubectl, the operator run with cargo and nothing but the kubeconfig; it
+/// takes its own Lease and reconciles the Registries left after the chart
+/// was uninstalled.
+fn the_operator_runs_outside_the_cluster(cluster: &Cluster) {
+    let node = &cluster.node;
+    node.run(readme::APPLY_CRD);
+    node.run(&format!("{} &", readme::RUN_OPERATOR));
+    node.wait(
+        "the operator to take its Lease",
+        Duration::from_secs(600),
+        || {
+            let lease = node.get(&["-n", "default", "lease", "berth-operator"])?;
+            lease["spec"]["holderIdentity"].as_str().map(|_| ())
+        },
+    );
+    node.kubectl(&[
+        "-n",
+        "shared",
+        "patch",
+        "registry",
+        "shared",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"logLevel":"debug"}}"#,
+    ]);
+    wait_ready(node, "shared", "shared");
+    node.stop_process("cargo");
 }

@@ -23,7 +23,16 @@ const DEVELOPMENT_ADDR: &str = "127.0.0.1:5000";
 /// this workspace's manifest; other programs are found on the tests' `PATH`.
 fn readme_command(command: &str, dir: &Path) -> Command {
     let words: Vec<&str> = command.split_whitespace().collect();
-    let mut cmd = Command::new(words[0]);
+    let mut cmd = if words[0] == "cargo" {
+        berth_tests::tools::cargo()
+    } else {
+        let mut cmd = Command::new(words[0]);
+        cmd.env_clear().env("PATH", child_path());
+        if let Some(home) = std::env::var_os("HOME") {
+            cmd.env("HOME", home);
+        }
+        cmd
+    };
     if words.starts_with(&["cargo", "run"]) {
         let manifest = workspace_root().join("Cargo.toml");
         cmd.args(["run", "--manifest-path"])
@@ -32,32 +41,8 @@ fn readme_command(command: &str, dir: &Path) -> Command {
     } else {
         cmd.args(&words[1..]);
     }
-    cmd.current_dir(dir).env_clear().env("PATH", cargo_path());
-    // A user's Rust toolchain and cargo state, and nothing else of ours.
-    for var in [
-        "HOME",
-        "RUSTUP_HOME",
-        "CARGO_HOME",
-        "CARGO_TARGET_DIR",
-        "RUSTUP_TOOLCHAIN",
-    ] {
-        if let Some(value) = std::env::var_os(var) {
-            cmd.env(var, value);
-        }
-    }
+    cmd.current_dir(dir);
     cmd
-}
-
-/// The tests' `PATH`, with the directory of the cargo running the tests.
-fn cargo_path() -> String {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    match Path::new(&cargo)
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-    {
-        Some(dir) => format!("{}:{}", dir.display(), child_path()),
-        None => child_path(),
-    }
 }
 
 /// Run a README command to completion in `dir`, panicking with its output

@@ -147,16 +147,21 @@ impl Node {
         &self.dir
     }
 
-    /// `program` as a client of the node runs it: the tools first on `PATH`,
-    /// the admin kubeconfig, a home of the node's, in the workspace root (the
-    /// README's commands name `charts/berth` and `examples/`).
+    /// `program` as a client of the node runs it: the tools first on `PATH`
+    /// (`cargo` as [`crate::tools::cargo`] has it), the admin kubeconfig, a
+    /// home of the node's, in the workspace root (the README's commands name
+    /// `charts/berth` and `examples/`).
     pub fn command(&self, program: &str) -> Command {
         let home = self.dir.join("home");
-        let mut command = Command::new(program);
+        let mut command = if program == "cargo" {
+            crate::tools::cargo()
+        } else {
+            let mut command = Command::new(program);
+            command.env_clear().env("PATH", crate::tools::child_path());
+            command
+        };
         command
             .current_dir(workspace_root())
-            .env_clear()
-            .env("PATH", crate::tools::child_path())
             .env("HOME", &home)
             .env("XDG_RUNTIME_DIR", home.join("run"))
             .env("TMPDIR", home.join("tmp"))
