@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use berth_tests::certs::{CertifiedKey, TestCa};
 use berth_tests::images::OciLayout;
 use berth_tests::minio::{self, Minio};
-use berth_tests::node::{NODE_IP, Node, images_dir};
+use berth_tests::node::{MachineState, NODE_IP, Node, images_dir, undo_earlier_run};
 use berth_tests::readme;
 use serde_json::Value;
 
@@ -93,7 +93,15 @@ const BUCKET: &str = "node-images";
 const RELEASE: &str = "berth";
 const RELEASE_NAMESPACE: &str = "berth-system";
 
+/// Set in the environment of the run that `a_crashed_run_leaves_a_node`
+/// starts: it starts the node and aborts.
+const CRASH_ENV: &str = "BERTH_NODE_TEST_CRASH";
+
 fn main() -> ExitCode {
+    if std::env::var_os(CRASH_ENV).is_some() {
+        let _node = Node::start();
+        std::process::abort();
+    }
     let filters: Vec<String> = std::env::args()
         .skip(1)
         .filter(|a| !a.starts_with('-'))
@@ -106,6 +114,14 @@ fn main() -> ExitCode {
         println!("running 0 tests (none matches {filters:?})");
         return ExitCode::SUCCESS;
     }
+    if let Err(error) = undo_earlier_run() {
+        eprintln!("{error}");
+        return ExitCode::FAILURE;
+    }
+    let machine_before = MachineState::now();
+    let mut results = Results::default();
+    // The node's own start must undo what a crashed run left.
+    let crashed = a_crashed_run_leaves_a_node();
     let node = match Node::start() {
         Ok(node) => node,
         Err(error) => {
@@ -113,45 +129,93 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    results.record("a_crashed_run_is_undone_by_the_next", crashed);
     let minio = Minio::start_on(NODE_IP);
     minio.create_bucket(BUCKET);
     let cluster = Cluster { node, minio };
-    let ran = selected.len();
-    println!("running {ran} tests on the node");
-    let mut failed = Vec::new();
-    for (name, test) in selected {
+    for (name, test) in &selected {
         let started = Instant::now();
         let result = catch_unwind(AssertUnwindSafe(|| test(&cluster)));
-        let outcome = if result.is_ok() { "ok" } else { "FAILED" };
-        println!(
-            "test {name} ... {outcome} ({:.1} s)",
-            started.elapsed().as_secs_f64()
-        );
-        if result.is_err() {
-            failed.push(*name);
-        }
+        eprintln!("[node] {name}: {:.1} s", started.elapsed().as_secs_f64());
+        results.record(name, result.map_err(|_| "panicked".to_owned()));
     }
     let Cluster { node, minio } = cluster;
     drop(minio);
     let problems = node.stop();
-    for problem in &problems {
-        eprintln!("teardown: {problem}");
-    }
-    let outcome = if failed.is_empty() && problems.is_empty() {
-        "ok"
+    let machine_after = MachineState::now();
+    let restored = if !problems.is_empty() {
+        Err(format!("teardown: {}", problems.join("; ")))
+    } else if machine_after != machine_before {
+        Err(format!(
+            "before: {machine_before:?}\nafter: {machine_after:?}"
+        ))
     } else {
-        "FAILED"
+        Ok(())
     };
-    println!(
-        "\ntest result: {outcome}. {} passed; {} failed; {} filtered out",
-        ran - failed.len(),
-        failed.len(),
-        TESTS.len() - ran
-    );
-    if failed.is_empty() && problems.is_empty() {
-        ExitCode::SUCCESS
+    results.record("the_machine_is_as_before_the_run", restored);
+    results.summary(TESTS.len() - selected.len())
+}
+
+/// Outcomes of the tests, printed as libtest prints them.
+#[derive(Default)]
+struct Results {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Results {
+    fn record(&mut self, name: &str, result: Result<(), String>) {
+        match result {
+            Ok(()) => {
+                println!("test {name} ... ok");
+                self.passed += 1;
+            }
+            Err(why) => {
+                println!("test {name} ... FAILED\n{why}");
+                self.failed.push(name.to_owned());
+            }
+        }
+    }
+
+    fn summary(self, filtered: usize) -> ExitCode {
+        let outcome = if self.failed.is_empty() {
+            "ok"
+        } else {
+            "FAILED"
+        };
+        println!(
+            "\ntest result: {outcome}. {} passed; {} failed; {filtered} filtered out",
+            self.passed,
+            self.failed.len()
+        );
+        if self.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            println!("failures: {}", self.failed.join(", "));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs this binary as a run that starts the node and crashes, and checks
+/// that it left a node behind (processes, cgroups, data, its ledger) for
+/// the next start to undo.
+fn a_crashed_run_leaves_a_node() -> Result<(), String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let status = std::process::Command::new(exe)
+        .env(CRASH_ENV, "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .map_err(|e| e.to_string())?;
+    if status.success() {
+        return Err(format!("the crashing run exited {status}"));
+    }
+    let left = MachineState::now();
+    if left.ledger && left.cgroups && left.data_dir {
+        Ok(())
     } else {
-        ExitCode::FAILURE
+        Err(format!("the crashed run left no node behind: {left:?}"))
     }
 }
 

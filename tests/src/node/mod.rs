@@ -89,19 +89,8 @@ impl Node {
                 problems.join("\n  ")
             ));
         }
-        fs::create_dir_all(STATE_DIR).map_err(|e| format!("{STATE_DIR}: {e}"))?;
-        let machine_lock = take_machine_lock(&Path::new(STATE_DIR).join("lock"))?;
-        let ledger_path = Path::new(STATE_DIR).join("ledger.json");
-        if let Some(earlier) = Ledger::left_at(&ledger_path) {
-            log("undoing what an earlier run left");
-            let problems = earlier.undo();
-            if !problems.is_empty() {
-                return Err(format!(
-                    "cannot undo an earlier test node: {}",
-                    problems.join("; ")
-                ));
-            }
-        }
+        let machine_lock = take_machine_lock()?;
+        undo_left_behind()?;
 
         isolation::enter_own_namespaces()?;
         let problems = preflight::namespaces();
@@ -109,7 +98,7 @@ impl Node {
             return Err(problems.join("\n"));
         }
         let dir = PathBuf::from(DATA_DIR);
-        let mut ledger = Ledger::new(&ledger_path);
+        let mut ledger = Ledger::new(&ledger_path());
         ledger.record_netns();
         ledger.record_sysctls();
         ledger.make_data_dir(&dir);
@@ -406,7 +395,8 @@ impl Node {
                 "-fa",
             ])
             .output();
-        stop_all(others, Duration::from_secs(10));
+        // The control plane needs no graceful stop: its state goes with the node.
+        stop_all(others, Duration::from_secs(3));
         let mut problems = Vec::new();
         let targets: Vec<&Path> = REDIRECTED.iter().map(|(t, _)| Path::new(*t)).collect();
         let mut mounted: Vec<&Path> = targets.clone();
@@ -699,6 +689,49 @@ impl Node {
     }
 }
 
+/// What a test node leaves on the machine when it is gone: the settings it
+/// may change and the places it may leave something. Equal before a run and
+/// after it means the run took everything back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MachineState {
+    /// Values of the kernel settings kubelet changes.
+    pub sysctls: Vec<(String, String)>,
+    /// Whether the node's cgroup exists in some hierarchy.
+    pub cgroups: bool,
+    /// Whether the node's data directory exists.
+    pub data_dir: bool,
+    /// Whether a ledger of a node exists (one runs, or one crashed).
+    pub ledger: bool,
+    /// The paths the node redirects that exist on the machine.
+    pub redirected: Vec<String>,
+}
+
+impl MachineState {
+    /// The machine as it is now.
+    pub fn now() -> MachineState {
+        MachineState {
+            sysctls: ledger::KERNEL_SYSCTLS
+                .iter()
+                .map(|name| {
+                    let path = Path::new("/proc/sys").join(name.replace('.', "/"));
+                    let value = fs::read_to_string(path).unwrap_or_default();
+                    ((*name).to_owned(), value.trim().to_owned())
+                })
+                .collect(),
+            cgroups: ledger::cgroup_hierarchies()
+                .iter()
+                .any(|h| h.join(ledger::CGROUP_ROOT).exists()),
+            data_dir: Path::new(DATA_DIR).exists(),
+            ledger: ledger_path().exists(),
+            redirected: REDIRECTED
+                .iter()
+                .filter(|(target, _)| Path::new(target).exists())
+                .map(|(target, _)| (*target).to_owned())
+                .collect(),
+        }
+    }
+}
+
 /// Where `make images` writes the images.
 pub fn images_dir() -> PathBuf {
     match std::env::var_os("CARGO_TARGET_DIR") {
@@ -729,8 +762,39 @@ fn stop_all(mut processes: Vec<Running>, grace: Duration) {
     }
 }
 
+/// Undoes what an earlier run left on the machine when it crashed (nothing
+/// when it ended well); returns whether there was something to undo.
+pub fn undo_earlier_run() -> Result<bool, String> {
+    let _lock = take_machine_lock()?;
+    undo_left_behind()
+}
+
+fn ledger_path() -> PathBuf {
+    Path::new(STATE_DIR).join("ledger.json")
+}
+
+/// Undoes the ledger an earlier run left; the caller holds the lock.
+fn undo_left_behind() -> Result<bool, String> {
+    let Some(earlier) = Ledger::left_at(&ledger_path()) else {
+        return Ok(false);
+    };
+    log("undoing what an earlier run left");
+    let problems = earlier.undo();
+    if problems.is_empty() {
+        Ok(true)
+    } else {
+        Err(format!(
+            "cannot undo an earlier test node: {}",
+            problems.join("; ")
+        ))
+    }
+}
+
 /// Takes the machine-wide lock of the test node, or says who holds it.
-fn take_machine_lock(path: &Path) -> Result<File, String> {
+fn take_machine_lock() -> Result<File, String> {
+    fs::create_dir_all(STATE_DIR).map_err(|e| format!("{STATE_DIR}: {e}"))?;
+    let path = Path::new(STATE_DIR).join("lock");
+    let path = path.as_path();
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
