@@ -30,7 +30,7 @@ crds:
 	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml
 	cp crds/registry.yaml charts/berth/crds/registry.yaml
 
-test: tools release
+test: tools images
 	cargo test --workspace --no-fail-fast -- --show-output
 
 bench:
