@@ -68,8 +68,9 @@ const fn watched(
 /// at run time with 403; a verb here that the code no longer uses is a
 /// permission granted for nothing.
 pub const RBAC: &[Rule] = &[
-    // The controller's primary watch.
-    watched("berth.dev", "registries", &["list", "watch"]),
+    // The controller's primary watch; reconcile::still_wanted reads the
+    // Registry before each apply.
+    watched("berth.dev", "registries", &["get", "list", "watch"]),
     // reconcile::patch_status (server-side apply of the status subresource).
     watched("berth.dev", "registries/status", &["patch"]),
     // Owned objects: watched by the controller, applied by reconcile::apply

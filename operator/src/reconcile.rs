@@ -137,7 +137,10 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
         Ok(secrets_hash) => {
             let desired = resources::build(registry, &ctx.registry_image, &secrets_hash);
             let config_map = desired.config_map.name_any();
-            let daemon_set = apply_all(registry, &ctx.client, &namespace, desired).await?;
+            let Some(daemon_set) = apply_all(registry, &ctx.client, &namespace, desired).await?
+            else {
+                return Ok(Action::await_change());
+            };
             let rollout = Rollout::of(&daemon_set);
             let trouble = pod_trouble(registry, rollout, &ctx.client, &namespace).await?;
             prune_config_maps(registry, &ctx.client, &namespace, &config_map).await?;
@@ -268,24 +271,55 @@ async fn secrets_hash(
 
 /// Server-side applies every desired object and returns the DaemonSet as
 /// the API server now has it (with its status). A CronJob no longer
-/// wanted is deleted.
+/// wanted is deleted. `None` when the Registry turned out to be deleted
+/// on the way (see [`still_wanted`]): nothing more is applied.
 async fn apply_all(
     registry: &Registry,
     client: &Client,
     namespace: &str,
     desired: Desired,
-) -> Result<DaemonSet, Error> {
-    apply(client, namespace, &desired.config_map).await?;
-    apply(client, namespace, &desired.service_account).await?;
-    apply(client, namespace, &desired.service).await?;
-    let daemon_set = apply(client, namespace, &desired.daemon_set).await?;
+) -> Result<Option<DaemonSet>, Error> {
+    macro_rules! apply_owned {
+        ($object:expr) => {{
+            if !still_wanted(registry, client, namespace).await? {
+                return Ok(None);
+            }
+            apply(client, namespace, $object).await?
+        }};
+    }
+    apply_owned!(&desired.config_map);
+    apply_owned!(&desired.service_account);
+    apply_owned!(&desired.service);
+    let daemon_set = apply_owned!(&desired.daemon_set);
     match &desired.cron_job {
         Some(cron_job) => {
-            apply(client, namespace, cron_job).await?;
+            apply_owned!(cron_job);
         }
         None => delete_owned_cron_job(registry, client, namespace).await?,
     }
-    Ok(daemon_set)
+    Ok(Some(daemon_set))
+}
+
+/// Whether the Registry still exists as `registry` (the same UID) and is
+/// not being deleted, read from the API server rather than the cache: the
+/// cache may still hold a Registry the user has deleted, and an apply for
+/// it would re-create what the garbage collector just removed. Read before
+/// every apply, so a deletion can slip in only during that one request.
+async fn still_wanted(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+) -> Result<bool, Error> {
+    let name = registry.name_any();
+    let api: Api<Registry> = Api::namespaced(client.clone(), namespace);
+    let current = api
+        .get_metadata_opt(&name)
+        .await
+        .map_err(Error::kube(format!("reading Registry {namespace}/{name}")))?;
+    Ok(current.is_some_and(|current| {
+        current.metadata.uid == registry.metadata.uid
+            && current.metadata.deletion_timestamp.is_none()
+    }))
 }
 
 async fn apply<K>(client: &Client, namespace: &str, object: &K) -> Result<K, Error>
