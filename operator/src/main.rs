@@ -13,6 +13,7 @@ use berth_operator::metrics::{self, Metrics};
 use clap::{Parser, ValueEnum};
 use kube::Client;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 /// Kubernetes operator that runs berth-registry on every node.
@@ -45,11 +46,17 @@ struct Args {
     /// This replica's identity in the Lease (default: host name and process id).
     #[arg(long)]
     identity: Option<String>,
-    /// How long the Lease stays valid without renewal.
+    /// How long candidates wait, after they last saw the Lease change,
+    /// before taking it over.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "15s")]
     lease_duration: Duration,
-    /// How often the leader renews the Lease and candidates try to take it.
-    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    /// How long the leader keeps leading without a successful renewal; it
+    /// must be shorter than --lease-duration.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
+    renew_deadline: Duration,
+    /// How often the leader renews the Lease and candidates try to take it;
+    /// also the timeout of each call. Shorter than --renew-deadline.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     renew_interval: Duration,
     /// Events on one Registry within this window cause one reconcile.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "1s")]
@@ -94,9 +101,11 @@ async fn main() -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| client.default_namespace().to_owned()),
         identity: identity.clone(),
-        duration: args.lease_duration,
-        renew: args.renew_interval,
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.renew_interval,
     };
+    lease.check().map_err(anyhow::Error::msg)?;
     let elector = Elector::new(client.clone(), lease);
     let outcome = lead(
         &elector,
@@ -116,7 +125,10 @@ async fn main() -> anyhow::Result<()> {
 }
 
 /// Waits for the Lease, runs the controller while renewing it, and stops
-/// the controller on shutdown or when the Lease is lost.
+/// the controller on shutdown (letting running reconciles finish), or at
+/// once when the Lease could not be renewed within the renew deadline or
+/// another replica holds it: then the process exits with an error, and its
+/// restart makes it a candidate again.
 async fn lead(
     elector: &Elector,
     client: Client,
@@ -134,7 +146,7 @@ async fn lead(
             Err(error) => warn!(%error, "cannot take the lease"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(lease.renew) => {}
+            _ = tokio::time::sleep(lease.retry_period) => {}
             _ = shutdown.wait_for(|stop| *stop) => return Ok(()),
         }
     }
@@ -148,30 +160,46 @@ async fn lead(
         identity,
         registry_image: args.registry_image.clone(),
     };
-    let running = tokio::spawn(controller::run(client, settings, metrics, fired(stop)));
+    let running = tokio::spawn(controller::run(
+        client,
+        settings,
+        metrics.clone(),
+        fired(stop),
+    ));
 
-    let mut renewed = tokio::time::Instant::now();
+    let mut renewed = Instant::now();
     let lost = loop {
+        let left = lease.renew_deadline.saturating_sub(renewed.elapsed());
         tokio::select! {
-            _ = tokio::time::sleep(lease.renew) => {}
-            _ = shutdown.wait_for(|stop| *stop) => break false,
+            _ = tokio::time::sleep(lease.retry_period.min(left)) => {}
+            _ = shutdown.wait_for(|stop| *stop) => break None,
         }
-        match elector.try_acquire_or_renew().await {
-            Ok(true) => renewed = tokio::time::Instant::now(),
-            Ok(false) => break true,
-            Err(error) => warn!(%error, "cannot renew the lease"),
+        let left = lease.renew_deadline.saturating_sub(renewed.elapsed());
+        match tokio::time::timeout(left, elector.try_acquire_or_renew()).await {
+            Ok(Ok(true)) => renewed = Instant::now(),
+            Ok(Ok(false)) => break Some("another replica holds the lease"),
+            Ok(Err(error)) => warn!(%error, "cannot renew the lease"),
+            Err(_) => {}
         }
-        if renewed.elapsed() >= lease.duration {
-            break true;
+        if renewed.elapsed() >= lease.renew_deadline {
+            break Some("the lease was not renewed within the renew deadline");
         }
     };
-    let _ = stop_tx.send(true);
-    running.await.context("controller task")?;
-    if lost {
-        error!("lost the leader lease");
-        anyhow::bail!("lost the leader lease");
+    match lost {
+        None => {
+            let _ = stop_tx.send(true);
+            running.await.context("controller task")?;
+            Ok(())
+        }
+        Some(why) => {
+            // Another replica may take over once the lease duration has
+            // passed: stop now, without waiting for running reconciles.
+            running.abort();
+            metrics.set_leader(false);
+            error!(why, "stopped leading");
+            anyhow::bail!("stopped leading: {why}")
+        }
     }
-    Ok(())
 }
 
 /// An image reference, as `--registry-image` takes it: not empty, no blanks.

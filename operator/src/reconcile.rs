@@ -18,7 +18,7 @@ use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference, Pod, PodSpec, Secret};
 use k8s_openapi::api::events::v1::Event as ClusterEvent;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use k8s_openapi::chrono::Utc;
+use k8s_openapi::jiff::Timestamp;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
@@ -100,7 +100,7 @@ pub fn error_policy(registry: Arc<Decoded<Registry>>, error: &Error, ctx: Arc<Co
     let event = Event {
         type_: EventType::Warning,
         reason: "ReconcileFailed".to_owned(),
-        note: Some(error.to_string()),
+        note: Some(event_note(&error.to_string())),
         action: "Reconcile".to_owned(),
         secondary: None,
     };
@@ -124,7 +124,7 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
     let namespace = registry
         .namespace()
         .ok_or_else(|| Error::NoNamespace(registry.name_any()))?;
-    let now = Time(Utc::now());
+    let now = Time(Timestamp::now());
     let checked = match validate(registry) {
         Ok(()) => secrets_hash(registry, &ctx.client, &namespace).await?,
         Err(blocked) => Err(blocked),
@@ -182,7 +182,7 @@ async fn report_undecodable(
         "the Registry does not fit berth-operator's types: {}",
         object.error
     );
-    let now = Time(Utc::now());
+    let now = Time(Timestamp::now());
     let previous = object.status.as_ref();
     let status = status::undecodable(previous, meta.generation, &message, &now);
     publish_changes(previous, &status, false, reference, ctx).await;
@@ -470,7 +470,8 @@ async fn prune_config_maps(
         }
         info!(configmap = %name, %namespace, "deleting a config no pod uses");
         match maps.delete(&name, &Default::default()).await {
-            Ok(_) | Err(kube::Error::Api(kube::core::ErrorResponse { code: 404, .. })) => {}
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
             Err(source) => {
                 return Err(Error::Kube {
                     action: format!("deleting ConfigMap {namespace}/{name}"),
@@ -552,6 +553,22 @@ fn is_true(status: &RegistryStatus, type_: &str) -> bool {
         .any(|c| c.type_ == type_ && c.status == "True")
 }
 
+/// The longest note the API server accepts on an Event, in bytes.
+const EVENT_NOTE_MAX: usize = 1024;
+
+/// `text` cut to fit an Event's note (the API server refuses longer ones,
+/// and an API error's message can be longer), marked with `…` when cut.
+fn event_note(text: &str) -> String {
+    if text.len() <= EVENT_NOTE_MAX {
+        return text.to_owned();
+    }
+    let mut end = EVENT_NOTE_MAX - '…'.len_utf8();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
+}
+
 /// One Event for each condition that changed from `previous` and for a
 /// newly applied generation.
 async fn publish_changes(
@@ -580,10 +597,10 @@ async fn publish_changes(
                 EventType::Warning
             },
             reason: condition.reason.clone(),
-            note: Some(format!(
+            note: Some(event_note(&format!(
                 "{}={}: {}",
                 condition.type_, condition.status, condition.message
-            )),
+            ))),
             action: "Reconcile".to_owned(),
             secondary: None,
         });
@@ -636,10 +653,22 @@ mod tests {
     }
 
     #[test]
+    fn event_notes_fit_the_api_servers_limit() {
+        assert_eq!(event_note("short"), "short");
+        let long = "é".repeat(2000);
+        let note = event_note(&long);
+        assert!(
+            note.len() <= EVENT_NOTE_MAX && note.ends_with('…'),
+            "{}",
+            note.len()
+        );
+    }
+
+    #[test]
     fn a_deleted_registry_is_left_to_the_garbage_collector() {
         let mut registry = s3_registry();
         assert!(!is_being_deleted(&registry));
-        registry.metadata.deletion_timestamp = Some(Time(Utc::now()));
+        registry.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
         registry.metadata.finalizers = Some(vec!["foregroundDeletion".to_owned()]);
         assert!(is_being_deleted(&registry));
     }

@@ -145,7 +145,7 @@ pub fn pod_trouble(
 }
 
 /// When an Event last happened, as far as it says.
-fn event_time(event: &Event) -> Option<k8s_openapi::chrono::DateTime<k8s_openapi::chrono::Utc>> {
+fn event_time(event: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
     let series = event.series.as_ref().map(|s| s.last_observed_time.0);
     series
         .or(event.event_time.as_ref().map(|t| t.0))
@@ -476,13 +476,13 @@ fn last_line(message: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::apps::v1::DaemonSetStatus;
-    use k8s_openapi::chrono::{TimeZone, Utc};
+    use k8s_openapi::jiff::Timestamp;
 
     use super::*;
     use crate::resources::fixtures::*;
 
     fn at(seconds: i64) -> Time {
-        Time(Utc.timestamp_opt(seconds, 0).unwrap())
+        Time(Timestamp::from_second(seconds).unwrap())
     }
 
     fn daemon_set(
@@ -573,7 +573,7 @@ mod tests {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": format!("e{seconds}")},
                 "eventTime": null,
-                "deprecatedLastTimestamp": at(seconds).0.to_rfc3339(),
+                "deprecatedLastTimestamp": at(seconds).0.to_string(),
                 "reason": "FailedCreate",
                 "regarding": {"kind": "DaemonSet", "name": name},
                 "note": note,
@@ -695,7 +695,7 @@ mod tests {
                 "status": {"containerStatuses": [{
                     "name": "gc", "image": "x", "imageID": "", "ready": false, "restartCount": 0,
                     "state": {"terminated": {"exitCode": code, "message": message,
-                        "finishedAt": at(finished).0.to_rfc3339()}}
+                        "finishedAt": at(finished).0.to_string()}}
                 }]}
             }))
             .unwrap()

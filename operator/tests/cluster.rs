@@ -628,7 +628,14 @@ async fn two_operators_elect_one_leader_and_fail_over() {
                 "--identity",
                 identity,
             ])
-            .args(["--lease-duration", "4s", "--renew-interval", "1s"])
+            .args([
+                "--lease-duration",
+                "4s",
+                "--renew-deadline",
+                "3s",
+                "--renew-interval",
+                "1s",
+            ])
             .arg(format!("--metrics-addr=127.0.0.1:{port}"))
             .env("KUBECONFIG", &plane.kubeconfig)
             .env("BERTH_REGISTRY_IMAGE", ENV_IMAGE)
@@ -1029,4 +1036,79 @@ async fn an_undecodable_registry_does_not_stop_the_others() {
             .filter(|(_, reason, _)| reason != "Undecodable")
     })
     .await;
+}
+
+/// A leader cut off from the API server (a proxy between them stops
+/// passing bytes: calls hang, nothing fails fast) stops leading, and exits,
+/// before the other replica takes the Lease over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_cut_off_from_the_api_server_stops_before_another_starts() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("partition").await;
+    let proxy = berth_tests::proxy::TcpProxy::start(plane.apiserver_port());
+    let spawn = |identity: &str, kubeconfig: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_berth-operator"))
+            .args([
+                "--namespace",
+                &ns,
+                "--lease-namespace",
+                &ns,
+                "--identity",
+                identity,
+            ])
+            .args([
+                "--lease-duration",
+                "6s",
+                "--renew-deadline",
+                "4s",
+                "--renew-interval",
+                "1s",
+            ])
+            .arg(format!("--metrics-addr=127.0.0.1:{}", support::free_port()))
+            .env("KUBECONFIG", kubeconfig)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start berth-operator")
+    };
+    let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
+    let holder = || async {
+        leases
+            .get_opt("berth-operator")
+            .await
+            .ok()??
+            .spec?
+            .holder_identity
+            .filter(|h| !h.is_empty())
+    };
+    let mut cut_off = Killed(spawn("cut-off", &plane.kubeconfig_through(proxy.port())));
+    let first = eventually("the first leader", holder).await;
+    assert_eq!(first, "cut-off");
+    let _other = Killed(spawn("other", &plane.kubeconfig));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    proxy.cut();
+    let cut = std::time::Instant::now();
+    let mut stopped = None;
+    let taken_over = loop {
+        if stopped.is_none() && matches!(cut_off.0.try_wait(), Ok(Some(_))) {
+            stopped = Some(cut.elapsed());
+        }
+        if holder().await.as_deref() == Some("other") {
+            break cut.elapsed();
+        }
+        assert!(
+            cut.elapsed() < Duration::from_secs(60),
+            "no takeover within a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let stopped = stopped.expect("the cut-off leader stopped before the takeover");
+    println!(
+        "partition: the cut-off leader exited {:.1} s after the cut, the other took over at {:.1} s",
+        stopped.as_secs_f64(),
+        taken_over.as_secs_f64()
+    );
+    assert!(stopped < taken_over);
 }

@@ -561,9 +561,15 @@ fn invalid_values_fail_with_the_schemas_message() {
         ),
         // Rules between values, which the templates check.
         (
-            &["--set", "leaderElection.renewInterval=20s"],
+            &["--set", "leaderElection.renewDeadline=20s"],
             &[
-                "leaderElection.renewInterval (20s) must be shorter than leaderElection.leaseDuration (15s)",
+                "leaderElection.renewDeadline (20s) must be shorter than leaderElection.leaseDuration (15s)",
+            ],
+        ),
+        (
+            &["--set", "leaderElection.renewInterval=10s"],
+            &[
+                "leaderElection.renewInterval (10s) must be shorter than leaderElection.renewDeadline (10s)",
             ],
         ),
         (

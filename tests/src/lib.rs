@@ -25,6 +25,7 @@ pub mod node;
 pub mod object_store;
 pub mod oci;
 pub mod process;
+pub mod proxy;
 pub mod readme;
 pub mod registry;
 pub mod skopeo;

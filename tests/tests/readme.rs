@@ -174,6 +174,7 @@ fn operator_help_lists_every_flag() {
         "--lease-namespace",
         "--identity",
         "--lease-duration",
+        "--renew-deadline",
         "--renew-interval",
         "--debounce",
         "--log-format",

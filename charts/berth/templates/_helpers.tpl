@@ -79,9 +79,13 @@ which values conflict and what to change.
 */}}
 {{- define "berth.validate" -}}
 {{- $lease := include "berth.milliseconds" .Values.leaderElection.leaseDuration | int64 -}}
+{{- $deadline := include "berth.milliseconds" .Values.leaderElection.renewDeadline | int64 -}}
 {{- $renew := include "berth.milliseconds" .Values.leaderElection.renewInterval | int64 -}}
-{{- if or (le $renew 0) (ge $renew $lease) -}}
-{{- fail (printf "leaderElection.renewInterval (%s) must be shorter than leaderElection.leaseDuration (%s), or the Lease expires between renewals" .Values.leaderElection.renewInterval .Values.leaderElection.leaseDuration) -}}
+{{- if ge $deadline $lease -}}
+{{- fail (printf "leaderElection.renewDeadline (%s) must be shorter than leaderElection.leaseDuration (%s), or a leader that cannot renew may still lead when another takes over" .Values.leaderElection.renewDeadline .Values.leaderElection.leaseDuration) -}}
+{{- end -}}
+{{- if or (le $renew 0) (ge $renew $deadline) -}}
+{{- fail (printf "leaderElection.renewInterval (%s) must be shorter than leaderElection.renewDeadline (%s), or the leader gives up between renewals" .Values.leaderElection.renewInterval .Values.leaderElection.renewDeadline) -}}
 {{- end -}}
 {{- with .Values.metrics.serviceMonitor -}}
 {{- if and .enabled (gt (include "berth.milliseconds" .scrapeTimeout | int64) (include "berth.milliseconds" .interval | int64)) -}}

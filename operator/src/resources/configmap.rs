@@ -132,8 +132,8 @@ fn render(config: &Value) -> String {
 /// `None` for a schedule croner cannot parse (the CRD's rule lets few through).
 pub fn gc_interval(schedule: &str) -> Option<String> {
     let cron = croner::Cron::from_str(schedule).ok()?;
-    let start = k8s_openapi::chrono::DateTime::UNIX_EPOCH;
-    let end = start + k8s_openapi::chrono::Duration::days(28);
+    let start = chrono::DateTime::UNIX_EPOCH;
+    let end = start + chrono::Duration::days(28);
     let runs = cron
         .iter_after(start)
         .take_while(|t| *t <= end)

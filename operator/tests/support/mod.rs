@@ -121,6 +121,19 @@ impl ControlPlane {
         Client::try_from(config).expect("client")
     }
 
+    /// The API server's port.
+    pub fn apiserver_port(&self) -> u16 {
+        self.apiserver_port
+    }
+
+    /// A copy of the admin kubeconfig that reaches the API server through
+    /// `port` on loopback (a proxy a test controls).
+    pub fn kubeconfig_through(&self, port: u16) -> PathBuf {
+        let path = self.dir.path().join(format!("kubeconfig-{port}"));
+        write_kubeconfig(&path, self.dir.path(), port);
+        path
+    }
+
     /// A new namespace with a unique name starting with `prefix`.
     pub async fn namespace(&self, prefix: &str) -> String {
         let name = format!("{prefix}-{:x}", rand_suffix());
