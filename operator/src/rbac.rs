@@ -73,17 +73,26 @@ pub const RBAC: &[Rule] = &[
     watched("berth.dev", "registries", &["get", "list", "watch"]),
     // reconcile::patch_status (server-side apply of the status subresource).
     watched("berth.dev", "registries/status", &["patch"]),
-    // Owned objects: watched by the controller, applied by reconcile::apply
-    // (an apply that creates the object needs `create` as well as `patch`).
-    // Config ConfigMaps are also deleted by reconcile::prune_config_maps.
+    // Owned objects: watched by the controller, read by reconcile::taken_name
+    // (is the name someone else's?), applied by reconcile::apply (an apply
+    // that creates the object needs `create` as well as `patch`). Config
+    // ConfigMaps are also deleted by reconcile::prune_config_maps.
     watched(
         "",
         "configmaps",
-        &["create", "delete", "list", "patch", "watch"],
+        &["create", "delete", "get", "list", "patch", "watch"],
     ),
-    watched("", "serviceaccounts", &["create", "list", "patch", "watch"]),
-    watched("", "services", &["create", "list", "patch", "watch"]),
-    watched("apps", "daemonsets", &["create", "list", "patch", "watch"]),
+    watched(
+        "",
+        "serviceaccounts",
+        &["create", "get", "list", "patch", "watch"],
+    ),
+    watched("", "services", &["create", "get", "list", "patch", "watch"]),
+    watched(
+        "apps",
+        "daemonsets",
+        &["create", "get", "list", "patch", "watch"],
+    ),
     // Also read and deleted by reconcile::delete_owned_cron_job.
     watched(
         "batch",

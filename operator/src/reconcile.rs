@@ -129,18 +129,24 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
         Ok(()) => secrets_hash(registry, &ctx.client, &namespace).await?,
         Err(blocked) => Err(blocked),
     };
-    let (status, applied, requeue) = match checked {
+    let applied = match checked {
+        Ok(secrets_hash) => {
+            let desired = resources::build(registry, &ctx.registry_image, &secrets_hash);
+            let config_map = desired.config_map.name_any();
+            match apply_all(registry, &ctx.client, &namespace, desired).await? {
+                Applied::DaemonSet(daemon_set) => Ok((daemon_set, config_map)),
+                Applied::Refused(blocked) => Err(blocked),
+                Applied::Gone => return Ok(Action::await_change()),
+            }
+        }
+        Err(blocked) => Err(blocked),
+    };
+    let (status, applied, requeue) = match applied {
         Err(blocked) => {
             warn!(registry = %registry.name_any(), %namespace, reason = blocked.reason, message = %blocked.message, "blocked");
             (status::blocked(registry, &blocked, &now), false, RETRY)
         }
-        Ok(secrets_hash) => {
-            let desired = resources::build(registry, &ctx.registry_image, &secrets_hash);
-            let config_map = desired.config_map.name_any();
-            let Some(daemon_set) = apply_all(registry, &ctx.client, &namespace, desired).await?
-            else {
-                return Ok(Action::await_change());
-            };
+        Ok((daemon_set, config_map)) => {
             let rollout = Rollout::of(&daemon_set);
             let trouble = pod_trouble(registry, rollout, &ctx.client, &namespace).await?;
             prune_config_maps(registry, &ctx.client, &namespace, &config_map).await?;
@@ -269,22 +275,44 @@ async fn secrets_hash(
     Ok(Ok(resources::hash_of(&parts)))
 }
 
-/// Server-side applies every desired object and returns the DaemonSet as
-/// the API server now has it (with its status). A CronJob no longer
-/// wanted is deleted. `None` when the Registry turned out to be deleted
-/// on the way (see [`still_wanted`]): nothing more is applied.
+/// What applying the desired objects came to.
+enum Applied {
+    /// Every object applied; the DaemonSet as the API server now has it
+    /// (with its status).
+    DaemonSet(DaemonSet),
+    /// Nothing (more) applied: an object of that name belongs to someone
+    /// else, or the API server refused one (invalid, forbidden by admission
+    /// or a quota). Says which, in the API server's words.
+    Refused(Blocked),
+    /// The Registry turned out to be deleted on the way (see
+    /// [`still_wanted`]): nothing more applied.
+    Gone,
+}
+
+/// Server-side applies every desired object; a CronJob no longer wanted is
+/// deleted. Objects of the names it would apply that this Registry does
+/// not control are left alone, and nothing is applied.
 async fn apply_all(
     registry: &Registry,
     client: &Client,
     namespace: &str,
     desired: Desired,
-) -> Result<Option<DaemonSet>, Error> {
+) -> Result<Applied, Error> {
+    if let Some(blocked) = taken_name(registry, client, namespace, &desired).await? {
+        return Ok(Applied::Refused(blocked));
+    }
     macro_rules! apply_owned {
         ($object:expr) => {{
             if !still_wanted(registry, client, namespace).await? {
-                return Ok(None);
+                return Ok(Applied::Gone);
             }
-            apply(client, namespace, $object).await?
+            match apply(client, namespace, $object).await {
+                Ok(object) => object,
+                Err(error) => match refusal(&error) {
+                    Some(blocked) => return Ok(Applied::Refused(blocked)),
+                    None => return Err(error),
+                },
+            }
         }};
     }
     apply_owned!(&desired.config_map);
@@ -297,7 +325,77 @@ async fn apply_all(
         }
         None => delete_owned_cron_job(registry, client, namespace).await?,
     }
-    Ok(Some(daemon_set))
+    Ok(Applied::DaemonSet(daemon_set))
+}
+
+/// The first desired object whose name is taken by an object this Registry
+/// does not control (a Registry named `default` and the namespace's
+/// `default` ServiceAccount, say), as a `Conflict` naming it.
+async fn taken_name(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+    desired: &Desired,
+) -> Result<Option<Blocked>, Error> {
+    async fn taken<K>(
+        registry: &Registry,
+        client: &Client,
+        namespace: &str,
+        object: &K,
+    ) -> Result<Option<Blocked>, Error>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let name = object.name_any();
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        let existing = api
+            .get_metadata_opt(&name)
+            .await
+            .map_err(Error::kube(format!(
+                "reading {} {namespace}/{name}",
+                K::kind(&())
+            )))?;
+        Ok(existing.filter(|e| !owned_by(e, registry)).map(|_| Blocked {
+            reason: "Conflict",
+            message: format!(
+                "{} {namespace}/{name} exists and belongs to something else; the Registry leaves it alone (rename the Registry or remove that object)",
+                K::kind(&())
+            ),
+        }))
+    }
+    let checks = [
+        taken(registry, client, namespace, &desired.config_map).await?,
+        taken(registry, client, namespace, &desired.service_account).await?,
+        taken(registry, client, namespace, &desired.service).await?,
+        taken(registry, client, namespace, &desired.daemon_set).await?,
+    ];
+    if let Some(blocked) = checks.into_iter().flatten().next() {
+        return Ok(Some(blocked));
+    }
+    match &desired.cron_job {
+        Some(cron_job) => taken(registry, client, namespace, cron_job).await,
+        None => Ok(None),
+    }
+}
+
+/// An API error that a retry will not cure (the object is invalid, or
+/// admission or a quota forbids it), as the reason the Registry is blocked.
+fn refusal(error: &Error) -> Option<Blocked> {
+    let Error::Kube {
+        action,
+        source: kube::Error::Api(status),
+    } = error
+    else {
+        return None;
+    };
+    let permanent = (400..500).contains(&status.code) && ![408, 409, 429].contains(&status.code);
+    permanent.then(|| Blocked {
+        reason: "ApplyRejected",
+        message: format!("{action}: {}", status.message),
+    })
 }
 
 /// Whether the Registry still exists as `registry` (the same UID) and is

@@ -1112,3 +1112,79 @@ async fn a_leader_cut_off_from_the_api_server_stops_before_another_starts() {
     );
     assert!(stopped < taken_over);
 }
+
+/// A Registry whose objects' names are taken by objects it does not own
+/// (here the namespace's `default` ServiceAccount) gets `Conflict` naming
+/// the object, and nothing is applied or changed; one whose DaemonSet the
+/// API server refuses gets `ApplyRejected` with the API server's message.
+#[tokio::test]
+async fn taken_names_and_refused_objects_reach_status_and_nothing_is_taken_over() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("conflict").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "default", "labels": {"mine": "yes"}}}))
+            .expect("a ServiceAccount");
+    // The namespace controller may not run here: make sure it exists.
+    let before = match accounts.create(&PostParams::default(), &account).await {
+        Ok(created) => created,
+        Err(_) => accounts
+            .get("default")
+            .await
+            .expect("the default ServiceAccount"),
+    };
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}});
+    registries
+        .create(&PostParams::default(), &registry("default", spec.clone()))
+        .await
+        .expect("create Registry");
+    let (status, _, message) = eventually("a Conflict", || async {
+        condition(&registries, "default", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "Conflict")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains(&format!("ServiceAccount {ns}/default")),
+        "{message}"
+    );
+    let after = accounts.get("default").await.expect("the ServiceAccount");
+    assert_eq!(
+        after.metadata.resource_version, before.metadata.resource_version,
+        "left unchanged"
+    );
+    assert!(
+        after
+            .metadata
+            .owner_references
+            .unwrap_or_default()
+            .is_empty()
+    );
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    assert!(
+        daemon_sets.get_opt("default").await.expect("get").is_none(),
+        "nothing applied"
+    );
+
+    let invalid =
+        json!({"storage": {"s3": {"bucket": "images"}}, "nodeSelector": {"not a label!": "x"}});
+    registries
+        .create(&PostParams::default(), &registry("refused", invalid))
+        .await
+        .expect("create Registry");
+    let (status, _, message) = eventually("ApplyRejected", || async {
+        condition(&registries, "refused", "Ready")
+            .await
+            .filter(|(_, reason, _)| reason == "ApplyRejected")
+    })
+    .await;
+    assert_eq!(status, "False");
+    assert!(
+        message.contains("DaemonSet") && message.contains("nodeSelector"),
+        "{message}"
+    );
+}

@@ -1318,7 +1318,7 @@ async fn readme_install_runs_the_operator_with_only_the_charts_permissions() {
         .await;
     }
     // A Registry whose DaemonSet the API server refuses (a node selector
-    // that is no label), so reconciles fail and repeat the same Event.
+    // that is no label).
     let broken_namespace = plane.namespace("broken").await;
     apply(
         &admin,
@@ -1353,17 +1353,43 @@ async fn readme_install_runs_the_operator_with_only_the_charts_permissions() {
         "the S3 Registry's GC CronJob"
     );
 
-    // A repeated Event is counted (the recorder patches it).
+    // The refused DaemonSet reaches the broken Registry's status, and the
+    // same Event published again is counted (the recorder patches it):
+    // broken, mended, broken again.
+    let broken: Api<Registry> = Api::namespaced(admin.clone(), &broken_namespace);
+    let reason = |wanted: &'static str| {
+        let broken = broken.clone();
+        async move {
+            let status = broken.get("broken").await.ok()?.status?;
+            let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+            (ready.reason == wanted).then_some(())
+        }
+    };
+    eventually_within("ApplyRejected in status", Duration::from_secs(90), || {
+        reason("ApplyRejected")
+    })
+    .await;
+    for (selector, wanted) in [
+        (json!(null), "RolloutPending"),
+        (json!({"not a label!": "x"}), "ApplyRejected"),
+    ] {
+        let patch = json!({"spec": {"nodeSelector": selector}});
+        broken
+            .patch("broken", &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("patch the Registry");
+        eventually_within(wanted, Duration::from_secs(90), || reason(wanted)).await;
+    }
     let events: Api<Event> = Api::namespaced(admin.clone(), &broken_namespace);
     eventually_within(
-        "a ReconcileFailed Event counted twice",
+        "an ApplyRejected Event counted twice",
         Duration::from_secs(90),
         || async {
             let list = events.list(&ListParams::default()).await.ok()?;
             list.items
                 .iter()
                 .any(|e| {
-                    e.reason.as_deref() == Some("ReconcileFailed")
+                    e.reason.as_deref() == Some("ApplyRejected")
                         && e.series.as_ref().is_some_and(|s| s.count >= 2)
                 })
                 .then_some(())
