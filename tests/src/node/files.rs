@@ -127,11 +127,13 @@ resolvConf: {d}/resolv.conf
 # Images are imported by the harness and never pulled from outside: never collect them.
 imageGCHighThresholdPercent: 100
 imageGCLowThresholdPercent: 99
+# Absolute floors: a percentage of a large shared disk evicts pods while
+# gigabytes are still free.
 evictionHard:
   memory.available: 50Mi
-  nodefs.available: 1%
+  nodefs.available: 256Mi
   nodefs.inodesFree: 1%
-  imagefs.available: 1%
+  imagefs.available: 256Mi
 nodeStatusUpdateFrequency: 5s
 # How often mounted Secrets and ConfigMaps are refreshed, among other things.
 syncFrequency: 10s

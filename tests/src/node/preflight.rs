@@ -58,6 +58,15 @@ pub fn machine(images: &Path) -> Vec<String> {
             ));
         }
     }
+    if let Some(free) = free_bytes(Path::new("/var/tmp")) {
+        if free < MIN_FREE_BYTES {
+            problems.push(format!(
+                "/var/tmp has {} MiB free; the node needs {} MiB (containerd's content, the pods' logs)",
+                free >> 20,
+                MIN_FREE_BYTES >> 20
+            ));
+        }
+    }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems
         .lines()
@@ -84,6 +93,23 @@ pub fn machine(images: &Path) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Free space the node needs for its data directory: the imported images,
+/// containerd's snapshots and the registries' content.
+const MIN_FREE_BYTES: u64 = 2 << 30;
+
+/// Bytes available to an unprivileged writer on the filesystem of `path`.
+fn free_bytes(path: &Path) -> Option<u64> {
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
+    let mut stat = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stat` is written by the call.
+    if unsafe { libc::statvfs(path.as_ptr(), stat.as_mut_ptr()) } != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it filled `stat`.
+    let stat = unsafe { stat.assume_init() };
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// Checks inside the node's namespaces: iptables works there.
