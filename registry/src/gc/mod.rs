@@ -79,10 +79,11 @@ pub enum GcError {
 ///
 /// Measuring from the start, not from the moment of the check, is what
 /// makes the collection safe however long it runs: a manifest pushed after
-/// the mark phase read its repository references content that its push
-/// touched (at most a quarter of the grace period before the push, since
-/// servers refresh touches that often), so that content is spared even if
-/// the sweep reaches it much later.
+/// the mark phase read its repository references content its client was
+/// told is present, and that answer left a touch at most a quarter of the
+/// grace period old (servers refresh touches that often). So content is
+/// spared, however late the sweep reaches it, when the client pushes its
+/// manifest within three quarters of the grace period of being told.
 fn is_fresh(
     times: impl IntoIterator<Item = Option<SystemTime>>,
     grace: Duration,

@@ -73,11 +73,11 @@ impl Registry {
         }
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
+            .unwrap_or_default();
+        let text = format!("{}.{:03}", now.as_secs(), now.subsec_millis());
         if let Err(e) = self
             .storage
-            .put_content(&layout::touch(digest), Bytes::from(now.to_string()))
+            .put_content(&layout::touch(digest), Bytes::from(text))
             .await
         {
             self.touches.forget(digest);
@@ -88,19 +88,40 @@ impl Registry {
     /// When `digest` was last touched, if a touch is recorded.
     pub(crate) async fn last_touch(&self, digest: &Digest) -> Result<Option<SystemTime>> {
         match self.storage.get_content(&layout::touch(digest), 64).await {
-            Ok(text) => Ok(std::str::from_utf8(&text)
-                .ok()
-                .and_then(|t| t.trim().parse::<u64>().ok())
-                .map(|secs| UNIX_EPOCH + Duration::from_secs(secs))),
+            Ok(text) => Ok(std::str::from_utf8(&text).ok().and_then(touch_time)),
             Err(e) if e.is_not_found() => Ok(None),
             Err(e) => Err(e.into()),
         }
     }
 }
 
+/// The time a touch record holds: seconds since the epoch with milliseconds
+/// (`1733145600.123`), or whole seconds as earlier versions wrote them.
+/// Whole seconds would make a touch look up to a second older than it is,
+/// which a short grace period cannot absorb.
+fn touch_time(text: &str) -> Option<SystemTime> {
+    let (secs, millis) = match text.trim().split_once('.') {
+        Some((secs, millis)) if millis.len() == 3 => (secs, millis.parse::<u64>().ok()?),
+        Some(_) => return None,
+        None => (text.trim(), 0),
+    };
+    let secs = secs.parse::<u64>().ok()?;
+    Some(UNIX_EPOCH + Duration::from_secs(secs) + Duration::from_millis(millis))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn touch_records_keep_milliseconds_and_read_whole_seconds() {
+        let at = |ms: u64| Some(UNIX_EPOCH + Duration::from_millis(ms));
+        assert_eq!(touch_time("1733145600.123"), at(1_733_145_600_123));
+        assert_eq!(touch_time("1733145600\n"), at(1_733_145_600_000));
+        for junk in ["", "x", "1.5", "1.1234", "-1.000", "1.abc"] {
+            assert_eq!(touch_time(junk), None, "{junk:?}");
+        }
+    }
 
     #[test]
     fn touches_are_rate_limited() {
