@@ -8,10 +8,17 @@
 //! digest is known at completion without re-reading; otherwise the data is
 //! re-hashed from storage. Content becomes a blob only by an atomic move after
 //! its digest is verified.
+//!
+//! That per-instance state is bounded: a session's entry lives only while a
+//! request holds its lock or while it caches a running hash, so a request for
+//! an id that names no session leaves nothing behind, and at most
+//! [`MAX_CACHED_HASHES`] hashes are cached (past that, idle ones are dropped
+//! and those sessions are re-hashed from storage when they complete).
 
 use std::collections::HashMap;
 use std::io;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -36,23 +43,87 @@ struct RunningHash {
 
 type Session = Arc<tokio::sync::Mutex<Option<RunningHash>>>;
 
-/// Per-instance state of the upload sessions this instance has served.
+/// Most running hashes an instance caches for sessions no request holds.
+const MAX_CACHED_HASHES: usize = 4096;
+
+/// Per-instance state of upload sessions: the lock and cached running hash
+/// of each session in use here.
 #[derive(Default)]
 pub(super) struct Sessions {
     sessions: Mutex<HashMap<String, Session>>,
 }
 
 impl Sessions {
-    fn get(&self, id: &str) -> Session {
-        let mut map = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
-        map.entry(id.to_owned()).or_default().clone()
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Waits for, and takes, this instance's lock on session `id`.
+    async fn lock(&self, id: &str) -> SessionGuard<'_> {
+        let session = {
+            let mut map = self.map();
+            if map.len() >= MAX_CACHED_HASHES && !map.contains_key(id) {
+                // Only the map refers to an idle entry: drop those hashes.
+                map.retain(|_, session| Arc::strong_count(session) > 1);
+            }
+            map.entry(id.to_owned()).or_default().clone()
+        };
+        SessionGuard {
+            sessions: self,
+            id: id.to_owned(),
+            hash: session.lock_owned().await,
+        }
     }
 
     fn forget(&self, id: &str) {
-        self.sessions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(id);
+        self.map().remove(id);
+    }
+
+    /// How many sessions have an entry.
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.map().len()
+    }
+}
+
+/// A held session lock, giving access to its running hash. Released, it
+/// removes the session's entry unless the entry caches a hash or another
+/// request waits for it.
+struct SessionGuard<'a> {
+    sessions: &'a Sessions,
+    id: String,
+    hash: OwnedMutexGuard<Option<RunningHash>>,
+}
+
+impl Deref for SessionGuard<'_> {
+    type Target = Option<RunningHash>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.hash
+    }
+}
+
+impl DerefMut for SessionGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.hash
+    }
+}
+
+impl Drop for SessionGuard<'_> {
+    fn drop(&mut self) {
+        if self.hash.is_some() {
+            return;
+        }
+        let mut map = self.sessions.map();
+        // With the map locked nobody can take a new reference: the map's and
+        // this guard's are the only ones when nobody else waits.
+        let unused = map.get(&self.id).is_some_and(|session| {
+            Arc::ptr_eq(session, OwnedMutexGuard::mutex(&self.hash))
+                && Arc::strong_count(session) == 2
+        });
+        if unused {
+            map.remove(&self.id);
+        }
     }
 }
 
@@ -273,15 +344,11 @@ impl Registry {
 
     /// Takes this instance's lock on a session that exists in `repo`,
     /// giving access to its running hash.
-    async fn lock_session(
-        &self,
-        repo: &RepoName,
-        id: &str,
-    ) -> Result<OwnedMutexGuard<Option<RunningHash>>> {
+    async fn lock_session(&self, repo: &RepoName, id: &str) -> Result<SessionGuard<'_>> {
         if !valid_upload_id(id) {
             return Err(unknown_upload(id));
         }
-        let guard = self.uploads.get(id).lock_owned().await;
+        let guard = self.uploads.lock(id).await;
         if !self.exists(&layout::upload_started_at(repo, id)).await? {
             return Err(unknown_upload(id));
         }
@@ -394,5 +461,62 @@ mod tests {
         for bad in ["", "../x", "a/b", "a.b", &"a".repeat(129)] {
             assert!(!valid_upload_id(bad), "{bad}");
         }
+    }
+
+    fn registry(root: &std::path::Path) -> Registry {
+        let driver = crate::storage::FilesystemDriver::new(root);
+        Registry::new(Arc::new(driver), super::super::Options::default())
+    }
+
+    #[tokio::test]
+    async fn unknown_ids_leave_no_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let repo = RepoName::parse("a/b").unwrap();
+        for _ in 0..100 {
+            let id = new_upload_id();
+            let status = registry.upload_status(&repo, &id).await.unwrap_err();
+            assert_eq!(status.code, Code::BlobUploadUnknown);
+            let body = futures_util::stream::iter([Ok(Bytes::from_static(b"x"))]);
+            let append = registry.upload_append(&repo, &id, None, body).await;
+            assert_eq!(append.unwrap_err().code, Code::BlobUploadUnknown);
+        }
+        assert_eq!(registry.uploads.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn sessions_keep_only_cached_hashes() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry(dir.path());
+        let repo = RepoName::parse("a").unwrap();
+        let upload = registry.upload_start(&repo).await.unwrap();
+        registry.upload_status(&repo, &upload.id).await.unwrap();
+        assert_eq!(registry.uploads.len(), 0, "a status read caches nothing");
+        let body = futures_util::stream::iter([Ok(Bytes::from_static(b"abc"))]);
+        registry
+            .upload_append(&repo, &upload.id, None, body)
+            .await
+            .unwrap();
+        assert_eq!(registry.uploads.len(), 1, "an append caches its hash");
+        let digest = Digest::of(Algorithm::Sha256, b"abc");
+        let none = None::<futures_util::stream::Empty<io::Result<Bytes>>>;
+        registry
+            .upload_complete(&repo, &upload.id, &digest, None, none)
+            .await
+            .unwrap();
+        assert_eq!(registry.uploads.len(), 0, "completion forgets the session");
+    }
+
+    #[tokio::test]
+    async fn cached_hashes_are_bounded() {
+        let sessions = Sessions::default();
+        for i in 0..MAX_CACHED_HASHES + 10 {
+            let mut guard = sessions.lock(&format!("s{i}")).await;
+            *guard = Some(RunningHash {
+                offset: 0,
+                hasher: Hasher::new(Algorithm::Sha256),
+            });
+        }
+        assert!(sessions.len() <= MAX_CACHED_HASHES, "{}", sessions.len());
     }
 }
