@@ -17,8 +17,8 @@ use prometheus_client::registry::Registry;
 pub struct RequestLabels {
     /// The API route (`manifest`, `blob`, `upload`, ...), never the raw path.
     pub route: &'static str,
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method, as [`method_label`] names it.
+    pub method: &'static str,
     /// The status code.
     pub status: String,
 }
@@ -28,8 +28,27 @@ pub struct RequestLabels {
 pub struct RouteLabels {
     /// The API route.
     pub route: &'static str,
-    /// The HTTP method.
-    pub method: String,
+    /// The HTTP method, as [`method_label`] names it.
+    pub method: &'static str,
+}
+
+/// The `method` label of a request: the method's name when HTTP defines it,
+/// `OTHER` for any method a client invents, so that clients cannot add
+/// series to the metrics at will.
+pub fn method_label(method: &http::Method) -> &'static str {
+    use http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "OTHER",
+    }
 }
 
 /// Labels of a storage operation count.
@@ -244,7 +263,7 @@ mod tests {
         m.requests
             .get_or_create(&RequestLabels {
                 route: "blob",
-                method: "GET".into(),
+                method: "GET",
                 status: "200".into(),
             })
             .inc();
@@ -259,5 +278,18 @@ mod tests {
             "{text}"
         );
         assert!(text.ends_with("# EOF\n"));
+    }
+
+    #[test]
+    fn invented_methods_share_one_label() {
+        for (method, label) in [
+            ("GET", "GET"),
+            ("PATCH", "PATCH"),
+            ("BREW", "OTHER"),
+            ("X1", "OTHER"),
+        ] {
+            let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), label);
+        }
     }
 }

@@ -1,10 +1,12 @@
 //! Requests that name nothing leave nothing behind: 100,000 GETs and 20,000
 //! PATCHes of upload ids that were never started keep the server's resident
-//! memory flat. The test prints its figures.
+//! memory flat, and invented methods and paths add no series to `/metrics`.
+//! Both print their figures.
 
 use std::thread;
 
-use berth_tests::http::{Client, assert_error};
+use berth_tests::http::{Client, assert_error, raw_request};
+use berth_tests::metrics;
 use berth_tests::process::rss_kib;
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
 
@@ -67,4 +69,44 @@ fn unknown_upload_ids_leave_resident_memory_flat() {
         after < before + 4 * 1024,
         "resident memory grew from {before} KiB to {after} KiB"
     );
+}
+
+/// Number of sample lines (series) in `/metrics`.
+fn series(client: &Client) -> usize {
+    metrics::scrape(client).samples.len()
+}
+
+#[test]
+fn invented_methods_and_paths_add_no_metric_series() {
+    let registry = BerthRegistry::start(RegistryOptions::new());
+    let client = registry.client();
+    let addr = registry.addr();
+    let targets = |i: usize| {
+        [
+            "/v2/".to_owned(),
+            format!("/v2/{REPO}/manifests/latest"),
+            format!("/nowhere/{i}"),
+            format!("/v2/{REPO}/nothing/{i}"),
+            format!("/v2/{i}/blobs/uploads/{}", random_upload_id()),
+        ]
+    };
+    // One of each kind first, and a scrape (scrapes are counted too): the
+    // series they add are the only ones allowed.
+    for target in targets(0) {
+        raw_request(&addr, "BREW0", &target, &[], b"");
+        client.get(&target);
+    }
+    series(&client);
+    let before = series(&client);
+    for i in 1..=2_000 {
+        let method = format!("BREW{i}");
+        let target = &targets(i)[i % 5];
+        raw_request(&addr, &method, target, &[], b"");
+        client.get(target);
+    }
+    let after = series(&client);
+    println!(
+        "metric series before 2,000 requests with invented methods and 2,000 to unknown paths: {before}; after: {after}"
+    );
+    assert_eq!(before, after, "requests added metric series");
 }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 use super::AppState;
 use crate::auth::Verdict;
 use crate::error::{Code, RegistryError};
-use crate::metrics::{RequestLabels, RouteLabels};
+use crate::metrics::{RequestLabels, RouteLabels, method_label};
 
 /// The request id, attached to each request.
 #[derive(Debug, Clone)]
@@ -166,14 +166,14 @@ pub(super) async fn request_context(
     };
     let labels = RouteLabels {
         route,
-        method: method.to_string(),
+        method: method_label(&method),
     };
     let metrics = &app.metrics;
     metrics
         .requests
         .get_or_create(&RequestLabels {
             route,
-            method: labels.method.clone(),
+            method: labels.method,
             status: status.as_str().to_owned(),
         })
         .inc();
