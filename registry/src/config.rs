@@ -14,6 +14,8 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::server::connection::ConnectionLimits;
+
 /// The configuration `berth-registry` serves with when given no file.
 const DEVELOPMENT: &str = "\
 version: 0.1
@@ -615,6 +617,16 @@ pub struct Berth {
     /// In-server collections also delete untagged manifests.
     #[serde(default)]
     pub gcdeleteuntagged: bool,
+    /// Client connections open at once; more are closed as they arrive (default 1000).
+    #[serde(default = "default_max_connections")]
+    pub maxconnections: u32,
+    /// A connection with no request in flight is closed after this long (default 30s).
+    #[serde(default = "default_idle_timeout")]
+    pub idletimeout: String,
+    /// A connection whose client moves no byte while a request waits on it
+    /// is closed after this long (default 60s).
+    #[serde(default = "default_stall_timeout")]
+    pub stalltimeout: String,
 }
 
 fn default_grace_period() -> String {
@@ -630,8 +642,23 @@ impl Default for Berth {
             gcgraceperiod: default_grace_period(),
             gcinterval: None,
             gcdeleteuntagged: false,
+            maxconnections: default_max_connections(),
+            idletimeout: default_idle_timeout(),
+            stalltimeout: default_stall_timeout(),
         }
     }
+}
+
+fn default_max_connections() -> u32 {
+    ConnectionLimits::default().max_connections
+}
+
+fn default_idle_timeout() -> String {
+    humantime::format_duration(ConnectionLimits::default().idle_timeout).to_string()
+}
+
+fn default_stall_timeout() -> String {
+    humantime::format_duration(ConnectionLimits::default().stall_timeout).to_string()
 }
 
 fn default_queue_size() -> usize {
@@ -663,6 +690,8 @@ pub struct Settings {
     pub gc_grace_period: Duration,
     /// How often the server collects garbage itself (`berth.gcinterval`).
     pub gc_interval: Option<Duration>,
+    /// Limits on client connections (`berth.maxconnections`, `idletimeout`, `stalltimeout`).
+    pub connection_limits: ConnectionLimits,
 }
 
 /// The storage backend, checked.
@@ -883,16 +912,10 @@ impl Config {
         let purging = &self.storage.maintenance.uploadpurging;
         let purge = if purging.enabled {
             let age = parse_duration("storage.maintenance.uploadpurging.age", &purging.age)?;
-            let interval = parse_duration(
+            let interval = positive_duration(
                 "storage.maintenance.uploadpurging.interval",
                 &purging.interval,
             )?;
-            if interval.is_zero() {
-                return Err(invalid(
-                    "storage.maintenance.uploadpurging.interval",
-                    "must be greater than zero",
-                ));
-            }
             Some((age, interval))
         } else {
             None
@@ -911,15 +934,10 @@ impl Config {
         }
         let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
         let gc_interval = match &self.berth.gcinterval {
-            Some(text) => {
-                let interval = parse_duration("berth.gcinterval", text)?;
-                if interval.is_zero() {
-                    return Err(invalid("berth.gcinterval", "must be greater than zero"));
-                }
-                Some(interval)
-            }
+            Some(text) => Some(positive_duration("berth.gcinterval", text)?),
             None => None,
         };
+        let connection_limits = self.connection_limits()?;
         Ok(Settings {
             config: self,
             addr,
@@ -930,6 +948,19 @@ impl Config {
             endpoints,
             gc_grace_period,
             gc_interval,
+            connection_limits,
+        })
+    }
+
+    /// `berth.maxconnections`, `berth.idletimeout` and `berth.stalltimeout`, checked.
+    fn connection_limits(&self) -> Result<ConnectionLimits, ConfigError> {
+        if self.berth.maxconnections == 0 {
+            return Err(invalid("berth.maxconnections", "must be greater than zero"));
+        }
+        Ok(ConnectionLimits {
+            max_connections: self.berth.maxconnections,
+            idle_timeout: positive_duration("berth.idletimeout", &self.berth.idletimeout)?,
+            stall_timeout: positive_duration("berth.stalltimeout", &self.berth.stalltimeout)?,
         })
     }
 
@@ -1220,6 +1251,15 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
         .map_err(|e| invalid(key, format!("{text:?} is not a duration: {e}")))
 }
 
+/// [`parse_duration`], refusing zero.
+fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
+    let duration = parse_duration(key, text)?;
+    if duration.is_zero() {
+        return Err(invalid(key, "must be greater than zero"));
+    }
+    Ok(duration)
+}
+
 fn check_readable(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
     let path = path.ok_or_else(|| invalid(key, "missing"))?;
     std::fs::metadata(path)
@@ -1442,6 +1482,35 @@ mod tests {
                 .to_string()
                 .starts_with("storage:")
         );
+    }
+
+    #[test]
+    fn connection_limits() {
+        let s = parse(BASIC, &[]).unwrap();
+        assert_eq!(s.connection_limits, ConnectionLimits::default());
+        let s = parse(
+            &format!("{BASIC}berth:\n  maxconnections: 5\n  idletimeout: 2s\n  stalltimeout: 1m\n"),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            s.connection_limits,
+            ConnectionLimits {
+                max_connections: 5,
+                idle_timeout: Duration::from_secs(2),
+                stall_timeout: Duration::from_secs(60),
+            }
+        );
+        for (bad, key) in [
+            ("maxconnections: 0", "berth.maxconnections"),
+            ("idletimeout: 0s", "berth.idletimeout"),
+            ("stalltimeout: soon", "berth.stalltimeout"),
+        ] {
+            let err = parse(&format!("{BASIC}berth:\n  {bad}\n"), &[])
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with(key), "{err}");
+        }
     }
 
     #[test]

@@ -180,8 +180,28 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
+/// Raises the soft limit on open files to the hard one, as Go programs (CNCF
+/// Distribution among them) do at start: every connection is an open file,
+/// and a soft limit of 1024, common by default, is about
+/// `berth.maxconnections`'s default alone.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     limit_malloc_arenas();
+    raise_open_file_limit();
     let cli = Cli::parse();
     let result = match cli.command {
         Some(Command::Config {

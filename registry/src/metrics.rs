@@ -85,6 +85,22 @@ pub struct GcLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of a listener's connections.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ListenerLabels {
+    /// `main` (`http.addr`) or `debug` (`http.debug.addr`).
+    pub listener: &'static str,
+}
+
+/// Labels of connections the server closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CloseLabels {
+    /// `main` or `debug`.
+    pub listener: &'static str,
+    /// `shed` (over `berth.maxconnections`), `idle` or `stalled`.
+    pub reason: &'static str,
+}
+
 /// Labels of notification event outcomes.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DeliveryLabels {
@@ -112,6 +128,10 @@ pub struct Metrics {
     pub bytes_sent: Family<RouteLabels, Counter>,
     /// Upload requests being received right now.
     pub uploads_in_flight: Gauge,
+    /// Client connections open right now, by listener.
+    pub connections: Family<ListenerLabels, Gauge>,
+    /// Client connections the server closed, by listener and reason.
+    pub connections_closed: Family<CloseLabels, Counter>,
     /// Storage operations by driver, op and outcome.
     pub storage_operations: Family<StorageLabels, Counter>,
     /// Storage operation latency.
@@ -144,6 +164,8 @@ impl Metrics {
             bytes_received: Family::default(),
             bytes_sent: Family::default(),
             uploads_in_flight: Gauge::default(),
+            connections: Family::default(),
+            connections_closed: Family::default(),
             storage_operations: Family::default(),
             storage_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             notification_events: Family::default(),
@@ -177,6 +199,16 @@ impl Metrics {
             "uploads_in_flight",
             "Upload requests being received",
             m.uploads_in_flight.clone(),
+        );
+        registry.register(
+            "http_connections",
+            "Client connections open, by listener",
+            m.connections.clone(),
+        );
+        registry.register(
+            "http_connections_closed",
+            "Client connections the server closed, by listener and reason: shed over the limit, idle, or stalled",
+            m.connections_closed.clone(),
         );
         registry.register(
             "storage_operations",
@@ -230,6 +262,13 @@ impl Metrics {
         self.gc_runs.get_or_create(&GcLabels { outcome }).inc();
         self.gc_deleted_blobs.inc_by(deleted_blobs);
         self.gc_freed_bytes.inc_by(freed_bytes);
+    }
+
+    /// Records a connection of `listener` the server closed, for `reason`.
+    pub fn connection_closed(&self, listener: &'static str, reason: &'static str) {
+        self.connections_closed
+            .get_or_create(&CloseLabels { listener, reason })
+            .inc();
     }
 
     /// Records one storage operation.

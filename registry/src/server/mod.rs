@@ -1,19 +1,18 @@
 //! The server process: wires storage, service and API together, listens
-//! (plain or TLS), runs maintenance, and shuts down gracefully.
+//! (plain or TLS, within the [`connection`] limits), runs maintenance, and
+//! shuts down gracefully.
+
+pub mod connection;
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::{self, AppState, PeerAddr};
+use crate::api::{self, AppState};
 use crate::auth::{Htpasswd, HtpasswdError};
 use crate::config::{ConfigError, Settings, StorageSettings};
 use crate::gc::GcOptions;
@@ -29,9 +28,6 @@ use crate::tls::{self, TlsError};
 
 /// Age of uploads purged by in-server collections when upload purging is off.
 const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
-
-/// How long a client may take to send request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -132,71 +128,6 @@ fn source_addr(port: u16) -> String {
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| "localhost".to_owned());
     format!("{host}:{port}")
-}
-
-/// Serves `router` on `listener` until `shutdown`, then drains connections
-/// until `deadline`.
-async fn serve_listener(
-    listener: TcpListener,
-    router: axum::Router,
-    acceptor: Option<TlsAcceptor>,
-    http2: bool,
-    shutdown: impl Future<Output = ()>,
-) -> GracefulShutdown {
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    if !http2 {
-        builder = builder.http1_only();
-    }
-    let graceful = GracefulShutdown::new();
-    tokio::pin!(shutdown);
-    loop {
-        let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(conn) => conn,
-                Err(e) => {
-                    // Typically out of file descriptors: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            () = &mut shutdown => break,
-        };
-        let _ = stream.set_nodelay(true);
-        let app = router.clone().layer(axum::Extension(PeerAddr(peer)));
-        let service = TowerToHyperService::new(app);
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let result = match acceptor {
-                Some(acceptor) => match acceptor.accept(stream).await {
-                    Ok(tls) => {
-                        watcher
-                            .watch(builder.serve_connection(TokioIo::new(tls), service))
-                            .await
-                    }
-                    Err(e) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                },
-                None => {
-                    watcher
-                        .watch(builder.serve_connection(TokioIo::new(stream), service))
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-    graceful
 }
 
 /// Serves until `shutdown` resolves, then lets in-flight requests finish and
@@ -301,21 +232,34 @@ pub async fn run(
     if let (Some(listener), Some(debug_config)) = (debug_listener, &config.http.debug) {
         tracing::info!(addr = ?listener.local_addr().ok(), path = %debug_config.prometheus.path, "metrics listener");
         let router = api::metrics_router(metrics.clone(), &debug_config.prometheus.path);
+        let debug = connection::Listener {
+            name: "debug",
+            router,
+            tls: None,
+            http2: false,
+            limits: settings.connection_limits,
+            metrics: metrics.clone(),
+        };
         background.push(tokio::spawn(async move {
-            serve_listener(listener, router, None, false, async {
+            connection::serve(listener, debug, async {
                 let _ = debug_stopped.await;
             })
             .await;
         }));
     }
 
-    let graceful = serve_listener(listener, api::router(state), acceptor, http2, shutdown).await;
+    let main = connection::Listener {
+        name: "main",
+        router: api::router(state),
+        tls: acceptor,
+        http2,
+        limits: settings.connection_limits,
+        metrics: metrics.clone(),
+    };
+    let open = connection::serve(listener, main, shutdown).await;
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tracing::info!(timeout = ?settings.drain_timeout, "shutting down: draining connections");
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
-        .await
-        .is_err()
-    {
+    if !open.drain(deadline).await {
         tracing::warn!("drain timeout reached; closing remaining connections");
     }
     notifier.flush(deadline.into_std()).await;
