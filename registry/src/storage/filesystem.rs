@@ -8,9 +8,9 @@
 //! Every operation is one trip to tokio's blocking pool running plain
 //! `std::fs` calls: a manifest GET reads three small files, and `tokio::fs`
 //! would take a trip (and a thread hand-off) for each open, read and close.
-//! Streamed reads hand the client memory mappings of the file (see
-//! [`mapped`]), so the bytes are copied once, from the page cache into
-//! the socket, not twice.
+//! Streamed reads are positioned reads into reused buffers (see
+//! [`read_buffers`]), so a file truncated while it is served ends that
+//! response, never the process.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -21,12 +21,9 @@ use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 
-use super::mapped;
+use super::read_buffers::{self, ReadBuffers};
 use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
 
-/// Size of each chunk of a streamed read: each is one mapping, resident
-/// while hyper holds it, so larger chunks cost memory and buy no speed.
-const READ_CHUNK: usize = 512 * 1024;
 /// Appends smaller than this are gathered before they are written.
 const WRITE_BUFFER: usize = 256 * 1024;
 /// Where temporary files live, relative to the root.
@@ -36,12 +33,16 @@ const TMP_DIR: &str = ".berth/tmp";
 #[derive(Debug, Clone)]
 pub struct FilesystemDriver {
     root: PathBuf,
+    buffers: Arc<ReadBuffers>,
 }
 
 impl FilesystemDriver {
     /// A driver storing everything below `root` (created on first write).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FilesystemDriver { root: root.into() }
+        FilesystemDriver {
+            root: root.into(),
+            buffers: Arc::default(),
+        }
     }
 
     /// The root directory.
@@ -175,18 +176,23 @@ impl StorageDriver for FilesystemDriver {
             Ok((Arc::new(file), size))
         })
         .await?;
-        // Never past the size at open: a mapping must not outrun the file.
+        // The size at open is what the response announced: a file that
+        // shrinks later ends the stream with an error, never short and clean.
         let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
         let name: Arc<str> = Arc::from(path);
+        let buffers = self.buffers.clone();
         let chunks = stream::try_unfold(offset, move |at| {
             let (file, full, name) = (file.clone(), full.clone(), name.clone());
+            let buffers = buffers.clone();
             async move {
-                let want = end.saturating_sub(at).min(READ_CHUNK as u64) as usize;
+                let want = end.saturating_sub(at).min(read_buffers::CHUNK as u64) as usize;
                 if want == 0 {
                     return Ok(None);
                 }
                 let chunk = blocking(&name, move || {
-                    mapped::map_range(&file, at, want).map_err(|e| io_error(&full, e))
+                    buffers
+                        .read(&file, at, want)
+                        .map_err(|e| io_error(&full, e))
                 })
                 .await?;
                 Ok(Some((chunk, at + want as u64)))
