@@ -29,7 +29,7 @@ pub enum Code {
     NameInvalid,
     /// Repository name not known to registry.
     NameUnknown,
-    /// Provided length did not match content length, or content too large.
+    /// Provided length did not match content length.
     SizeInvalid,
     /// The requested range cannot be satisfied.
     RangeInvalid,
@@ -133,15 +133,24 @@ pub struct RegistryError {
     pub code: Code,
     /// Human-readable detail; for `Unknown`, only a generic text (the cause is logged).
     pub detail: String,
+    /// The HTTP status of the answer: the code's, unless the spec names
+    /// another for the case (413 for a manifest over the size limit).
+    pub status: StatusCode,
 }
 
 impl RegistryError {
-    /// An error with `code` and a detail text.
+    /// An error with `code` and a detail text, answered with the code's status.
     pub fn new(code: Code, detail: impl Into<String>) -> Self {
         RegistryError {
             code,
             detail: detail.into(),
+            status: code.status(),
         }
+    }
+
+    /// This error, answered with `status` instead of the code's.
+    pub fn with_status(self, status: StatusCode) -> Self {
+        RegistryError { status, ..self }
     }
 }
 

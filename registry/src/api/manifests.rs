@@ -11,6 +11,7 @@ use super::response::{OCI_SUBJECT, Reply};
 use crate::error::{Code, RegistryError, Result};
 use crate::names::{Reference, RepoName, Tag};
 use crate::notify::Action;
+use crate::service::manifest_too_large;
 
 /// Parses a tag or digest reference.
 fn parse_reference(text: &str) -> Result<Reference> {
@@ -54,12 +55,7 @@ pub(super) async fn get(call: Call, repo: RepoName, reference: String) -> Result
 pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result<Response> {
     let reference = parse_reference(&reference)?;
     let limit = call.registry.options().manifest_max_bytes;
-    let too_large = || {
-        RegistryError::new(
-            Code::SizeInvalid,
-            format!("manifest exceeds the limit of {limit} bytes"),
-        )
-    };
+    let too_large = || manifest_too_large(limit);
     if call
         .header(CONTENT_LENGTH.as_str())
         .and_then(|l| l.parse::<u64>().ok())

@@ -22,7 +22,7 @@ impl IntoResponse for RegistryError {
         let body = serde_json::json!({
             "errors": [{ "code": self.code.as_str(), "message": self.code.message(), "detail": self.detail }]
         });
-        Reply::new(self.code.status())
+        Reply::new(self.status)
             .content_type("application/json")
             .body(body.to_string())
     }

@@ -38,6 +38,16 @@ pub struct PushedManifest {
     pub media_type: String,
 }
 
+/// A manifest over `limit` bytes: `MANIFEST_INVALID`, as Distribution
+/// answers it, with the status the spec gives an oversized manifest.
+pub(crate) fn manifest_too_large(limit: u64) -> RegistryError {
+    RegistryError::new(
+        Code::ManifestInvalid,
+        format!("manifest exceeds the limit of {limit} bytes"),
+    )
+    .with_status(http::StatusCode::PAYLOAD_TOO_LARGE)
+}
+
 fn unknown_manifest(repo: &RepoName, reference: &dyn std::fmt::Display) -> RegistryError {
     RegistryError::new(
         Code::ManifestUnknown,
@@ -112,13 +122,7 @@ impl Registry {
     ) -> Result<PushedManifest> {
         self.ensure_writable()?;
         if content.len() as u64 > self.options.manifest_max_bytes {
-            return Err(RegistryError::new(
-                Code::SizeInvalid,
-                format!(
-                    "manifest exceeds the limit of {} bytes",
-                    self.options.manifest_max_bytes
-                ),
-            ));
+            return Err(manifest_too_large(self.options.manifest_max_bytes));
         }
         let parsed = manifest::parse(content_type, &content)
             .map_err(|e| RegistryError::new(Code::ManifestInvalid, e))?;

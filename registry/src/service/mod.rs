@@ -24,6 +24,7 @@ use crate::storage::StorageDriver;
 pub use blobs::{BlobRange, BlobRead};
 pub use catalog::Page;
 pub use inventory::StoredBlob;
+pub(crate) use manifests::manifest_too_large;
 pub use manifests::{ManifestRead, PushedManifest};
 pub use uploads::{UploadCompletion, UploadStatus};
 
