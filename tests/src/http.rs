@@ -372,6 +372,28 @@ pub fn raw_request(
         .unwrap_or_else(|e| panic!("{method} {target}: no response from {addr}: {e}"))
 }
 
+/// Send one request as a plain client does that writes its whole body
+/// before it reads anything, then read the response. Unlike [`raw_request`],
+/// a server that stops reading early makes this fail (typically with
+/// "broken pipe" or "connection reset"), and the error says so.
+pub fn whole_request(
+    addr: &str,
+    method: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> io::Result<Reply> {
+    let context = |what: &str, e: io::Error| {
+        io::Error::new(e.kind(), format!("{method} {target}: {what}: {e}"))
+    };
+    let mut stream = open_request(addr, method, target, headers, Some(body.len() as u64))
+        .map_err(|e| context("connecting", e))?;
+    stream
+        .write_all(body)
+        .map_err(|e| context("sending the body", e))?;
+    read_reply(&mut stream, method).map_err(|e| context("reading the response", e))
+}
+
 fn parse_reply(raw: &[u8], method: &str) -> io::Result<Reply> {
     let invalid = |msg: &str| io::Error::new(io::ErrorKind::InvalidData, msg.to_owned());
     let end = raw

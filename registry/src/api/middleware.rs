@@ -1,8 +1,6 @@
 //! Per-request middleware: authentication, and the request context (id,
 //! tracing span, standard headers, metrics, access log).
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use axum::body::Body;
@@ -13,6 +11,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tracing::Instrument;
 
 use super::AppState;
+use super::request_body::RequestBody;
 use crate::auth::Verdict;
 use crate::error::{Code, RegistryError};
 use crate::metrics::{RequestLabels, RouteLabels, method_label};
@@ -107,25 +106,9 @@ pub(super) async fn request_context(
     request.extensions_mut().insert(RequestId(id.clone()));
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
-    let declared_length = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    let chunked = request
-        .headers()
-        .contains_key(http::header::TRANSFER_ENCODING);
-    let received = Arc::new(AtomicU64::new(0));
-    let request = {
-        let received = received.clone();
-        request.map(|body| {
-            Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
-                if let Some(data) = frame.data_ref() {
-                    received.fetch_add(data.len() as u64, Ordering::Relaxed);
-                }
-                frame
-            }))
-        })
-    };
+    let (body, request_body) =
+        RequestBody::new(std::mem::take(request.body_mut()), request.headers());
+    *request.body_mut() = body;
     let span = tracing::info_span!("request", id = %id, method = %method, path = %path, fields = tracing::field::Empty);
     if !app.log_fields.is_empty() {
         span.record("fields", &*app.log_fields);
@@ -142,14 +125,12 @@ pub(super) async fn request_context(
     for (name, value) in app.extra_headers.iter() {
         headers.append(name, value.clone());
     }
-    // An error answered before the request body was read leaves unread
-    // bytes on the connection: close it, and say so, so that the client
-    // does not send its next request into a connection about to close.
-    let unread = match declared_length {
-        Some(length) => received.load(Ordering::Relaxed) < length,
-        None => chunked,
-    };
-    if unread && (response.status().is_client_error() || response.status().is_server_error()) {
+    // An error answered before the request body was read: read the rest so
+    // that the client gets to read the answer, or, when there is too much,
+    // close the connection and say so, so that the client does not send
+    // its next request into a connection about to close.
+    let failed = response.status().is_client_error() || response.status().is_server_error();
+    if failed && !request_body.drain_after_error().await {
         response
             .headers_mut()
             .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -181,7 +162,7 @@ pub(super) async fn request_context(
         .request_duration
         .get_or_create(&labels)
         .observe(elapsed.as_secs_f64());
-    let bytes_in = received.load(Ordering::Relaxed);
+    let bytes_in = request_body.received();
     metrics
         .bytes_received
         .get_or_create(&labels)

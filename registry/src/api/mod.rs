@@ -9,6 +9,7 @@ mod events;
 mod listing;
 mod manifests;
 mod middleware;
+mod request_body;
 mod response;
 pub mod routes;
 mod uploads;
