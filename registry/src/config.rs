@@ -14,6 +14,7 @@ use base64::Engine;
 use serde::Deserialize;
 use serde_yaml::Value;
 
+use crate::gc::schedule::Schedule;
 use crate::server::connection::ConnectionLimits;
 
 /// The configuration `berth-registry` serves with when given no file.
@@ -611,12 +612,19 @@ pub struct Berth {
     /// Garbage collection spares content touched within this period (default 1h).
     #[serde(default = "default_grace_period")]
     pub gcgraceperiod: String,
-    /// Run garbage collection inside the server this often (off by default;
-    /// for node-local storage that no separate job can reach).
+    /// Run garbage collection inside the server at the times of this cron
+    /// schedule (off by default; for node-local storage that no separate
+    /// job can reach).
+    pub gcschedule: Option<String>,
+    /// Run garbage collection inside the server this often, counted from its
+    /// start; the older form of `gcschedule`, which it excludes.
     pub gcinterval: Option<String>,
     /// In-server collections also delete untagged manifests.
     #[serde(default)]
     pub gcdeleteuntagged: bool,
+    /// In-server collections only report what they would delete.
+    #[serde(default)]
+    pub gcdryrun: bool,
     /// Client connections open at once; more are closed as they arrive (default 1000).
     #[serde(default = "default_max_connections")]
     pub maxconnections: u32,
@@ -640,8 +648,10 @@ impl Default for Berth {
             anonymouspull: false,
             notificationqueuesize: default_queue_size(),
             gcgraceperiod: default_grace_period(),
+            gcschedule: None,
             gcinterval: None,
             gcdeleteuntagged: false,
+            gcdryrun: false,
             maxconnections: default_max_connections(),
             idletimeout: default_idle_timeout(),
             stalltimeout: default_stall_timeout(),
@@ -688,8 +698,8 @@ pub struct Settings {
     pub endpoints: Vec<EndpointSettings>,
     /// Garbage collection's grace period (`berth.gcgraceperiod`).
     pub gc_grace_period: Duration,
-    /// How often the server collects garbage itself (`berth.gcinterval`).
-    pub gc_interval: Option<Duration>,
+    /// When the server collects garbage itself (`berth.gcschedule` or `berth.gcinterval`).
+    pub gc_schedule: Option<Schedule>,
     /// Limits on client connections (`berth.maxconnections`, `idletimeout`, `stalltimeout`).
     pub connection_limits: ConnectionLimits,
 }
@@ -933,10 +943,7 @@ impl Config {
             ));
         }
         let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
-        let gc_interval = match &self.berth.gcinterval {
-            Some(text) => Some(positive_duration("berth.gcinterval", text)?),
-            None => None,
-        };
+        let gc_schedule = self.gc_schedule()?;
         let connection_limits = self.connection_limits()?;
         Ok(Settings {
             config: self,
@@ -947,9 +954,27 @@ impl Config {
             debug_addr,
             endpoints,
             gc_grace_period,
-            gc_interval,
+            gc_schedule,
             connection_limits,
         })
+    }
+
+    /// `berth.gcschedule` or `berth.gcinterval`, checked; never both.
+    fn gc_schedule(&self) -> Result<Option<Schedule>, ConfigError> {
+        match (&self.berth.gcschedule, &self.berth.gcinterval) {
+            (Some(_), Some(_)) => Err(invalid(
+                "berth.gcschedule",
+                "set either berth.gcschedule or berth.gcinterval, not both (berth.gcinterval is the older form)",
+            )),
+            (Some(cron), None) => Schedule::cron(cron)
+                .map(Some)
+                .map_err(|e| invalid("berth.gcschedule", e)),
+            (None, Some(interval)) => Ok(Some(Schedule::Every(positive_duration(
+                "berth.gcinterval",
+                interval,
+            )?))),
+            (None, None) => Ok(None),
+        }
     }
 
     /// `berth.maxconnections`, `berth.idletimeout` and `berth.stalltimeout`, checked.
@@ -1511,6 +1536,44 @@ mod tests {
                 .to_string();
             assert!(err.starts_with(key), "{err}");
         }
+    }
+
+    #[test]
+    fn gc_schedule_or_interval() {
+        let s = parse(BASIC, &[]).unwrap();
+        assert!(s.gc_schedule.is_none());
+        let s = parse(
+            &format!("{BASIC}berth:\n  gcschedule: \"@daily\"\n  gcdryrun: true\n"),
+            &[],
+        )
+        .unwrap();
+        assert!(matches!(s.gc_schedule, Some(Schedule::Cron(_))));
+        assert!(s.config.berth.gcdryrun);
+        let s = parse(&format!("{BASIC}berth:\n  gcinterval: 6h\n"), &[]).unwrap();
+        assert!(
+            matches!(s.gc_schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600))
+        );
+        let err = parse(
+            &format!("{BASIC}berth:\n  gcschedule: \"0 3 * * *\"\n  gcinterval: 6h\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.starts_with("berth.gcschedule") && err.contains("not both"),
+            "{err}"
+        );
+        let err = parse(
+            &format!("{BASIC}berth:\n  gcschedule: \"@every 5m\"\n"),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("berth.gcschedule"), "{err}");
+        let err = parse(BASIC, &[("REGISTRY_BERTH_GCSCHEDULE", "61 * * * *")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("berth.gcschedule"), "{err}");
     }
 
     #[test]

@@ -9,15 +9,21 @@
 //! /docker/registry/v2/repositories/<name>/_uploads/<id>/{data,startedat}
 //! /docker/registry/v2/repositories/<name>/_berth/referrers/<alg>/<hex>/<alg>-<hex>
 //! /docker/registry/v2/_berth/touches/<alg>/<hex>                        last "is present" answer
+//! /.berth/gc/last.json                                                   last in-server GC report
 //! ```
 //!
 //! A `link` file holds a digest string. Berth's own additions live under
 //! `_berth/`, a directory Distribution skips (it ignores `_`-prefixed
-//! directories other than its own). Only this module builds paths, and only
-//! from validated names, tags, digests and upload ids.
+//! directories other than its own), or under `/.berth/`, beside the tree
+//! Distribution walks. Only this module builds paths, and only from
+//! validated names, tags, digests and upload ids.
 
 use crate::digest::Digest;
 use crate::names::{RepoName, Tag};
+
+/// The report of the last garbage collection the server ran itself (the
+/// JSON `berth-registry gc` prints).
+pub const GC_REPORT: &str = "/.berth/gc/last.json";
 
 /// Root of everything Distribution-compatible.
 pub const V2: &str = "/docker/registry/v2";

@@ -1,11 +1,16 @@
 //! Background maintenance: purging abandoned upload sessions, as
 //! Distribution's `storage.maintenance.uploadpurging` does, and, when
-//! `berth.gcinterval` is set, garbage collection inside the server.
+//! `berth.gcschedule` (or `berth.gcinterval`) is set, garbage collection
+//! inside the server.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use crate::gc::{self, GcOptions};
+use bytes::Bytes;
+
+use crate::gc::schedule::Schedule;
+use crate::gc::{self, GcOptions, LastReport};
+use crate::layout;
 use crate::metrics::Metrics;
 use crate::service::Registry;
 
@@ -30,19 +35,45 @@ pub async fn purge_uploads_forever(
     }
 }
 
-/// Collects garbage every `interval`, forever, recording each run in the metrics.
+/// Collects garbage at the times `schedule` names, forever, recording each
+/// run in the metrics and keeping its report in `last` and in storage
+/// ([`layout::GC_REPORT`]). A run that outlasts the next scheduled time
+/// makes the next run wait for the time after it, as a CronJob that forbids
+/// concurrent runs would.
 pub async fn collect_garbage_forever(
     registry: Arc<Registry>,
     options: GcOptions,
-    interval: Duration,
+    schedule: Schedule,
     metrics: Arc<Metrics>,
+    last: Arc<LastReport>,
 ) {
     loop {
-        tokio::time::sleep(interval).await;
+        let Some(wait) = schedule.wait(SystemTime::now()) else {
+            tracing::warn!(
+                ?schedule,
+                "the garbage collection schedule names no time to come: no collection runs"
+            );
+            return;
+        };
+        tokio::time::sleep(wait).await;
         match gc::collect(&registry, &options).await {
             Ok(report) => {
-                metrics.gc_run(true, report.blobs_deleted as u64, report.bytes_freed);
-                tracing::info!(report = %serde_json::to_string(&report).unwrap_or_default(), "garbage collection finished");
+                let deleted = if report.dry_run {
+                    (0, 0)
+                } else {
+                    (report.blobs_deleted as u64, report.bytes_freed)
+                };
+                metrics.gc_run(true, deleted.0, deleted.1);
+                let json = serde_json::to_string(&report).unwrap_or_default();
+                tracing::info!(report = %json, "garbage collection finished");
+                let stored = registry
+                    .storage()
+                    .put_content(layout::GC_REPORT, Bytes::from(json.clone()))
+                    .await;
+                if let Err(e) = stored {
+                    tracing::warn!(error = %e, "could not store the garbage collection report");
+                }
+                last.set(json);
             }
             Err(e) => {
                 metrics.gc_run(false, 0, 0);

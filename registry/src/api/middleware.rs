@@ -31,10 +31,11 @@ pub(super) struct RouteInfo {
     pub(super) repository: Option<String>,
 }
 
-/// Checks credentials on `/v2` routes when `auth.htpasswd` is configured,
-/// answering 401 with a Basic challenge otherwise. The API root always
-/// challenges clients without credentials, so that they learn to send them
-/// even when anonymous pulls are allowed.
+/// Checks credentials on `/v2` and `/berth` routes when `auth.htpasswd` is
+/// configured, answering 401 with a Basic challenge otherwise. The API root
+/// always challenges clients without credentials, so that they learn to send
+/// them even when anonymous pulls are allowed; `/berth` routes are not pulls
+/// and always need credentials.
 pub(super) async fn authenticate(
     State(app): State<AppState>,
     mut request: Request,
@@ -44,10 +45,11 @@ pub(super) async fn authenticate(
         return next.run(request).await;
     };
     let path = request.uri().path();
-    if !path.starts_with("/v2") {
+    let is_berth = path.starts_with("/berth/");
+    if !path.starts_with("/v2") && !is_berth {
         return next.run(request).await;
     }
-    let is_root = path == "/v2" || path == "/v2/";
+    let needs_credentials = is_berth || path == "/v2" || path == "/v2/";
     let header = request
         .headers()
         .get(http::header::AUTHORIZATION)
@@ -65,7 +67,9 @@ pub(super) async fn authenticate(
             response.extensions_mut().insert(User(name));
             response
         }
-        Verdict::Anonymous if app.anonymous_pull && read && !is_root => next.run(request).await,
+        Verdict::Anonymous if app.anonymous_pull && read && !needs_credentials => {
+            next.run(request).await
+        }
         _ => {
             let realm = app
                 .auth
@@ -143,6 +147,7 @@ pub(super) async fn request_context(
         (None, "/healthz") => "healthz",
         (None, "/readyz") => "readyz",
         (None, "/metrics") => "metrics",
+        (None, "/berth/gc/last") => "gc_report",
         (None, _) => "other",
     };
     let labels = RouteLabels {

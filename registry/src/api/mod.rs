@@ -28,6 +28,7 @@ use http::{HeaderMap, Method, StatusCode};
 
 use crate::auth::Htpasswd;
 use crate::error::{Code, RegistryError};
+use crate::gc::LastReport;
 use crate::metrics::Metrics;
 use crate::names::RepoName;
 use crate::notify::{Actor, Notifier, RequestRecord};
@@ -41,6 +42,8 @@ use routes::Route;
 pub struct AppState {
     /// The registry service.
     pub registry: Arc<Registry>,
+    /// The report of the last in-server garbage collection.
+    pub gc_report: Arc<LastReport>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Webhook notifications.
@@ -71,6 +74,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/berth/gc/last", get(last_gc_report))
         .route("/v2", any(v2))
         .route("/v2/", any(v2))
         .route("/v2/{*rest}", any(v2))
@@ -98,6 +102,21 @@ fn metrics_response(metrics: &Metrics) -> Response {
     response::Reply::new(StatusCode::OK)
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(metrics.encode())
+}
+
+/// `GET /berth/gc/last`: the report of the last collection this server ran
+/// itself (`berth.gcschedule`), or 404 before the first.
+async fn last_gc_report(State(app): State<AppState>) -> Response {
+    match app.gc_report.get() {
+        Some(json) => response::Reply::new(StatusCode::OK)
+            .content_type("application/json")
+            .body(json),
+        None => (
+            StatusCode::NOT_FOUND,
+            "no garbage collection has run in this server yet\n",
+        )
+            .into_response(),
+    }
 }
 
 async fn healthz() -> &'static str {

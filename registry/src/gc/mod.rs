@@ -12,8 +12,10 @@
 //! kept image, and the next run finishes the job.
 
 mod mark;
+pub mod schedule;
 mod sweep;
 
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -64,6 +66,26 @@ pub struct Report {
     pub repositories_deleted: usize,
     /// Wall time of the collection.
     pub duration_seconds: f64,
+}
+
+/// The report of the last collection this server ran itself, as JSON, for
+/// `GET /berth/gc/last`.
+#[derive(Debug, Default)]
+pub struct LastReport(Mutex<Option<String>>);
+
+impl LastReport {
+    /// Keeps `json` as the last report.
+    pub fn set(&self, json: String) {
+        *self.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(json);
+    }
+
+    /// The last report, if a collection ran.
+    pub fn get(&self) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
 }
 
 /// Why a collection stopped.

@@ -15,7 +15,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{self, AppState};
 use crate::auth::{Htpasswd, HtpasswdError};
 use crate::config::{ConfigError, Settings, StorageSettings};
-use crate::gc::GcOptions;
+use crate::gc::{GcOptions, LastReport};
 use crate::logging;
 use crate::maintenance;
 use crate::metrics::Metrics;
@@ -176,8 +176,10 @@ pub async fn run(
             source_addr(local.port()),
         )
     };
+    let gc_report = Arc::new(LastReport::default());
     let state = AppState {
         registry: registry.clone(),
+        gc_report: gc_report.clone(),
         metrics: metrics.clone(),
         notifier: notifier.clone(),
         auth: auth.clone(),
@@ -208,9 +210,9 @@ pub async fn run(
             dry_run,
         )));
     }
-    if let Some(interval) = settings.gc_interval {
+    if let Some(schedule) = settings.gc_schedule.clone() {
         let options = GcOptions {
-            dry_run: false,
+            dry_run: config.berth.gcdryrun,
             delete_untagged: config.berth.gcdeleteuntagged,
             grace_period: settings.gc_grace_period,
             upload_ttl: settings.purge.map_or(DEFAULT_UPLOAD_TTL, |(age, _)| age),
@@ -218,8 +220,9 @@ pub async fn run(
         background.push(tokio::spawn(maintenance::collect_garbage_forever(
             registry.clone(),
             options,
-            interval,
+            schedule,
             metrics.clone(),
+            gc_report.clone(),
         )));
     }
     if let Some(reloader) = cert_reloader {
