@@ -32,6 +32,10 @@ storage:
 /// Prefix of environment variables that override config keys.
 const ENV_PREFIX: &str = "REGISTRY_";
 
+/// The variable that names the configuration file, as in Distribution; it
+/// has the overrides' prefix but is not one.
+pub const CONFIGURATION_PATH_ENV: &str = "REGISTRY_CONFIGURATION_PATH";
+
 /// A configuration error, naming the key at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -696,6 +700,8 @@ pub struct Settings {
     pub debug_addr: Option<SocketAddr>,
     /// Notification endpoints, checked.
     pub endpoints: Vec<EndpointSettings>,
+    /// Headers added to every response (`http.headers`), checked.
+    pub headers: http::HeaderMap,
     /// Garbage collection's grace period (`berth.gcgraceperiod`).
     pub gc_grace_period: Duration,
     /// When the server collects garbage itself (`berth.gcschedule` or `berth.gcinterval`).
@@ -793,6 +799,8 @@ pub struct EndpointSettings {
     pub threshold: u32,
     /// Delay before a retry.
     pub backoff: Duration,
+    /// Headers sent with each delivery.
+    pub headers: http::HeaderMap,
 }
 
 impl Config {
@@ -897,6 +905,7 @@ impl Config {
             check_readable("auth.htpasswd.path", Some(&h.path))?;
         }
         let endpoints = self.endpoints()?;
+        let headers = header_map("http.headers", &self.http.headers)?;
         let drain_timeout = match &self.http.draintimeout {
             Some(d) => parse_duration("http.draintimeout", d)?,
             None => Duration::from_secs(30),
@@ -953,6 +962,7 @@ impl Config {
             purge,
             debug_addr,
             endpoints,
+            headers,
             gc_grace_period,
             gc_schedule,
             connection_limits,
@@ -1048,14 +1058,7 @@ impl Config {
                     format!("{:?} is not an http(s) URL", e.url),
                 ));
             }
-            for (name, values) in &e.headers {
-                http::HeaderName::try_from(name.as_str())
-                    .map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
-                for v in values {
-                    http::HeaderValue::try_from(v.as_str())
-                        .map_err(|err| invalid(&key("headers"), format!("{name}: {err}")))?;
-                }
-            }
+            let headers = header_map(&key("headers"), &e.headers)?;
             for action in &e.ignore.actions {
                 if !["push", "pull", "mount", "delete"].contains(&action.as_str()) {
                     return Err(invalid(
@@ -1083,6 +1086,7 @@ impl Config {
                 timeout,
                 threshold: e.threshold.unwrap_or(10),
                 backoff,
+                headers,
             });
         }
         Ok(out)
@@ -1276,6 +1280,26 @@ pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
         .map_err(|e| invalid(key, format!("{text:?} is not a duration: {e}")))
 }
 
+/// A map of header names to lists of values (`http.headers`, an endpoint's
+/// `headers`) as an HTTP header map; `key` names it in errors.
+fn header_map(
+    key: &str,
+    headers: &BTreeMap<String, Vec<String>>,
+) -> Result<http::HeaderMap, ConfigError> {
+    let mut map = http::HeaderMap::new();
+    for (name, values) in headers {
+        let key = format!("{key}.{name}");
+        let name = http::HeaderName::try_from(name.as_str())
+            .map_err(|e| invalid(&key, format!("not a header name: {e}")))?;
+        for value in values {
+            let value = http::HeaderValue::try_from(value.as_str())
+                .map_err(|e| invalid(&key, format!("{value:?} is not a header value: {e}")))?;
+            map.append(name.clone(), value);
+        }
+    }
+    Ok(map)
+}
+
 /// [`parse_duration`], refusing zero.
 fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
     let duration = parse_duration(key, text)?;
@@ -1292,8 +1316,9 @@ fn check_readable(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
         .map_err(|e| invalid(key, format!("{}: {e}", path.display())))
 }
 
-/// Applies `REGISTRY_A_B_C=value` as `a.b.c: value`, returning each
-/// overridden dotted key with the variable that set it.
+/// Applies `REGISTRY_A_B_C=value` as `a.b.c: value` (all but
+/// [`CONFIGURATION_PATH_ENV`]), returning each overridden dotted key with
+/// the variable that set it.
 fn apply_env(
     tree: &mut Value,
     env: impl IntoIterator<Item = (String, String)>,
@@ -1301,7 +1326,7 @@ fn apply_env(
     let mut applied = Vec::new();
     let mut vars: Vec<(String, String)> = env
         .into_iter()
-        .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+        .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k != CONFIGURATION_PATH_ENV)
         .collect();
     vars.sort();
     for (var, raw) in vars {
@@ -1443,6 +1468,33 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
+        // The variable naming the file is not an override.
+        parse(
+            BASIC,
+            &[(CONFIGURATION_PATH_ENV, "/etc/registry/config.yml")],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn response_headers_are_checked() {
+        let text = BASIC.replace(
+            "http:\n",
+            "http:\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
+        );
+        let s = parse(&text, &[]).unwrap();
+        assert_eq!(s.headers["x-content-type-options"], "nosniff");
+        let err = parse(&text.replace("X-Content-Type-Options", "Bad Name"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("http.headers.Bad Name"), "{err}");
+        let err = parse(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("http.headers.X-Content-Type-Options"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -7,9 +7,10 @@ use anyhow::Context;
 use std::sync::Arc;
 use std::time::Duration;
 
-use berth_registry::config::{Config, Settings};
+use berth_registry::config::{CONFIGURATION_PATH_ENV, Config, Settings};
 use berth_registry::gc::{self, GcOptions};
 use berth_registry::metrics::Metrics;
+use berth_registry::server::Prepared;
 use berth_registry::storage::ownership;
 use berth_registry::{logging, server};
 use clap::{Args, Parser, Subcommand};
@@ -57,7 +58,7 @@ enum Command {
 struct GcArgs {
     /// The registry's configuration file (the same one `serve` reads).
     /// Without one: the development settings, filesystem storage in ./data.
-    #[arg(long, short, env = "REGISTRY_CONFIGURATION_PATH")]
+    #[arg(long, short, env = CONFIGURATION_PATH_ENV)]
     config: Option<PathBuf>,
     /// Report what would be deleted without deleting anything.
     #[arg(long)]
@@ -78,9 +79,11 @@ const TERMINATION_LOG: &str = "/dev/termination-log";
 
 #[derive(Subcommand)]
 enum ConfigCommand {
-    /// Validate a configuration file (with REGISTRY_* overrides) without serving.
+    /// Validate a configuration file (with REGISTRY_* overrides) as `serve`
+    /// does, loading the TLS and htpasswd files it names, without serving.
     Check {
         /// The configuration file.
+        #[arg(env = CONFIGURATION_PATH_ENV)]
         file: PathBuf,
     },
 }
@@ -89,7 +92,7 @@ enum ConfigCommand {
 struct ServeArgs {
     /// Configuration file in CNCF Distribution's config.yml format. Without
     /// one: 127.0.0.1:5000, filesystem storage in ./data, deletes enabled.
-    #[arg(long, short, env = "REGISTRY_CONFIGURATION_PATH")]
+    #[arg(long, short, env = CONFIGURATION_PATH_ENV)]
     config: Option<PathBuf>,
     /// The configuration file, as Distribution's `registry serve FILE` takes it.
     #[arg(conflicts_with = "config", value_name = "FILE")]
@@ -99,19 +102,27 @@ struct ServeArgs {
 /// The settings of `file` (with `REGISTRY_*` overrides), or the development
 /// settings when no file is given.
 fn settings(file: Option<&PathBuf>) -> anyhow::Result<Settings> {
-    let env = std::env::vars().filter(|(k, _)| k != "REGISTRY_CONFIGURATION_PATH");
     match file {
-        Some(path) => Ok(Config::load(path, env)?),
-        None => Ok(Config::development(env)?),
+        Some(path) => Ok(Config::load(path, std::env::vars())?),
+        None => Ok(Config::development(std::env::vars())?),
     }
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(args.config.as_ref().or(args.file.as_ref()))?;
     logging::init(&settings.config.log);
-    server::run(settings, server::shutdown_signal())
+    server::run(Prepared::new(settings)?, server::shutdown_signal())
         .await
         .context("berth-registry")?;
+    Ok(())
+}
+
+/// `config check`: everything `serve` checks before it binds its addresses.
+fn check(file: &PathBuf) -> anyhow::Result<()> {
+    let settings = settings(Some(file))?;
+    logging::init(&settings.config.log);
+    Prepared::new(settings)?;
+    println!("{}: ok", file.display());
     Ok(())
 }
 
@@ -206,9 +217,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Config {
             command: ConfigCommand::Check { file },
-        }) => Config::load(&file, std::env::vars())
-            .map(|_| println!("{}: ok", file.display()))
-            .map_err(Into::into),
+        }) => check(&file),
         Some(Command::PrepareStorage {
             owner: (uid, gid),
             dir,

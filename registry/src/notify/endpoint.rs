@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Request};
+use http::Request;
 use http_body_util::Full;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
@@ -187,16 +187,8 @@ impl Endpoint {
             .map_err(|e| e.to_string())?;
         let mut request = Request::post(&self.settings.config.url)
             .header(http::header::CONTENT_TYPE, EVENTS_MEDIA_TYPE);
-        for (name, values) in &self.settings.config.headers {
-            for value in values {
-                // Validated when the configuration was loaded.
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::try_from(name.as_str()),
-                    HeaderValue::try_from(value.as_str()),
-                ) {
-                    request = request.header(n, v);
-                }
-            }
+        for (name, value) in &self.settings.headers {
+            request = request.header(name, value);
         }
         let request = request
             .body(Full::new(Bytes::from(body)))

@@ -8,13 +8,12 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api::{self, AppState};
 use crate::auth::{Htpasswd, HtpasswdError};
-use crate::config::{ConfigError, Settings, StorageSettings};
+use crate::config::{Settings, StorageSettings};
 use crate::gc::{GcOptions, LastReport};
 use crate::logging;
 use crate::maintenance;
@@ -32,9 +31,6 @@ const DEFAULT_UPLOAD_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
-    /// The configuration is invalid.
-    #[error(transparent)]
-    Config(#[from] ConfigError),
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsError),
@@ -51,24 +47,35 @@ pub enum ServerError {
     },
 }
 
-fn extra_headers(settings: &Settings) -> Result<HeaderMap, ConfigError> {
-    let mut headers = HeaderMap::new();
-    for (name, values) in &settings.config.http.headers {
-        let key = format!("http.headers.{name}");
-        let name = HeaderName::try_from(name.as_str()).map_err(|e| ConfigError::Invalid {
-            key: key.clone(),
-            message: e.to_string(),
-        })?;
-        for value in values {
-            let value =
-                HeaderValue::try_from(value.as_str()).map_err(|e| ConfigError::Invalid {
-                    key: key.clone(),
-                    message: e.to_string(),
-                })?;
-            headers.append(name.clone(), value);
-        }
+/// The settings with what the files they name hold, loaded and checked:
+/// the TLS certificate, key and client CAs, and the htpasswd file. `serve`
+/// starts from this, and `config check` builds it the same way, so a
+/// configuration one of them refuses, the other refuses too; only binding
+/// the addresses and reaching the storage are left to the start.
+pub struct Prepared {
+    settings: Settings,
+    tls: Option<(Arc<rustls::ServerConfig>, Arc<tls::CertReloader>)>,
+    auth: Option<Arc<Htpasswd>>,
+}
+
+impl Prepared {
+    /// Loads and checks what `settings` names.
+    pub fn new(settings: Settings) -> Result<Prepared, ServerError> {
+        let config = &settings.config;
+        let tls = match &config.http.tls {
+            Some(t) => Some(tls::server_config(t, !config.http.http2.disabled)?),
+            None => None,
+        };
+        let auth = match &config.auth.htpasswd {
+            Some(h) => Some(Htpasswd::load(&h.path, &h.realm)?),
+            None => None,
+        };
+        Ok(Prepared {
+            settings,
+            tls,
+            auth,
+        })
     }
-    Ok(headers)
 }
 
 /// Builds the registry service described by `settings`, its storage
@@ -133,23 +140,21 @@ fn source_addr(port: u16) -> String {
 /// Serves until `shutdown` resolves, then lets in-flight requests finish and
 /// notification queues flush, both within `http.draintimeout`.
 pub async fn run(
-    settings: Settings,
+    prepared: Prepared,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let Prepared {
+        settings,
+        tls,
+        auth,
+    } = prepared;
     let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
     let registry = registry(&settings, metrics.clone()).await;
     let http2 = !config.http.http2.disabled;
-    let (acceptor, cert_reloader) = match &config.http.tls {
-        Some(t) => {
-            let (server_config, reloader) = tls::server_config(t, http2)?;
-            (Some(TlsAcceptor::from(server_config)), Some(reloader))
-        }
+    let (acceptor, cert_reloader) = match tls {
+        Some((server_config, reloader)) => (Some(TlsAcceptor::from(server_config)), Some(reloader)),
         None => (None, None),
-    };
-    let auth = match &config.auth.htpasswd {
-        Some(h) => Some(Htpasswd::load(&h.path, &h.realm)?),
-        None => None,
     };
     let listener = TcpListener::bind(settings.addr)
         .await
@@ -185,7 +190,7 @@ pub async fn run(
         auth: auth.clone(),
         anonymous_pull: config.berth.anonymouspull,
         tls: acceptor.is_some(),
-        extra_headers: Arc::new(extra_headers(&settings)?),
+        extra_headers: Arc::new(settings.headers.clone()),
         check_storage: config.health.storagedriver.enabled,
         access_log: !config.log.accesslog.disabled,
         log_fields: Arc::from(logging::static_fields(&config.log)),
