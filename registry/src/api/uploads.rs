@@ -36,12 +36,16 @@ fn blob_created(repo: &RepoName, digest: &crate::digest::Digest) -> Response {
         .empty()
 }
 
-/// Parses `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`),
-/// checking it against `Content-Length` when both are given.
+/// Where the request's chunk starts, by its `Content-Range`, when it has one.
 fn chunk_start(call: &Call) -> Result<Option<u64>> {
-    let Some(header) = call.header(CONTENT_RANGE.as_str()) else {
-        return Ok(None);
-    };
+    call.header(CONTENT_RANGE.as_str())
+        .map(|range| parse_content_range(range, call.header(CONTENT_LENGTH.as_str())))
+        .transpose()
+}
+
+/// Parses `Content-Range: <start>-<end>` (also `bytes <start>-<end>/<total>`)
+/// into the chunk's start, checking it against `Content-Length` when given.
+fn parse_content_range(header: &str, content_length: Option<&str>) -> Result<u64> {
     let invalid = || {
         RegistryError::new(
             Code::RangeInvalid,
@@ -62,18 +66,16 @@ fn chunk_start(call: &Call) -> Result<Option<u64>> {
     if b < a {
         return Err(invalid());
     }
-    if let Some(length) = call
-        .header(CONTENT_LENGTH.as_str())
-        .and_then(|l| l.parse::<u64>().ok())
-    {
-        if length != b - a + 1 {
+    if let Some(length) = content_length.and_then(|l| l.parse::<u64>().ok()) {
+        // `b - a + 1` overflows for the range 0 to u64::MAX.
+        if length.checked_sub(1).and_then(|l| a.checked_add(l)) != Some(b) {
             return Err(RegistryError::new(
                 Code::RangeInvalid,
                 format!("Content-Range {header:?} does not match Content-Length {length}"),
             ));
         }
     }
-    Ok(Some(a))
+    Ok(a)
 }
 
 pub(super) async fn start(call: Call, repo: RepoName) -> Result<Response> {
@@ -148,5 +150,20 @@ mod tests {
     fn range_headers() {
         assert_eq!(range_header(0), "0-0");
         assert_eq!(range_header(10), "0-9");
+    }
+
+    #[test]
+    fn content_ranges() {
+        assert_eq!(parse_content_range("0-9", Some("10")).unwrap(), 0);
+        assert_eq!(parse_content_range("bytes 10-19/100", None).unwrap(), 10);
+        for (bad, length) in [
+            ("9-0", None),
+            ("0-9", Some("9")),
+            ("a-b", None),
+            ("0-18446744073709551615", Some("0")),
+        ] {
+            let err = parse_content_range(bad, length).unwrap_err();
+            assert_eq!(err.code, Code::RangeInvalid, "{bad}");
+        }
     }
 }
