@@ -1369,6 +1369,8 @@ fn apply_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::{self, SOME};
+    use proptest::prelude::*;
 
     const BASIC: &str = "version: 0.1\nhttp:\n  addr: 127.0.0.1:5001\nstorage:\n  filesystem:\n    rootdirectory: /tmp/r\n  delete:\n    enabled: true\n";
 
@@ -1632,5 +1634,202 @@ mod tests {
     fn requires_a_driver() {
         let err = parse("version: 0.1\n", &[]).unwrap_err().to_string();
         assert!(err.starts_with("storage"), "{err}");
+    }
+
+    /// Every key of the file, dotted (`http.addr` and `http.debug.addr`
+    /// aside: a host name there is looked up, which a test must not do).
+    const KEYS: &[&str] = &[
+        "version",
+        "log",
+        "log.level",
+        "log.formatter",
+        "log.fields",
+        "log.fields.service",
+        "log.accesslog",
+        "log.accesslog.disabled",
+        "http",
+        "http.net",
+        "http.host",
+        "http.secret",
+        "http.relativeurls",
+        "http.draintimeout",
+        "http.headers",
+        "http.headers.X-A",
+        "http.tls",
+        "http.tls.certificate",
+        "http.tls.key",
+        "http.tls.minimumtls",
+        "http.tls.clientcas",
+        "http.http2",
+        "http.http2.disabled",
+        "http.debug",
+        "http.debug.prometheus",
+        "http.debug.prometheus.enabled",
+        "http.debug.prometheus.path",
+        "storage",
+        "storage.filesystem",
+        "storage.filesystem.rootdirectory",
+        "storage.filesystem.maxthreads",
+        "storage.s3",
+        "storage.s3.bucket",
+        "storage.s3.region",
+        "storage.s3.regionendpoint",
+        "storage.s3.forcepathstyle",
+        "storage.s3.accesskey",
+        "storage.s3.secretkey",
+        "storage.s3.secure",
+        "storage.s3.skipverify",
+        "storage.s3.v4auth",
+        "storage.s3.chunksize",
+        "storage.s3.rootdirectory",
+        "storage.azure",
+        "storage.azure.accountname",
+        "storage.azure.accountkey",
+        "storage.azure.container",
+        "storage.azure.serviceurl",
+        "storage.azure.credentials",
+        "storage.gcs",
+        "storage.gcs.bucket",
+        "storage.gcs.keyfile",
+        "storage.gcs.chunksize",
+        "storage.gcs.endpoint",
+        "storage.gcs.maxconcurrency",
+        "storage.redirect.disable",
+        "storage.delete.enabled",
+        "storage.maintenance.uploadpurging.enabled",
+        "storage.maintenance.uploadpurging.age",
+        "storage.maintenance.uploadpurging.interval",
+        "storage.maintenance.uploadpurging.dryrun",
+        "storage.maintenance.readonly.enabled",
+        "storage.cache",
+        "health.storagedriver.enabled",
+        "health.storagedriver.interval",
+        "auth.htpasswd",
+        "auth.htpasswd.realm",
+        "auth.htpasswd.path",
+        "notifications.endpoints",
+        "berth.manifestmaxbytes",
+        "berth.anonymouspull",
+        "berth.notificationqueuesize",
+        "berth.gcgraceperiod",
+        "berth.gcschedule",
+        "berth.gcinterval",
+        "berth.gcdeleteuntagged",
+        "berth.gcdryrun",
+        "berth.maxconnections",
+        "berth.idletimeout",
+        "berth.stalltimeout",
+        "bogus",
+        "http.bogus",
+    ];
+
+    /// Values of every type, and text that nearly parses.
+    fn values() -> impl Strategy<Value = Value> {
+        let scalar = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            prop::sample::select(vec![
+                "0.1",
+                "0s",
+                "1h",
+                "-1s",
+                "30",
+                "tls1.3",
+                "json",
+                "@daily",
+                "* * * * *",
+                "61 * * * *",
+                "http://x",
+                "/nonexistent",
+                "",
+                "text",
+                "https",
+            ])
+            .prop_map(Value::from),
+            any::<String>().prop_map(Value::from),
+        ];
+        scalar.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+                prop::collection::btree_map("[a-z]{1,8}", inner, 0..4).prop_map(|m| {
+                    Value::Mapping(m.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+                }),
+            ]
+        })
+    }
+
+    /// Sets the dotted `key` of `tree` to `value`, making sections as needed.
+    fn set(tree: &mut Value, key: &str, value: Value) {
+        let mut node = tree;
+        for part in key.split('.') {
+            if !node.is_mapping() {
+                *node = Value::Mapping(Default::default());
+            }
+            let Value::Mapping(map) = node else {
+                return;
+            };
+            node = map.entry(Value::from(part)).or_insert(Value::Null);
+        }
+        *node = value;
+    }
+
+    #[test]
+    fn property_any_text_is_a_configuration_or_a_named_error() {
+        properties::check(
+            "any text is a configuration, or an error naming its key",
+            SOME,
+            prop_oneof!["[a-z:. \n0-9-]{0,80}", any::<String>()],
+            |text| {
+                match parse(&text, &[]) {
+                    Ok(_) | Err(ConfigError::Syntax { .. }) => {}
+                    Err(ConfigError::Invalid { key, message }) => {
+                        prop_assert!(!key.is_empty() && !message.is_empty());
+                    }
+                    Err(e) => prop_assert!(false, "neither syntax nor a key: {}", e),
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn property_any_value_at_any_key_is_taken_or_named() {
+        let edits = prop::collection::vec((prop::sample::select(KEYS), values()), 1..4);
+        let overrides = prop::collection::vec(
+            (
+                prop::sample::select(KEYS),
+                prop_oneof!["[a-z0-9:@* .-]{0,12}", any::<String>()],
+            ),
+            0..2,
+        );
+        properties::check(
+            "any value at any key is taken, or refused naming the key",
+            SOME,
+            (edits, overrides),
+            |(edits, overrides)| {
+                let mut tree: Value = serde_yaml::from_str(BASIC).unwrap();
+                for (key, value) in &edits {
+                    set(&mut tree, key, value.clone());
+                }
+                let text = serde_yaml::to_string(&tree).unwrap();
+                let env: Vec<(String, String)> = overrides
+                    .iter()
+                    .map(|(key, value)| {
+                        let var = format!("REGISTRY_{}", key.replace('.', "_").to_uppercase());
+                        (var, value.clone())
+                    })
+                    .collect();
+                match Config::parse(&text, "test.yml", env) {
+                    Ok(_) => {}
+                    Err(ConfigError::Invalid { key, message }) => {
+                        prop_assert!(!key.is_empty() && !message.is_empty());
+                    }
+                    Err(e) => prop_assert!(false, "not an invalid key: {}", e),
+                }
+                Ok(())
+            },
+        );
     }
 }

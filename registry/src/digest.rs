@@ -172,6 +172,8 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -207,5 +209,38 @@ mod tests {
         let d = Digest::of(Algorithm::Sha512, b"x");
         assert_eq!(d.to_string().parse::<Digest>().unwrap(), d);
         assert_eq!(d.hex().len(), 128);
+    }
+
+    #[test]
+    fn property_digests_of_the_grammar_parse() {
+        let digests = prop_oneof!["sha256:[a-f0-9]{64}", "sha512:[a-f0-9]{128}"];
+        properties::check("digests of the grammar parse", MANY, digests, |text| {
+            let digest: Digest = text
+                .parse()
+                .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+            prop_assert_eq!(digest.to_string(), text);
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn property_only_well_formed_digests_parse() {
+        let text = prop_oneof![
+            "(sha256|sha512|sha384|SHA256|)(:|::)?[a-fA-F0-9g]{0,130}",
+            any::<String>()
+        ];
+        properties::check("only well-formed digests parse", MANY, text, |text| {
+            if let Ok(digest) = text.parse::<Digest>() {
+                prop_assert_eq!(digest.to_string(), text.as_str());
+                prop_assert_eq!(digest.hex().len(), digest.algorithm().hex_len());
+                prop_assert!(
+                    digest
+                        .hex()
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                );
+            }
+            Ok(())
+        });
     }
 }

@@ -21,6 +21,8 @@ pub mod manifest;
 pub mod metrics;
 pub mod names;
 pub mod notify;
+#[cfg(test)]
+mod properties;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -196,8 +196,10 @@ pub fn served_media_type(content: &[u8]) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+    use crate::properties::{self, SOME};
+    use proptest::prelude::*;
 
     const D: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
@@ -250,5 +252,130 @@ mod tests {
         assert_eq!(m.kind, Kind::Index);
         assert_eq!(m.artifact_type.as_deref(), Some("x/y"));
         assert!(m.subject.is_some());
+    }
+
+    /// Media types and digests that manifests hold, and stranger text.
+    fn word() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                OCI_MANIFEST,
+                OCI_INDEX,
+                DOCKER_MANIFEST,
+                DOCKER_LIST,
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+                D,
+                "sha256:abc",
+                "",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ]
+    }
+
+    /// JSON documents whose keys are mostly a manifest's, nested a few deep.
+    pub(crate) fn manifest_like() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            prop_oneof![Just(2i64), Just(1), Just(-1), any::<i64>()].prop_map(Value::from),
+            any::<f64>().prop_map(Value::from),
+            word().prop_map(Value::from),
+        ];
+        let key = prop_oneof![
+            prop::sample::select(vec![
+                "schemaVersion",
+                "mediaType",
+                "artifactType",
+                "config",
+                "layers",
+                "manifests",
+                "subject",
+                "annotations",
+                "digest",
+                "size",
+                "urls",
+            ])
+            .prop_map(str::to_owned),
+            any::<String>(),
+        ];
+        leaf.prop_recursive(4, 48, 6, move |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(key.clone(), inner, 0..7)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A well-formed image or index with one field replaced by `value`.
+    fn near_valid() -> impl Strategy<Value = Value> {
+        let descriptor = |media_type: &str| serde_json::json!({ "mediaType": media_type, "digest": D, "size": 2 });
+        let image = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": descriptor("application/vnd.oci.image.config.v1+json"),
+            "layers": [descriptor("application/vnd.oci.image.layer.v1.tar+gzip")],
+            "subject": descriptor(OCI_MANIFEST),
+        });
+        let index = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_INDEX,
+            "manifests": [descriptor(OCI_MANIFEST)],
+        });
+        let field = prop::sample::select(vec![
+            "schemaVersion",
+            "mediaType",
+            "artifactType",
+            "config",
+            "layers",
+            "manifests",
+            "subject",
+            "annotations",
+        ]);
+        (prop::bool::ANY, field, manifest_like()).prop_map(move |(is_image, field, value)| {
+            let mut document = if is_image {
+                image.clone()
+            } else {
+                index.clone()
+            };
+            document[field] = value;
+            document
+        })
+    }
+
+    /// Bodies to push: manifest-like JSON, near-valid manifests, any bytes.
+    pub(crate) fn bodies() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            manifest_like().prop_map(|v| v.to_string().into_bytes()),
+            near_valid().prop_map(|v| v.to_string().into_bytes()),
+            any::<Vec<u8>>(),
+        ]
+    }
+
+    /// `Content-Type` headers a client may send with a manifest.
+    pub(crate) fn content_types() -> impl Strategy<Value = Option<String>> {
+        prop::option::of(prop_oneof![
+            word(),
+            word().prop_map(|w| format!("{w}; charset=utf-8")),
+        ])
+    }
+
+    #[test]
+    fn property_manifests_parse_to_a_known_type_or_an_error() {
+        properties::check(
+            "manifests parse to a known type or an error",
+            SOME,
+            (content_types(), bodies()),
+            |(content_type, body)| {
+                if let Ok(manifest) = parse(content_type.as_deref(), &body) {
+                    prop_assert_eq!(kind_of(&manifest.media_type), Some(manifest.kind));
+                    prop_assert_eq!(manifest.kind == Kind::Image, manifest.config.is_some());
+                }
+                served_media_type(&body);
+                Ok(())
+            },
+        );
     }
 }

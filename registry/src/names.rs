@@ -112,6 +112,8 @@ impl fmt::Display for Reference {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
 
     #[test]
     fn names() {
@@ -142,5 +144,77 @@ mod tests {
         for bad in ["", ".x", "-x", "a/b", "a:b", "..", &"a".repeat(129)] {
             assert!(Tag::parse(bad).is_none(), "{bad}");
         }
+    }
+
+    /// A path component of the spec's grammar, restated: lowercase letters
+    /// and digits at both ends, runs of them joined by `.`, `_`, `__` or
+    /// any number of `-`.
+    fn is_grammar_component(component: &str) -> bool {
+        let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+        component.starts_with(alnum)
+            && component.ends_with(alnum)
+            && component
+                .split(alnum)
+                .filter(|separator| !separator.is_empty())
+                .all(|separator| {
+                    [".", "_", "__"].contains(&separator) || separator.chars().all(|c| c == '-')
+                })
+    }
+
+    /// Names and tags as the spec's grammar generates them.
+    const NAME: &str = "[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,3}(/[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,3}){0,4}";
+    const TAG: &str = "[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}";
+
+    /// Text near the grammar (its alphabet and a few strangers), and any text.
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof!["[a-z0-9._/A-Z:%-]{0,64}", any::<String>()]
+    }
+
+    #[test]
+    fn property_names_of_the_grammar_parse() {
+        properties::check("names of the grammar parse", MANY, NAME, |name| {
+            prop_assert_eq!(RepoName::parse(&name).map(|n| n.0), Some(name));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn property_only_names_of_the_grammar_parse() {
+        properties::check("only names of the grammar parse", MANY, text(), |text| {
+            if let Some(name) = RepoName::parse(&text) {
+                prop_assert!(name.as_str().len() <= MAX_NAME_LEN);
+                prop_assert!(
+                    name.as_str().split('/').all(is_grammar_component),
+                    "{}",
+                    name
+                );
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn property_tags_of_the_grammar_parse() {
+        properties::check("tags of the grammar parse", MANY, TAG, |tag| {
+            prop_assert_eq!(Tag::parse(&tag).map(|t| t.0), Some(tag));
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn property_only_tags_of_the_grammar_parse() {
+        properties::check("only tags of the grammar parse", MANY, text(), |text| {
+            if let Some(tag) = Tag::parse(&text) {
+                let word = |c: char| c.is_ascii_alphanumeric() || c == '_';
+                prop_assert!(tag.as_str().len() <= MAX_TAG_LEN);
+                prop_assert!(tag.as_str().starts_with(word));
+                prop_assert!(
+                    tag.as_str()
+                        .chars()
+                        .all(|c| word(c) || c == '.' || c == '-')
+                );
+            }
+            Ok(())
+        });
     }
 }

@@ -84,6 +84,8 @@ pub(super) async fn delete(call: Call, repo: RepoName, digest: String) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
 
     #[test]
     fn ranges() {
@@ -93,5 +95,33 @@ mod tests {
         for bad in ["bytes=-", "0-9", "bytes=a-b", "bytes=0-1,3-4"] {
             assert!(parse_range(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn property_ranges_parse_or_are_range_invalid() {
+        let header = prop_oneof![
+            "bytes=[0-9]{0,21}-[0-9]{0,21}",
+            "(bytes=)?[0-9 ,a-z=-]{0,30}",
+            any::<String>(),
+        ];
+        properties::check("Range parses or is RANGE_INVALID", MANY, header, |header| {
+            if let Err(e) = parse_range(&header) {
+                prop_assert_eq!(e.code, Code::RangeInvalid);
+                prop_assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE);
+            }
+            Ok(())
+        });
+    }
+
+    #[test]
+    fn property_digests_parse_or_are_digest_invalid() {
+        let text = prop_oneof!["sha(256|512):[a-f0-9]{0,130}", any::<String>()];
+        properties::check("digests parse or are DIGEST_INVALID", MANY, text, |text| {
+            if let Err(e) = parse_digest(&text) {
+                prop_assert_eq!(e.code, Code::DigestInvalid);
+                prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            }
+            Ok(())
+        });
     }
 }

@@ -101,3 +101,39 @@ pub(super) async fn delete(call: Call, repo: RepoName, reference: String) -> Res
     }
     Ok(Reply::new(StatusCode::ACCEPTED).empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
+
+    #[test]
+    fn property_references_parse_or_are_tag_or_digest_invalid() {
+        let text = prop_oneof![
+            "[a-zA-Z0-9_.-]{1,130}",
+            "sha(256|512):[a-f0-9]{0,130}",
+            any::<String>()
+        ];
+        properties::check(
+            "references parse, or are TAG_INVALID or DIGEST_INVALID",
+            MANY,
+            text,
+            |text| {
+                match parse_reference(&text) {
+                    Ok(reference) => prop_assert_eq!(reference.to_string(), text),
+                    Err(e) => {
+                        let expected = if text.contains(':') {
+                            Code::DigestInvalid
+                        } else {
+                            Code::TagInvalid
+                        };
+                        prop_assert_eq!(e.code, expected);
+                        prop_assert_eq!(e.status, StatusCode::BAD_REQUEST);
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+}

@@ -105,6 +105,8 @@ fn decode(segment: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
 
     fn repo(s: &str) -> RepoName {
         RepoName::parse(s).unwrap()
@@ -169,5 +171,109 @@ mod tests {
         ] {
             assert!(parse(none).is_none(), "{none}");
         }
+    }
+
+    /// Paths made of the words routes are made of, and of stranger ones.
+    fn paths() -> impl Strategy<Value = String> {
+        let segment = prop_oneof![
+            prop::sample::select(vec![
+                "manifests",
+                "blobs",
+                "uploads",
+                "tags",
+                "list",
+                "referrers",
+                "_catalog",
+                "",
+                "..",
+                "%2e%2e",
+                "%2F",
+                "a",
+                "A",
+            ])
+            .prop_map(str::to_owned),
+            "[a-zA-Z0-9._%:-]{0,12}",
+            any::<String>(),
+        ];
+        let prefix = prop::sample::select(vec!["/v2/", "/v2", "/", "", "/v2//"]);
+        (prefix, prop::collection::vec(segment, 0..8))
+            .prop_map(|(prefix, segments)| format!("{prefix}{}", segments.join("/")))
+    }
+
+    #[test]
+    fn property_any_path_routes_or_is_refused_with_name_invalid() {
+        properties::check(
+            "any path routes, or is NAME_INVALID, or 404",
+            MANY,
+            paths(),
+            |path| {
+                match parse(&path) {
+                    None => {}
+                    Some(Ok(_)) => prop_assert!(path.starts_with("/v2"), "{}", path),
+                    Some(Err(e)) => {
+                        prop_assert_eq!(e.code, Code::NameInvalid);
+                        prop_assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn property_paths_of_valid_names_route() {
+        let name = "[a-z0-9]{1,8}((\\.|_|__|-{1,3})[a-z0-9]{1,8}){0,2}(/[a-z0-9]{1,8}){0,3}";
+        let tail = "[a-zA-Z0-9_.:-]{1,20}".prop_filter("not a route word", |t| t != "uploads");
+        properties::check(
+            "paths of valid names route",
+            MANY,
+            (name, tail),
+            |(name, tail)| {
+                let repo =
+                    RepoName::parse(&name).ok_or_else(|| TestCaseError::fail("a valid name"))?;
+                for (path, route) in [
+                    (format!("/v2/{name}/tags/list"), Route::Tags(repo.clone())),
+                    (
+                        format!("/v2/{name}/manifests/{tail}"),
+                        Route::Manifest(repo.clone(), tail.clone()),
+                    ),
+                    (
+                        format!("/v2/{name}/blobs/{tail}"),
+                        Route::Blob(repo.clone(), tail.clone()),
+                    ),
+                    (
+                        format!("/v2/{name}/blobs/uploads/"),
+                        Route::UploadStart(repo.clone()),
+                    ),
+                    (
+                        format!("/v2/{name}/blobs/uploads/{tail}"),
+                        Route::Upload(repo.clone(), tail.clone()),
+                    ),
+                    (
+                        format!("/v2/{name}/referrers/{tail}"),
+                        Route::Referrers(repo.clone(), tail.clone()),
+                    ),
+                ] {
+                    match parse(&path) {
+                        Some(Ok(parsed)) => prop_assert_eq!(parsed, route),
+                        other => prop_assert!(false, "{} parsed to {:?}", path, other),
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
+
+    #[test]
+    fn property_query_decoding_takes_any_text() {
+        properties::check(
+            "query decoding takes any text",
+            MANY,
+            any::<String>(),
+            |text| {
+                decode_query(&text);
+                Ok(())
+            },
+        );
     }
 }

@@ -145,6 +145,8 @@ pub(super) async fn cancel(call: Call, repo: RepoName, id: String) -> Result<Res
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
 
     #[test]
     fn range_headers() {
@@ -165,5 +167,35 @@ mod tests {
             let err = parse_content_range(bad, length).unwrap_err();
             assert_eq!(err.code, Code::RangeInvalid, "{bad}");
         }
+    }
+
+    #[test]
+    fn property_content_ranges_start_their_chunk_or_are_range_invalid() {
+        let number = prop_oneof!["[0-9]{1,20}", any::<u64>().prop_map(|n| n.to_string())];
+        let header = prop_oneof![
+            (number.clone(), number.clone()).prop_map(|(a, b)| format!("{a}-{b}")),
+            (number.clone(), number.clone()).prop_map(|(a, b)| format!("bytes {a}-{b}/*")),
+            "[0-9 a-z=/*-]{0,30}",
+            any::<String>(),
+        ];
+        let length = prop::option::of(prop_oneof![number, any::<String>()]);
+        properties::check(
+            "Content-Range starts its chunk or is RANGE_INVALID",
+            MANY,
+            (header, length),
+            |(header, length)| {
+                match parse_content_range(&header, length.as_deref()) {
+                    Ok(start) => {
+                        let digits: String = header.chars().filter(char::is_ascii_digit).collect();
+                        prop_assert!(digits.contains(&start.to_string()), "{}", header);
+                    }
+                    Err(e) => {
+                        prop_assert_eq!(e.code, Code::RangeInvalid);
+                        prop_assert_eq!(e.status, StatusCode::RANGE_NOT_SATISFIABLE);
+                    }
+                }
+                Ok(())
+            },
+        );
     }
 }

@@ -185,7 +185,9 @@ impl Registry {
 
 #[cfg(test)]
 mod tests {
-    use super::BlobRange::*;
+    use super::BlobRange::{self, *};
+    use crate::properties::{self, MANY};
+    use proptest::prelude::*;
 
     #[test]
     fn ranges() {
@@ -198,5 +200,27 @@ mod tests {
         assert_eq!(Suffix(9).resolve(5), Some((0, 4)));
         assert_eq!(Suffix(0).resolve(5), None);
         assert_eq!(From(0).resolve(0), None);
+    }
+
+    #[test]
+    fn property_resolved_ranges_lie_within_the_blob() {
+        let range = prop_oneof![
+            (any::<u64>(), any::<u64>()).prop_map(|(a, b)| Between(a, b)),
+            (0u64..100, 0u64..100).prop_map(|(a, b)| Between(a, b)),
+            any::<u64>().prop_map(From),
+            any::<u64>().prop_map(Suffix),
+        ];
+        let size = prop_oneof![0u64..100, any::<u64>()];
+        properties::check(
+            "resolved ranges lie within the blob",
+            MANY,
+            (range, size),
+            |(range, size): (BlobRange, u64)| {
+                if let Some((first, last)) = range.resolve(size) {
+                    prop_assert!(first <= last && last < size, "{:?} of {}", range, size);
+                }
+                Ok(())
+            },
+        );
     }
 }

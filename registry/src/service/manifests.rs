@@ -274,3 +274,52 @@ fn referrer_descriptor(m: &Manifest, digest: &Digest, size: u64) -> Descriptor {
         urls: None,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::manifest::tests::{bodies, content_types};
+    use crate::properties::{self, SOME};
+    use crate::service::Options;
+    use crate::storage::FilesystemDriver;
+    use proptest::prelude::*;
+
+    #[test]
+    fn property_pushed_manifests_are_stored_or_refused_with_a_manifest_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = Registry::new(
+            Arc::new(FilesystemDriver::new(dir.path())),
+            Options::default(),
+        );
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let repo = RepoName::parse("property/test").unwrap();
+        let reference = Reference::Tag(Tag::parse("latest").unwrap());
+        properties::check(
+            "pushed manifests are stored, or refused with MANIFEST_INVALID or MANIFEST_BLOB_UNKNOWN",
+            SOME,
+            (content_types(), bodies()),
+            |(content_type, body)| {
+                let pushed = runtime.block_on(registry.manifest_put(
+                    &repo,
+                    &reference,
+                    content_type.as_deref(),
+                    Bytes::from(body),
+                ));
+                if let Err(e) = pushed {
+                    prop_assert!(
+                        [Code::ManifestInvalid, Code::ManifestBlobUnknown].contains(&e.code),
+                        "{:?}",
+                        e
+                    );
+                    prop_assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
+                }
+                Ok(())
+            },
+        );
+    }
+}
