@@ -1382,6 +1382,14 @@ mod tests {
         )
     }
 
+    /// The error `text` with overrides `env` is refused with.
+    fn error(text: &str, env: &[(&str, &str)]) -> String {
+        match parse(text, env) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
     #[test]
     fn development_settings_pass_the_checks_a_file_must_pass() {
         let s = Config::development([]).unwrap();
@@ -1422,32 +1430,22 @@ mod tests {
 
     #[test]
     fn unknown_key_is_named() {
-        let err = parse(&BASIC.replace("rootdirectory", "rootdir"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&BASIC.replace("rootdirectory", "rootdir"), &[]);
         assert!(
             err.contains("storage.filesystem") && err.contains("rootdir"),
             "{err}"
         );
-        let err = parse(&format!("{BASIC}bogus: 1\n"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&format!("{BASIC}bogus: 1\n"), &[]);
         assert!(err.contains("bogus"), "{err}");
     }
 
     #[test]
     fn invalid_values_are_named() {
-        let err = parse(&BASIC.replace("enabled: true", "enabled: maybe"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&BASIC.replace("enabled: true", "enabled: maybe"), &[]);
         assert!(err.starts_with("storage.delete.enabled"), "{err}");
-        let err = parse(&BASIC.replace("127.0.0.1:5001", "nowhere"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&BASIC.replace("127.0.0.1:5001", "nowhere"), &[]);
         assert!(err.starts_with("http.addr"), "{err}");
-        let err = parse(&BASIC.replace("version: 0.1", "version: 2"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&BASIC.replace("version: 0.1", "version: 2"), &[]);
         assert!(err.starts_with("version"), "{err}");
     }
 
@@ -1466,9 +1464,7 @@ mod tests {
         assert_eq!(s.addr.port(), 6000);
         assert!(!s.config.storage.delete.enabled);
         assert!(s.config.storage.maintenance.readonly.enabled);
-        let err = parse(BASIC, &[("REGISTRY_HTTP_ADR", "x")])
-            .unwrap_err()
-            .to_string();
+        let err = error(BASIC, &[("REGISTRY_HTTP_ADR", "x")]);
         assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
         // The variable naming the file is not an override.
         parse(
@@ -1486,13 +1482,9 @@ mod tests {
         );
         let s = parse(&text, &[]).unwrap();
         assert_eq!(s.headers["x-content-type-options"], "nosniff");
-        let err = parse(&text.replace("X-Content-Type-Options", "Bad Name"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&text.replace("X-Content-Type-Options", "Bad Name"), &[]);
         assert!(err.starts_with("http.headers.Bad Name"), "{err}");
-        let err = parse(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[]);
         assert!(
             err.starts_with("http.headers.X-Content-Type-Options"),
             "{err}"
@@ -1511,23 +1503,17 @@ mod tests {
         let s = parse(&text, &[]).unwrap();
         assert_eq!(s.endpoints.len(), 1);
         assert_eq!(s.endpoints[0].timeout, Duration::from_millis(500));
-        let err = parse(&text.replace("[pull]", "[fetch]"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&text.replace("[pull]", "[fetch]"), &[]);
         assert!(
             err.starts_with("notifications.endpoints[0].ignore.actions"),
             "{err}"
         );
-        let err = parse(&text.replace("http://127.0.0.1:9/hook", "ftp://x"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&text.replace("http://127.0.0.1:9/hook", "ftp://x"), &[]);
         assert!(err.starts_with("notifications.endpoints[0].url"), "{err}");
-        let err = parse(
+        let err = error(
             &text.replace(&htpasswd.display().to_string(), "/nonexistent/htpasswd"),
             &[],
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(err.starts_with("auth.htpasswd.path"), "{err}");
     }
 
@@ -1550,17 +1536,10 @@ mod tests {
         assert_eq!(s3.config.secretkey.as_deref(), Some("true"));
         assert_eq!(s3.chunk_size, 10 * 1024 * 1024);
         assert!(!s3.redirect);
-        let err = parse(&text.replace("secure: false", "chunksize: 1000"), &[])
-            .unwrap_err()
-            .to_string();
+        let err = error(&text.replace("secure: false", "chunksize: 1000"), &[]);
         assert!(err.starts_with("storage.s3.chunksize"), "{err}");
         let both = format!("{text}  filesystem:\n    rootdirectory: /x\n");
-        assert!(
-            parse(&both, &[])
-                .unwrap_err()
-                .to_string()
-                .starts_with("storage:")
-        );
+        assert!(error(&both, &[]).starts_with("storage:"));
     }
 
     #[test]
@@ -1585,9 +1564,7 @@ mod tests {
             ("idletimeout: 0s", "berth.idletimeout"),
             ("stalltimeout: soon", "berth.stalltimeout"),
         ] {
-            let err = parse(&format!("{BASIC}berth:\n  {bad}\n"), &[])
-                .unwrap_err()
-                .to_string();
+            let err = error(&format!("{BASIC}berth:\n  {bad}\n"), &[]);
             assert!(err.starts_with(key), "{err}");
         }
     }
@@ -1607,32 +1584,26 @@ mod tests {
         assert!(
             matches!(s.gc_schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600))
         );
-        let err = parse(
+        let err = error(
             &format!("{BASIC}berth:\n  gcschedule: \"0 3 * * *\"\n  gcinterval: 6h\n"),
             &[],
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(
             err.starts_with("berth.gcschedule") && err.contains("not both"),
             "{err}"
         );
-        let err = parse(
+        let err = error(
             &format!("{BASIC}berth:\n  gcschedule: \"@every 5m\"\n"),
             &[],
-        )
-        .unwrap_err()
-        .to_string();
+        );
         assert!(err.starts_with("berth.gcschedule"), "{err}");
-        let err = parse(BASIC, &[("REGISTRY_BERTH_GCSCHEDULE", "61 * * * *")])
-            .unwrap_err()
-            .to_string();
+        let err = error(BASIC, &[("REGISTRY_BERTH_GCSCHEDULE", "61 * * * *")]);
         assert!(err.starts_with("berth.gcschedule"), "{err}");
     }
 
     #[test]
     fn requires_a_driver() {
-        let err = parse("version: 0.1\n", &[]).unwrap_err().to_string();
+        let err = error("version: 0.1\n", &[]);
         assert!(err.starts_with("storage"), "{err}");
     }
 

@@ -274,6 +274,18 @@ pub(crate) mod tests {
         ]
     }
 
+    /// The top-level fields of manifests and indexes.
+    const FIELDS: [&str; 8] = [
+        "schemaVersion",
+        "mediaType",
+        "artifactType",
+        "config",
+        "layers",
+        "manifests",
+        "subject",
+        "annotations",
+    ];
+
     /// JSON documents whose keys are mostly a manifest's, nested a few deep.
     pub(crate) fn manifest_like() -> impl Strategy<Value = Value> {
         let leaf = prop_oneof![
@@ -284,20 +296,8 @@ pub(crate) mod tests {
             word().prop_map(Value::from),
         ];
         let key = prop_oneof![
-            prop::sample::select(vec![
-                "schemaVersion",
-                "mediaType",
-                "artifactType",
-                "config",
-                "layers",
-                "manifests",
-                "subject",
-                "annotations",
-                "digest",
-                "size",
-                "urls",
-            ])
-            .prop_map(str::to_owned),
+            prop::sample::select([&FIELDS[..], &["digest", "size", "urls"]].concat())
+                .prop_map(str::to_owned),
             any::<String>(),
         ];
         leaf.prop_recursive(4, 48, 6, move |inner| {
@@ -324,16 +324,7 @@ pub(crate) mod tests {
             "mediaType": OCI_INDEX,
             "manifests": [descriptor(OCI_MANIFEST)],
         });
-        let field = prop::sample::select(vec![
-            "schemaVersion",
-            "mediaType",
-            "artifactType",
-            "config",
-            "layers",
-            "manifests",
-            "subject",
-            "annotations",
-        ]);
+        let field = prop::sample::select(&FIELDS[..]);
         (prop::bool::ANY, field, manifest_like()).prop_map(move |(is_image, field, value)| {
             let mut document = if is_image {
                 image.clone()
