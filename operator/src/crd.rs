@@ -344,7 +344,7 @@ pub struct Gc {
     /// Cron schedule of collections (five fields, or a macro such as `@daily`).
     /// Unset means no collection. With shared storage a CronJob runs
     /// `berth-registry gc`; with hostPath storage each registry pod collects
-    /// its own node's content on this schedule's interval.
+    /// its own node's content at this schedule's times, in UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 100))]
     #[schemars(extend("x-kubernetes-validations" = [{

@@ -217,7 +217,7 @@ fn validate(registry: &Registry) -> Result<(), Blocked> {
     }
     let gc = registry.spec.gc.as_ref();
     if let Some(schedule) = gc.and_then(|gc| gc.schedule.as_deref())
-        && resources::gc_interval(schedule).is_none()
+        && !resources::is_cron_schedule(schedule)
     {
         return Err(Blocked {
             reason: "InvalidSpec",

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::crd::{GcResult, Registry, RegistryStatus};
-use crate::resources::{endpoint, gc_interval, runs_cron_job};
+use crate::resources::{endpoint, is_cron_schedule, runs_cron_job};
 
 /// Condition type: every desired node runs an updated, ready pod.
 pub const READY: &str = "Ready";
@@ -358,7 +358,7 @@ pub fn undecodable(
 fn base(registry: &Registry) -> RegistryStatus {
     let gc_mode = match &registry.spec.gc {
         Some(_) if runs_cron_job(registry) => "CronJob",
-        Some(gc) if gc.schedule.as_deref().and_then(gc_interval).is_some() && !gc.suspend => {
+        Some(gc) if gc.schedule.as_deref().is_some_and(is_cron_schedule) && !gc.suspend => {
             "InServer"
         }
         _ => "Disabled",

@@ -111,11 +111,12 @@ pub fn config_file(registry: &Registry) -> String {
     if let Some(gc) = &spec.gc {
         let mut berth = json!({ "gcgraceperiod": gc.grace_period });
         // Node-local content cannot be reached by one CronJob: every pod
-        // collects its own, on the schedule's interval.
+        // collects its own, at the schedule's times.
         if spec.node_local_storage() && !gc.suspend {
-            if let Some(interval) = gc.schedule.as_deref().and_then(gc_interval) {
-                berth["gcinterval"] = json!(interval);
+            if let Some(schedule) = gc.schedule.as_deref().filter(|s| is_cron_schedule(s)) {
+                berth["gcschedule"] = json!(schedule);
                 berth["gcdeleteuntagged"] = json!(gc.delete_untagged);
+                berth["gcdryrun"] = json!(gc.dry_run);
             }
         }
         config["berth"] = berth;
@@ -127,24 +128,11 @@ fn render(config: &Value) -> String {
     serde_yaml::to_string(config).expect("a JSON value serializes to YAML")
 }
 
-/// The interval of a cron schedule, as berth-registry's `berth.gcinterval`
-/// takes it: the average gap between its runs over four weeks, in seconds.
-/// `None` for a schedule croner cannot parse (the CRD's rule lets few through).
-pub fn gc_interval(schedule: &str) -> Option<String> {
-    let cron = croner::Cron::from_str(schedule).ok()?;
-    let start = chrono::DateTime::UNIX_EPOCH;
-    let end = start + chrono::Duration::days(28);
-    let runs = cron
-        .iter_after(start)
-        .take_while(|t| *t <= end)
-        .take(100_000)
-        .count() as i64;
-    let seconds = if runs == 0 {
-        28 * 24 * 3600
-    } else {
-        28 * 24 * 3600 / runs
-    };
-    Some(format!("{seconds}s"))
+/// Whether `schedule` is a cron schedule, as both a CronJob and
+/// berth-registry's `berth.gcschedule` take it (the CRD's rule has already
+/// limited it to five fields or a macro).
+pub fn is_cron_schedule(schedule: &str) -> bool {
+    croner::Cron::from_str(schedule).is_ok()
 }
 
 #[cfg(test)]
@@ -222,16 +210,17 @@ mod tests {
             config["storage"]["filesystem"]["rootdirectory"],
             "/var/lib/registry"
         );
-        assert_eq!(config["berth"]["gcinterval"], "3600s");
+        assert_eq!(config["berth"]["gcschedule"], "@hourly");
         assert_eq!(config["berth"]["gcdeleteuntagged"], false);
+        assert_eq!(config["berth"]["gcdryrun"], false);
         assert!(config.get("auth").is_none());
     }
 
     #[test]
-    fn intervals_follow_schedules() {
-        assert_eq!(gc_interval("@daily").as_deref(), Some("86400s"));
-        assert_eq!(gc_interval("*/15 * * * *").as_deref(), Some("900s"));
-        assert_eq!(gc_interval("0 3 * * 0").as_deref(), Some("604800s"));
-        assert_eq!(gc_interval("not a schedule"), None);
+    fn schedules_are_recognised() {
+        for schedule in ["@daily", "@hourly", "*/15 * * * *", "0 3 * * 0"] {
+            assert!(is_cron_schedule(schedule), "{schedule}");
+        }
+        assert!(!is_cron_schedule("not a schedule"));
     }
 }
