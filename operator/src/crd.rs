@@ -55,6 +55,14 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
 
+    /// Without `auth`, where pushes and deletes may come from: `Loopback`
+    /// (through `kubectl port-forward` to a registry pod or its Service, or
+    /// from the node itself with `exposure.mode: HostNetwork`) or `Anywhere`
+    /// that reaches a node's port. Pulls are open either way; with `auth`,
+    /// every write needs credentials.
+    #[serde(default)]
+    pub unauthenticated_writes: UnauthenticatedWrites,
+
     /// How each node reaches the registry pod running on it.
     #[serde(default)]
     pub exposure: Exposure,
@@ -325,6 +333,16 @@ impl Default for Exposure {
 
 fn default_port() -> i32 {
     5000
+}
+
+/// Where a Registry without `auth` accepts pushes and deletes from.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum UnauthenticatedWrites {
+    /// Only over the pod's loopback interface.
+    #[default]
+    Loopback,
+    /// From any client that reaches the port.
+    Anywhere,
 }
 
 /// How a node's port reaches the registry.

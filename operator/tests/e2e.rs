@@ -31,6 +31,7 @@ use berth_tests::htpasswd;
 use berth_tests::http::{Client as HttpClient, agent_with_timeout, agent_with_tls, assert_status};
 use berth_tests::images::{OciLayout, assert_same_image, single_image_layout};
 use berth_tests::minio::{self, Minio};
+use berth_tests::netns::OtherHost;
 use berth_tests::process::{ServerProcess, StartError, free_port};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 use k8s_openapi::ByteString;
@@ -411,12 +412,15 @@ impl Node {
 /// berth-registry, running as the container would.
 struct Served {
     process: ServerProcess,
+    /// `127.0.0.1:PORT`.
     addr: String,
     base: String,
+    port: u16,
 }
 
 /// Runs berth-registry with the container's arguments and environment plus
-/// only `REGISTRY_HTTP_ADDR` on a free loopback port, and waits until the
+/// only `REGISTRY_HTTP_ADDR` on a free port of every address (as a pod's
+/// port on its node), and waits until the
 /// container's readiness probe answers 200 (over HTTPS trusting `ca`, when
 /// the probe says HTTPS).
 fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) -> Served {
@@ -431,7 +435,8 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
     };
     let mut last_error = String::new();
     for _ in 0..5 {
-        let addr = format!("127.0.0.1:{}", free_port());
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(berth_tests::registry::binary());
         cmd.args(args)
             .current_dir(node.path())
@@ -439,7 +444,7 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
             .env("PATH", berth_tests::tools::child_path())
             .env("HOME", node.path())
             .envs(resolved.env.iter().map(|(k, v)| (k, v)))
-            .env("REGISTRY_HTTP_ADDR", &addr);
+            .env("REGISTRY_HTTP_ADDR", format!("0.0.0.0:{port}"));
         let mut process = ServerProcess::spawn(cmd, &node.path().join("registry.log"));
         let base = format!("{scheme}://{addr}");
         let url = format!("{base}{path}");
@@ -456,6 +461,7 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
                     process,
                     addr,
                     base,
+                    port,
                 };
             }
             Err(StartError::AddrInUse(msg)) => last_error = msg,
@@ -539,6 +545,32 @@ async fn host_path_registry_serves_with_the_operators_config() {
         assert_status(&http.get("/v2/"), 200, "GET /v2/ without auth");
 
         push_and_pull(&served, "team/app", None);
+
+        // A client on another host (its own network namespace, link and
+        // address) pulls, but its push without credentials is refused: a
+        // Registry without auth takes writes only over the pod's loopback,
+        // where the push above and a port-forward arrive.
+        let other = OtherHost::new().expect("another host");
+        let remote = format!("{}:{}", other.local_ip, served.port);
+        let outside = Skopeo::in_netns(other.name());
+        let work = tempfile::tempdir().expect("temp dir");
+        let pulled = format!("oci:{}:v1", work.path().join("pulled").display());
+        if let Err(error) = outside.try_copy(&docker_ref(&remote, "team/app", "v1"), &pulled) {
+            panic!("a pull from another host: {error}");
+        }
+        let (layout, _) = single_image_layout(&work.path().join("pushed"), "v2", &[4096]);
+        match outside.try_copy(
+            &layout.reference("v2"),
+            &docker_ref(&remote, "team/app", "v2"),
+        ) {
+            Err(error) if error.stderr.contains("denied") => {}
+            other => panic!("a push from another host without credentials: {other:?}"),
+        }
+        assert_status(
+            &http.head("/v2/team/app/manifests/v2"),
+            404,
+            "the refused push left no tag",
+        );
 
         // The content is in the directory the hostPath volume is mounted at.
         let data = resolved

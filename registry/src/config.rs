@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_yaml::Value;
 
 use crate::gc::schedule::Schedule;
+use crate::networks::Network;
 use crate::server::connection::ConnectionLimits;
 
 /// The configuration `berth-registry` serves with when given no file.
@@ -610,6 +611,9 @@ pub struct Berth {
     /// With `auth`, let clients without credentials pull (GET and HEAD).
     #[serde(default)]
     pub anonymouspull: bool,
+    /// Without `auth`, accept pushes and deletes only from clients in these
+    /// address ranges (CIDR); unset accepts them from anywhere.
+    pub writenetworks: Option<Vec<String>>,
     /// Events queued per notification endpoint before the oldest are dropped (default 10000).
     #[serde(default = "default_queue_size")]
     pub notificationqueuesize: usize,
@@ -650,6 +654,7 @@ impl Default for Berth {
         Berth {
             manifestmaxbytes: default_manifest_max_bytes(),
             anonymouspull: false,
+            writenetworks: None,
             notificationqueuesize: default_queue_size(),
             gcgraceperiod: default_grace_period(),
             gcschedule: None,
@@ -708,6 +713,9 @@ pub struct Settings {
     pub gc_schedule: Option<Schedule>,
     /// Limits on client connections (`berth.maxconnections`, `idletimeout`, `stalltimeout`).
     pub connection_limits: ConnectionLimits,
+    /// Where clients without credentials may push and delete from
+    /// (`berth.writenetworks`); `None` is anywhere.
+    pub write_networks: Option<Vec<Network>>,
 }
 
 /// The storage backend, checked.
@@ -954,6 +962,17 @@ impl Config {
         let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
         let gc_schedule = self.gc_schedule()?;
         let connection_limits = self.connection_limits()?;
+        let write_networks = self
+            .berth
+            .writenetworks
+            .as_ref()
+            .map(|ranges| {
+                ranges
+                    .iter()
+                    .map(|r| Network::parse(r).map_err(|e| invalid("berth.writenetworks", e)))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .transpose()?;
         Ok(Settings {
             config: self,
             addr,
@@ -966,6 +985,7 @@ impl Config {
             gc_grace_period,
             gc_schedule,
             connection_limits,
+            write_networks,
         })
     }
 
@@ -1570,6 +1590,28 @@ mod tests {
     }
 
     #[test]
+    fn write_networks_are_checked_ranges() {
+        assert!(parse(BASIC, &[]).unwrap().write_networks.is_none());
+        let s = parse(
+            &format!("{BASIC}berth:\n  writenetworks: [127.0.0.0/8, \"::1\"]\n"),
+            &[],
+        )
+        .unwrap();
+        let ranges: Vec<String> = s
+            .write_networks
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(ranges, ["127.0.0.0/8", "::1/128"]);
+        let err = error(
+            &format!("{BASIC}berth:\n  writenetworks: [10.0.0.0/40]\n"),
+            &[],
+        );
+        assert!(err.starts_with("berth.writenetworks"), "{err}");
+    }
+
+    #[test]
     fn gc_schedule_or_interval() {
         let s = parse(BASIC, &[]).unwrap();
         assert!(s.gc_schedule.is_none());
@@ -1681,6 +1723,7 @@ mod tests {
         "notifications.endpoints",
         "berth.manifestmaxbytes",
         "berth.anonymouspull",
+        "berth.writenetworks",
         "berth.notificationqueuesize",
         "berth.gcgraceperiod",
         "berth.gcschedule",

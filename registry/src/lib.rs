@@ -20,6 +20,7 @@ pub mod maintenance;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
+pub mod networks;
 pub mod notify;
 #[cfg(test)]
 mod properties;

@@ -21,6 +21,7 @@ pub mod http;
 pub mod images;
 pub mod metrics;
 pub mod minio;
+pub mod netns;
 pub mod node;
 pub mod object_store;
 pub mod oci;

@@ -43,6 +43,8 @@ impl std::error::Error for SkopeoError {}
 pub struct Skopeo {
     bin: PathBuf,
     home: TempDir,
+    /// The network namespace skopeo runs in, when not the test's own.
+    netns: Option<String>,
 }
 
 impl Default for Skopeo {
@@ -63,13 +65,34 @@ impl Skopeo {
         for sub in ["config", "cache", "data", "run", "tmp"] {
             fs::create_dir_all(home.path().join(sub)).expect("create skopeo dirs");
         }
-        Skopeo { bin, home }
+        Skopeo {
+            bin,
+            home,
+            netns: None,
+        }
+    }
+
+    /// A skopeo that runs in the network namespace `netns` (see
+    /// [`crate::netns::OtherHost`]), as a client on another host.
+    pub fn in_netns(netns: &str) -> Skopeo {
+        Skopeo {
+            netns: Some(netns.to_owned()),
+            ..Skopeo::new()
+        }
     }
 
     /// Run skopeo with `args` (after the global `--insecure-policy`).
     pub fn run(&self, args: &[String]) -> Result<Output, SkopeoError> {
         let home = self.home.path();
-        let output = Command::new(&self.bin)
+        let mut command = match &self.netns {
+            Some(netns) => {
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.bin);
+                command
+            }
+            None => Command::new(&self.bin),
+        };
+        let output = command
             .arg("--insecure-policy")
             .args(args)
             .env_clear()

@@ -314,6 +314,25 @@ fn readme_deploy_runs_a_pod_pulled_from_the_nodes_registry(cluster: &Cluster) {
         },
     );
     node.run_in(work.path(), readme::FIRST_PUSH);
+    // The same push straight to the node's address is refused: without
+    // `auth`, a default Registry takes writes only over the pod's loopback,
+    // which is where the port-forward arrives.
+    let direct = node
+        .command("skopeo")
+        .current_dir(work.path())
+        .args([
+            "copy",
+            "--dest-tls-verify=false",
+            "oci:my-layout:latest",
+            &format!("docker://{NODE_IP}:5000/team/app:direct"),
+        ])
+        .output()
+        .expect("run skopeo");
+    let refusal = String::from_utf8_lossy(&direct.stderr);
+    assert!(
+        !direct.status.success() && refusal.contains("denied"),
+        "a push to {NODE_IP}:5000 without credentials: {refusal}"
+    );
     let pulled = std::time::Instant::now();
     node.run_in(work.path(), readme::RUN_POD);
     node.run_in(work.path(), readme::WAIT_POD);
@@ -426,7 +445,8 @@ fn s3_registry(cluster: &Cluster, name: &str, port: u16, secure: bool) -> String
     let security = if secure {
         "  tls:\n    secretName: registry-tls\n  auth:\n    htpasswd:\n      secretName: registry-htpasswd\n"
     } else {
-        ""
+        // Pushed to straight through the node's port.
+        "  unauthenticatedWrites: Anywhere\n"
     };
     format!(
         r#"apiVersion: berth.dev/v1alpha1

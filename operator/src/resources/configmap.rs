@@ -22,7 +22,10 @@ use super::{
     AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, GCS_DIR, TLS_DIR, component_labels, hash_of,
     metadata, object_name,
 };
-use crate::crd::{ExposureMode, GCS_KEY_FILE, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY};
+use crate::crd::{
+    ExposureMode, GCS_KEY_FILE, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY,
+    UnauthenticatedWrites,
+};
 
 /// The component label of config ConfigMaps.
 pub const CONFIG_COMPONENT: &str = "config";
@@ -43,6 +46,9 @@ pub fn config_map(registry: &Registry) -> ConfigMap {
     }
 }
 
+/// The address ranges of a pod's loopback interface, IPv4 and IPv6.
+const LOOPBACK: [&str; 2] = ["127.0.0.0/8", "::1/128"];
+
 /// The port the registry listens on inside its pod.
 pub fn listen_port(registry: &Registry) -> i32 {
     match registry.spec.exposure.mode {
@@ -59,8 +65,10 @@ pub fn config_file(registry: &Registry) -> String {
         http["tls"] = json!({ "certificate": format!("{TLS_DIR}/{TLS_CERT_KEY}"), "key": format!("{TLS_DIR}/{TLS_KEY_KEY}") });
     }
 
+    // Deleting through the API is how content becomes garbage: on only
+    // where something collects it.
     let mut storage = json!({
-        "delete": { "enabled": true },
+        "delete": { "enabled": spec.gc.is_some() },
         "maintenance": { "readonly": { "enabled": spec.read_only } },
     });
     if let Some(s3) = &spec.storage.s3 {
@@ -108,8 +116,12 @@ pub fn config_file(registry: &Registry) -> String {
     if spec.auth.is_some() {
         config["auth"] = json!({ "htpasswd": { "realm": "berth", "path": format!("{AUTH_DIR}/{HTPASSWD_KEY}") } });
     }
+    let mut berth = json!({});
+    if spec.auth.is_none() && spec.unauthenticated_writes == UnauthenticatedWrites::Loopback {
+        berth["writenetworks"] = json!(LOOPBACK);
+    }
     if let Some(gc) = &spec.gc {
-        let mut berth = json!({ "gcgraceperiod": gc.grace_period });
+        berth["gcgraceperiod"] = json!(gc.grace_period);
         // Node-local content cannot be reached by one CronJob: every pod
         // collects its own, at the schedule's times.
         if spec.node_local_storage() && !gc.suspend {
@@ -119,6 +131,8 @@ pub fn config_file(registry: &Registry) -> String {
                 berth["gcdryrun"] = json!(gc.dry_run);
             }
         }
+    }
+    if berth.as_object().is_some_and(|b| !b.is_empty()) {
         config["berth"] = berth;
     }
     render(&config)
@@ -214,6 +228,28 @@ mod tests {
         assert_eq!(config["berth"]["gcdeleteuntagged"], false);
         assert_eq!(config["berth"]["gcdryrun"], false);
         assert!(config.get("auth").is_none());
+    }
+
+    #[test]
+    fn writes_without_auth_come_over_loopback_unless_opened() {
+        let spec = json!({"storage": {"filesystem": {}}});
+        let closed = parsed(&registry(spec.clone()));
+        assert_eq!(
+            closed["berth"]["writenetworks"],
+            json!(["127.0.0.0/8", "::1/128"])
+        );
+        assert_eq!(
+            closed["storage"]["delete"]["enabled"], false,
+            "no GC, no deletes"
+        );
+        let mut open = spec;
+        open["unauthenticatedWrites"] = json!("Anywhere");
+        open["gc"] = json!({"schedule": "@daily"});
+        let open = parsed(&registry(open));
+        assert!(open["berth"].get("writenetworks").is_none());
+        assert_eq!(open["storage"]["delete"]["enabled"], true);
+        let with_auth = parsed(&s3_registry());
+        assert!(with_auth["berth"].get("writenetworks").is_none());
     }
 
     #[test]

@@ -10,8 +10,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use tracing::Instrument;
 
-use super::AppState;
 use super::request_body::RequestBody;
+use super::{AppState, PeerAddr};
 use crate::auth::Verdict;
 use crate::error::{Code, RegistryError};
 use crate::metrics::{RequestLabels, RouteLabels, method_label};
@@ -35,13 +35,30 @@ pub(super) struct RouteInfo {
 /// configured, answering 401 with a Basic challenge otherwise. The API root
 /// always challenges clients without credentials, so that they learn to send
 /// them even when anonymous pulls are allowed; `/berth` routes are not pulls
-/// and always need credentials.
+/// and always need credentials. Without `auth`, pushes and deletes from
+/// outside `berth.writenetworks` get 403 `DENIED`.
 pub(super) async fn authenticate(
     State(app): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Response {
     let Some(db) = app.auth.clone() else {
+        if let Some(networks) = &app.write_networks
+            && is_write(&request)
+        {
+            let peer = request.extensions().get::<PeerAddr>().map(|p| p.0.ip());
+            if !peer.is_some_and(|ip| networks.iter().any(|n| n.contains(ip))) {
+                let allowed: Vec<String> = networks.iter().map(|n| n.to_string()).collect();
+                return RegistryError::new(
+                    Code::Denied,
+                    format!(
+                        "pushes and deletes without credentials are accepted only from {}",
+                        allowed.join(", ")
+                    ),
+                )
+                .into_response();
+            }
+        }
         return next.run(request).await;
     };
     let path = request.uri().path();
@@ -86,6 +103,16 @@ pub(super) async fn authenticate(
             response
         }
     }
+}
+
+/// Whether `request` would change the registry: anything but a read on the
+/// API.
+fn is_write(request: &Request) -> bool {
+    request.uri().path().starts_with("/v2/")
+        && !matches!(
+            *request.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS
+        )
 }
 
 const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -52,6 +52,9 @@ pub struct AppState {
     pub auth: Option<Arc<Htpasswd>>,
     /// With `auth`, whether GET and HEAD need no credentials.
     pub anonymous_pull: bool,
+    /// Without `auth`, the address ranges clients may push and delete from
+    /// (`berth.writenetworks`); `None` is anywhere.
+    pub write_networks: Option<Arc<[crate::networks::Network]>>,
     /// Whether the listener speaks TLS (for URLs in events).
     pub tls: bool,
     /// Headers added to every response (`http.headers`).

@@ -189,6 +189,7 @@ pub async fn run(
         notifier: notifier.clone(),
         auth: auth.clone(),
         anonymous_pull: config.berth.anonymouspull,
+        write_networks: settings.write_networks.clone().map(Arc::from),
         tls: acceptor.is_some(),
         extra_headers: Arc::new(settings.headers.clone()),
         check_storage: config.health.storagedriver.enabled,
