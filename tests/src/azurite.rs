@@ -159,7 +159,25 @@ impl Azurite {
             "create container {name}: {}",
             reply.describe()
         );
+        self.wait_persisted(&format!("\"name\":\"{name}\""));
         self.container(name)
+    }
+
+    /// Waits until Azurite's metadata file holds `needle`. Azurite keeps
+    /// its metadata in memory and saves it every few seconds, so a
+    /// container created just before a SIGKILL is gone after the restart,
+    /// which real Azure never does; tests that kill it wait for this first.
+    fn wait_persisted(&self, needle: &str) {
+        let db = self.dir.path().join("data").join("__azurite_db_blob__.json");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !std::fs::read_to_string(&db).is_ok_and(|text| text.contains(needle)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "Azurite did not save {needle} to {} within 30 s",
+                db.display()
+            );
+            thread::sleep(Duration::from_millis(100));
+        }
     }
 
     /// A SharedKey-signed request with curl: `method` on `path_and_query`
