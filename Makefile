@@ -2,15 +2,20 @@
 #
 #   make test    install what the tests need (cached), then run every test
 #   make tools   only provision the tools (.tools/bin, cache in ~/.cache/berth)
+#   make lint    formatting (rustfmt's defaults) and clippy, warnings as errors
 #   make release the release binaries of berth-registry and berth-operator
 #   make images  their images (and the test node's) as OCI layouts in target/images
 #   make crds    regenerate crds/registry.yaml (and the chart's copy) from the operator's types
 #   make bench   berth-registry side by side with CNCF Distribution (bench/README.md)
 
-.PHONY: test tools build release images crds bench
+.PHONY: test tools lint build release images crds bench
 
 tools:
 	scripts/tools.sh
+
+lint:
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
 
 build:
 	cargo build --workspace
@@ -30,7 +35,7 @@ crds:
 	cargo run -q -p berth-operator --bin crdgen > crds/registry.yaml
 	cp crds/registry.yaml charts/berth/crds/registry.yaml
 
-test: tools images
+test: tools lint images
 	cargo test --workspace --no-fail-fast -- --show-output
 
 bench:

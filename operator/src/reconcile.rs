@@ -134,7 +134,7 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
             let desired = resources::build(registry, &ctx.registry_image, &secrets_hash);
             let config_map = desired.config_map.name_any();
             match apply_all(registry, &ctx.client, &namespace, desired).await? {
-                Applied::DaemonSet(daemon_set) => Ok((daemon_set, config_map)),
+                Applied::DaemonSet(daemon_set) => Ok((*daemon_set, config_map)),
                 Applied::Refused(blocked) => Err(blocked),
                 Applied::Gone => return Ok(Action::await_change()),
             }
@@ -278,8 +278,8 @@ async fn secrets_hash(
 /// What applying the desired objects came to.
 enum Applied {
     /// Every object applied; the DaemonSet as the API server now has it
-    /// (with its status).
-    DaemonSet(DaemonSet),
+    /// (with its status); boxed, as it is far larger than the others.
+    DaemonSet(Box<DaemonSet>),
     /// Nothing (more) applied: an object of that name belongs to someone
     /// else, or the API server refused one (invalid, forbidden by admission
     /// or a quota). Says which, in the API server's words.
@@ -325,7 +325,7 @@ async fn apply_all(
         }
         None => delete_owned_cron_job(registry, client, namespace).await?,
     }
-    Ok(Applied::DaemonSet(daemon_set))
+    Ok(Applied::DaemonSet(Box::new(daemon_set)))
 }
 
 /// The first desired object whose name is taken by an object this Registry

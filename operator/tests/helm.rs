@@ -978,10 +978,10 @@ async fn rendered_chart_applies_for_default_and_example_values() {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let objects = render(&release, &namespace, &args, Some(&version));
         for object in &objects {
-            if let Some(other) = object["metadata"]["namespace"].as_str() {
-                if other != namespace {
-                    create_namespace(&client, other).await;
-                }
+            if let Some(other) = object["metadata"]["namespace"].as_str()
+                && other != namespace
+            {
+                create_namespace(&client, other).await;
             }
         }
         apply(&client, &objects).await;

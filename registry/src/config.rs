@@ -1219,7 +1219,7 @@ fn gcs_settings(gcs: &Gcs, redirect: bool) -> Result<GcsSettings, ConfigError> {
         return Err(invalid("storage.gcs.bucket", "must not be empty"));
     }
     let chunk_size = gcs.chunksize.unwrap_or(16 * 1024 * 1024);
-    if chunk_size < GCS_CHUNK_UNIT || chunk_size % GCS_CHUNK_UNIT != 0 {
+    if chunk_size < GCS_CHUNK_UNIT || !chunk_size.is_multiple_of(GCS_CHUNK_UNIT) {
         return Err(invalid(
             "storage.gcs.chunksize",
             format!("must be a positive multiple of {GCS_CHUNK_UNIT} bytes"),

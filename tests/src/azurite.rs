@@ -168,7 +168,11 @@ impl Azurite {
     /// container created just before a SIGKILL is gone after the restart,
     /// which real Azure never does; tests that kill it wait for this first.
     fn wait_persisted(&self, needle: &str) {
-        let db = self.dir.path().join("data").join("__azurite_db_blob__.json");
+        let db = self
+            .dir
+            .path()
+            .join("data")
+            .join("__azurite_db_blob__.json");
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !std::fs::read_to_string(&db).is_ok_and(|text| text.contains(needle)) {
             assert!(

@@ -93,20 +93,20 @@ impl ServerProcess {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut last;
         loop {
-            if let Some(child) = self.child.as_mut() {
-                if let Ok(Some(status)) = child.try_wait() {
-                    self.child = None;
-                    let log = self.log();
-                    let msg = format!("process exited with {status} before {what} answered");
-                    let lower = log.to_lowercase();
-                    if lower.contains("address already in use")
-                        || lower.contains("addrinuse")
-                        || lower.contains("port is already in use")
-                    {
-                        return Err(StartError::AddrInUse(format!("{msg}\n--- log ---\n{log}")));
-                    }
-                    return Err(StartError::Failed(format!("{msg}\n--- log ---\n{log}")));
+            if let Some(child) = self.child.as_mut()
+                && let Ok(Some(status)) = child.try_wait()
+            {
+                self.child = None;
+                let log = self.log();
+                let msg = format!("process exited with {status} before {what} answered");
+                let lower = log.to_lowercase();
+                if lower.contains("address already in use")
+                    || lower.contains("addrinuse")
+                    || lower.contains("port is already in use")
+                {
+                    return Err(StartError::AddrInUse(format!("{msg}\n--- log ---\n{log}")));
                 }
+                return Err(StartError::Failed(format!("{msg}\n--- log ---\n{log}")));
             }
             match probe() {
                 // Another process could answer on a port this one failed to

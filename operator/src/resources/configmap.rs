@@ -124,12 +124,13 @@ pub fn config_file(registry: &Registry) -> String {
         berth["gcgraceperiod"] = json!(gc.grace_period);
         // Node-local content cannot be reached by one CronJob: every pod
         // collects its own, at the schedule's times.
-        if spec.node_local_storage() && !gc.suspend {
-            if let Some(schedule) = gc.schedule.as_deref().filter(|s| is_cron_schedule(s)) {
-                berth["gcschedule"] = json!(schedule);
-                berth["gcdeleteuntagged"] = json!(gc.delete_untagged);
-                berth["gcdryrun"] = json!(gc.dry_run);
-            }
+        if spec.node_local_storage()
+            && !gc.suspend
+            && let Some(schedule) = gc.schedule.as_deref().filter(|s| is_cron_schedule(s))
+        {
+            berth["gcschedule"] = json!(schedule);
+            berth["gcdeleteuntagged"] = json!(gc.delete_untagged);
+            berth["gcdryrun"] = json!(gc.dry_run);
         }
     }
     if berth.as_object().is_some_and(|b| !b.is_empty()) {

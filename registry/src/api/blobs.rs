@@ -47,16 +47,17 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
     // A suffix range (`bytes=-N`) is served here: Azure Blob Storage does
     // not support them, so a redirect would hand the client a broken answer.
     let suffix = matches!(range, Some(BlobRange::Suffix(_)));
-    if call.registry.redirects() && !suffix {
-        if let Some(url) = call.registry.blob_redirect(&repo, &digest, head).await? {
-            if !head {
-                call.events.blob(Action::Pull, &repo, &digest, 0, None);
-            }
-            return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
-                .location(url)
-                .digest(&digest)
-                .empty());
+    if call.registry.redirects()
+        && !suffix
+        && let Some(url) = call.registry.blob_redirect(&repo, &digest, head).await?
+    {
+        if !head {
+            call.events.blob(Action::Pull, &repo, &digest, 0, None);
         }
+        return Ok(Reply::new(StatusCode::TEMPORARY_REDIRECT)
+            .location(url)
+            .digest(&digest)
+            .empty());
     }
     if head {
         let size = call.registry.blob_size(&repo, &digest).await?;

@@ -82,12 +82,12 @@ pub(super) async fn start(call: Call, repo: RepoName) -> Result<Response> {
     if let Some(mount) = call.query.get("mount") {
         let digest = parse_digest(mount)?;
         let from = call.query.get("from").and_then(RepoName::parse);
-        if let Some(from) = from {
-            if let Some(size) = call.registry.blob_mount(&repo, &from, &digest).await? {
-                call.events
-                    .blob(Action::Mount, &repo, &digest, size, Some(&from));
-                return Ok(blob_created(&repo, &digest));
-            }
+        if let Some(from) = from
+            && let Some(size) = call.registry.blob_mount(&repo, &from, &digest).await?
+        {
+            call.events
+                .blob(Action::Mount, &repo, &digest, size, Some(&from));
+            return Ok(blob_created(&repo, &digest));
         }
         // Not mountable: the client uploads it instead, into a new session.
         let status = call.registry.upload_start(&repo).await?;

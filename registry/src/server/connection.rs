@@ -493,10 +493,10 @@ impl<I: AsyncRead + Unpin> AsyncRead for Metered<I> {
 
 impl<I: AsyncWrite + Unpin> Metered<I> {
     fn wrote(&self, written: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
-        if let Poll::Ready(Ok(n)) = written {
-            if n > 0 {
-                self.activity.moved_bytes();
-            }
+        if let Poll::Ready(Ok(n)) = written
+            && n > 0
+        {
+            self.activity.moved_bytes();
         }
         written
     }

@@ -272,10 +272,10 @@ impl Registry {
         let result = self
             .upload_complete(repo, &upload.id, digest, None, Some(body))
             .await;
-        if result.is_err() {
-            if let Err(e) = self.discard_upload(repo, &upload.id).await {
-                tracing::warn!(error = %e, upload = %upload.id, "could not discard failed upload");
-            }
+        if result.is_err()
+            && let Err(e) = self.discard_upload(repo, &upload.id).await
+        {
+            tracing::warn!(error = %e, upload = %upload.id, "could not discard failed upload");
         }
         result
     }

@@ -72,8 +72,9 @@ struct Inner {
 enum Auth {
     /// Azure's SharedKey scheme with the account key.
     SharedKey { account: String, key: hmac::Key },
-    /// Bearer tokens of Azure workload identity.
-    Workload(BearerToken),
+    /// Bearer tokens of Azure workload identity (boxed: the token cache is
+    /// much larger than a key).
+    Workload(Box<BearerToken>),
 }
 
 impl AzureDriver {
@@ -87,10 +88,10 @@ impl AzureDriver {
                 account: settings.account.clone(),
                 key: hmac::Key::new(hmac::HMAC_SHA256, key),
             },
-            None => Auth::Workload(BearerToken::new(Token::AzureWorkload {
+            None => Auth::Workload(Box::new(BearerToken::new(Token::AzureWorkload {
                 rest: rest.clone(),
                 scope: STORAGE_SCOPE,
-            })),
+            }))),
         };
         AzureDriver {
             inner: Arc::new(Inner {
@@ -701,11 +702,13 @@ fn xml_records(xml: &str, record: &str) -> Vec<std::collections::BTreeMap<String
                     current = Some(Default::default());
                 }
             }
-            Token::ElementEnd { end, .. } => {
-                if matches!(end, ElementEnd::Close(..) | ElementEnd::Empty) {
-                    if stack.pop().as_deref() == Some(record) {
-                        records.extend(current.take());
-                    }
+            Token::ElementEnd {
+                end: ElementEnd::Close(..) | ElementEnd::Empty,
+                ..
+            } => {
+                let closed = stack.pop();
+                if closed.as_deref() == Some(record) {
+                    records.extend(current.take());
                 }
             }
             Token::Text { text } | Token::Cdata { text, .. } => {

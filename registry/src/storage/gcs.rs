@@ -155,8 +155,8 @@ struct Inner {
 enum Auth {
     /// No credentials (an emulator).
     Anonymous,
-    /// Bearer tokens.
-    Bearer(BearerToken),
+    /// Bearer tokens (boxed: the token cache is large).
+    Bearer(Box<BearerToken>),
 }
 
 #[async_trait]
@@ -181,9 +181,11 @@ impl GcsDriver {
         let rest = Rest::new();
         let emulated = settings.endpoint != crate::config::GCS_ENDPOINT;
         let auth = match &settings.key {
-            Some(key) => Auth::Bearer(BearerToken::new(Token::ServiceAccount(key.clone()))),
+            Some(key) => Auth::Bearer(Box::new(BearerToken::new(Token::ServiceAccount(
+                key.clone(),
+            )))),
             None if emulated => Auth::Anonymous,
-            None => Auth::Bearer(BearerToken::new(Token::GceMetadata(rest.clone()))),
+            None => Auth::Bearer(Box::new(BearerToken::new(Token::GceMetadata(rest.clone())))),
         };
         GcsDriver {
             inner: Arc::new(Inner {

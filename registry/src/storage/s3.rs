@@ -661,11 +661,11 @@ impl StorageDriver for S3Driver {
             .map_err(|e| s.error(path, e))?;
         let mut aborted = 0;
         for u in uploads.uploads() {
-            if let (Some(k), Some(id)) = (u.key(), u.upload_id()) {
-                if k == key || k.starts_with(&format!("{key}/")) {
-                    s.abort_upload(k, id).await?;
-                    aborted += 1;
-                }
+            if let (Some(k), Some(id)) = (u.key(), u.upload_id())
+                && (k == key || k.starts_with(&format!("{key}/")))
+            {
+                s.abort_upload(k, id).await?;
+                aborted += 1;
             }
         }
         if keys.is_empty() && aborted == 0 {

@@ -58,10 +58,10 @@ impl BearerToken {
     /// A token valid for at least a few more minutes.
     pub async fn get(&self) -> io::Result<String> {
         let mut cached = self.cached.lock().await;
-        if let Some((token, expires)) = cached.as_ref() {
-            if Instant::now() + REFRESH_BEFORE < *expires {
-                return Ok(token.clone());
-            }
+        if let Some((token, expires)) = cached.as_ref()
+            && Instant::now() + REFRESH_BEFORE < *expires
+        {
+            return Ok(token.clone());
         }
         let (token, lifetime) = self.source.fetch().await?;
         *cached = Some((token.clone(), Instant::now() + lifetime));

@@ -58,14 +58,14 @@ pub fn machine(images: &Path) -> Vec<String> {
             ));
         }
     }
-    if let Some(free) = free_bytes(Path::new("/var/tmp")) {
-        if free < MIN_FREE_BYTES {
-            problems.push(format!(
+    if let Some(free) = free_bytes(Path::new("/var/tmp"))
+        && free < MIN_FREE_BYTES
+    {
+        problems.push(format!(
                 "/var/tmp has {} MiB free; the node needs {} MiB (containerd's content, the pods' logs)",
                 free >> 20,
                 MIN_FREE_BYTES >> 20
             ));
-        }
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems
@@ -109,7 +109,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
     }
     // SAFETY: statvfs returned 0, so it filled `stat`.
     let stat = unsafe { stat.assume_init() };
-    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
+    Some(stat.f_bavail * stat.f_frsize)
 }
 
 /// Checks inside the node's namespaces: iptables works there.
