@@ -470,6 +470,22 @@ pub struct RegistryStatus {
     /// The outcome of the most recent garbage collection Job.
     #[serde(default, skip_serializing_if = "Option::is_none", rename = "lastGC")]
     pub last_gc: Option<GcResult>,
+
+    /// The last in-server garbage collection of each node (`gcMode`
+    /// `InServer`), as the node's registry pod reports it; by node name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "nodeGC")]
+    pub node_gc: Vec<NodeGcResult>,
+}
+
+/// The last garbage collection that a node's registry pod ran itself.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeGcResult {
+    /// The node.
+    pub node: String,
+    /// What the run came to.
+    #[serde(flatten)]
+    pub result: GcResult,
 }
 
 /// One garbage collection run.

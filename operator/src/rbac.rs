@@ -106,6 +106,10 @@ pub const RBAC: &[Rule] = &[
     // GC pods of a Registry, pod_trouble its registry pods,
     // prune_config_maps all of its pods ...
     watched("", "pods", &["list", "watch"]),
+    // reconcile::node_gc asks each registry pod of an InServer Registry for
+    // its last collection through the API server. (A narrower grant than
+    // the Secrets the operator already reads.)
+    watched("", "pods/proxy", &["get"]),
     // ... and its Jobs.
     watched("batch", "jobs", &["list"]),
     // kube's event Recorder: create, and patch to count a repeated event;

@@ -8,6 +8,7 @@
 //! not fit the Rust types (see [`crate::decoded`]) only gets a status and an
 //! Event saying why.
 
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -151,9 +152,15 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
             let trouble = pod_trouble(registry, rollout, &ctx.client, &namespace).await?;
             prune_config_maps(registry, &ctx.client, &namespace, &config_map).await?;
             let last_gc = last_gc(registry, &ctx.client, &namespace).await?;
-            let status = status::applied(registry, rollout, trouble, last_gc, &now);
-            let settled = is_true(&status, READY);
-            (status, true, if settled { RESYNC } else { RETRY })
+            let node_gc = node_gc(registry, &ctx.client, &namespace).await?;
+            let status = status::applied(registry, rollout, trouble, last_gc, node_gc, &now);
+            let requeue = if is_true(&status, READY) {
+                // Pick up each node's next in-server collection soon after it runs.
+                next_in_server_gc(registry).map_or(RESYNC, |wait| RESYNC.min(wait + GC_MARGIN))
+            } else {
+                RETRY
+            };
+            (status, true, requeue)
         }
     };
     let previous = registry.status.as_ref();
@@ -618,6 +625,86 @@ async fn last_gc(
         .await
         .map_err(Error::kube(format!("listing GC pods in {namespace}")))?;
     Ok(status::last_gc(&list.items))
+}
+
+/// How long after a scheduled in-server collection the operator asks the
+/// pods for its result.
+const GC_MARGIN: Duration = Duration::from_secs(15);
+
+/// How long a registry pod may take to answer for its last collection.
+const GC_REPORT_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The time until the next in-server collection, when the Registry's pods
+/// collect.
+fn next_in_server_gc(registry: &Registry) -> Option<Duration> {
+    if !resources::collects_in_server(registry) {
+        return None;
+    }
+    let schedule = registry.spec.gc.as_ref()?.schedule.as_deref()?;
+    let cron = croner::Cron::from_str(schedule).ok()?;
+    let now = chrono::DateTime::<chrono::Utc>::from(std::time::SystemTime::now());
+    let next = cron.find_next_occurrence(&now, false).ok()?;
+    (next - now).to_std().ok()
+}
+
+/// Asks each running registry pod of an `InServer` Registry for its last
+/// collection (`GET /berth/gc/last`, through the API server's pod proxy,
+/// which reaches pods wherever the operator runs). A pod that has not
+/// collected yet answers 404; one that does not answer keeps the result
+/// shown before.
+async fn node_gc(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+) -> Result<status::NodeGc, Error> {
+    if !resources::collects_in_server(registry) {
+        return Ok(status::NodeGc::default());
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    let selector = format!(
+        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=registry",
+        registry.name_any()
+    );
+    let list = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(Error::kube(format!("listing registry pods in {namespace}")))?;
+    let scheme = if registry.spec.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let port = resources::listen_port(registry);
+    let mut node_gc = status::NodeGc::default();
+    for pod in &list.items {
+        let (Some(node), Some("Running")) = (
+            pod.spec.as_ref().and_then(|s| s.node_name.clone()),
+            pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        ) else {
+            continue;
+        };
+        node_gc.nodes.push(node.clone());
+        let path = format!(
+            "/api/v1/namespaces/{namespace}/pods/{scheme}:{}:{port}/proxy/berth/gc/last",
+            pod.name_any()
+        );
+        let Ok(request) = http::Request::get(&path).body(Vec::new()) else {
+            continue;
+        };
+        match tokio::time::timeout(GC_REPORT_TIMEOUT, client.request_text(request)).await {
+            Ok(Ok(body)) => node_gc
+                .answered
+                .extend(status::node_gc_result(&node, &body)),
+            Ok(Err(kube::Error::Api(e))) if e.code == 404 => {}
+            Ok(Err(error)) => {
+                warn!(pod = %pod.name_any(), %namespace, %error, "cannot read the pod's last collection");
+            }
+            Err(_) => {
+                warn!(pod = %pod.name_any(), %namespace, "the pod did not say its last collection in time");
+            }
+        }
+    }
+    Ok(node_gc)
 }
 
 async fn patch_status(

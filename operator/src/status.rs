@@ -8,8 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
 use serde::Deserialize;
 
-use crate::crd::{GcResult, Registry, RegistryStatus};
-use crate::resources::{endpoint, is_cron_schedule, runs_cron_job};
+use crate::crd::{GcResult, NodeGcResult, Registry, RegistryStatus};
+use crate::resources::{collects_in_server, endpoint, runs_cron_job};
 
 /// Condition type: every desired node runs an updated, ready pod.
 pub const READY: &str = "Ready";
@@ -152,12 +152,39 @@ fn event_time(event: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
         .or(event.deprecated_last_timestamp.as_ref().map(|t| t.0))
 }
 
+/// What the registry pods of an `InServer` Registry said of their last
+/// collection.
+#[derive(Debug, Default)]
+pub struct NodeGc {
+    /// The results of the pods that answered.
+    pub answered: Vec<NodeGcResult>,
+    /// The nodes that run a registry pod now.
+    pub nodes: Vec<String>,
+}
+
+impl NodeGc {
+    /// The results to show: each node's answer, or for a node whose pod
+    /// did not answer this time (restarting, say), the result shown
+    /// before; nodes without a pod drop out.
+    fn merged(self, previous: &[NodeGcResult]) -> Vec<NodeGcResult> {
+        let mut results = self.answered;
+        for before in previous {
+            if self.nodes.contains(&before.node) && !results.iter().any(|r| r.node == before.node) {
+                results.push(before.clone());
+            }
+        }
+        results.sort_by(|a, b| a.node.cmp(&b.node));
+        results
+    }
+}
+
 /// The status of a Registry whose objects were applied.
 pub fn applied(
     registry: &Registry,
     rollout: Rollout,
     trouble: Option<PodTrouble>,
     last_gc: Option<GcResult>,
+    node_gc: NodeGc,
     now: &Time,
 ) -> RegistryStatus {
     let mut status = base(registry);
@@ -166,6 +193,7 @@ pub fn applied(
     status.updated_nodes = rollout.updated;
     status.nodes = Some(format!("{}/{}", rollout.ready, rollout.desired));
     status.last_gc = last_gc.or_else(|| previous(registry).and_then(|s| s.last_gc.clone()));
+    status.node_gc = node_gc.merged(previous(registry).map_or(&[], |s| &s.node_gc));
 
     let (ready, reason, message) = if rollout.is_complete() {
         (
@@ -358,9 +386,7 @@ pub fn undecodable(
 fn base(registry: &Registry) -> RegistryStatus {
     let gc_mode = match &registry.spec.gc {
         Some(_) if runs_cron_job(registry) => "CronJob",
-        Some(gc) if gc.schedule.as_deref().is_some_and(is_cron_schedule) && !gc.suspend => {
-            "InServer"
-        }
+        Some(_) if collects_in_server(registry) => "InServer",
         _ => "Disabled",
     };
     RegistryStatus {
@@ -417,7 +443,9 @@ fn set(
     });
 }
 
-/// The report `berth-registry gc` writes as its termination message.
+/// The report `berth-registry gc` writes as its termination message, and
+/// a registry pod answers at `GET /berth/gc/last` (with `finishedAt`, and
+/// only that and `error` for a run that failed).
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct GcReport {
@@ -425,6 +453,33 @@ struct GcReport {
     blobs_deleted: i64,
     #[serde(default)]
     bytes_freed: i64,
+    finished_at: Option<String>,
+    error: Option<String>,
+}
+
+/// The result in a node's `GET /berth/gc/last` answer; `None` for a body
+/// that is no report.
+pub fn node_gc_result(node: &str, body: &str) -> Option<NodeGcResult> {
+    let report: GcReport = serde_json::from_str(body).ok()?;
+    let time = Time(report.finished_at?.parse().ok()?);
+    let result = match report.error {
+        None => GcResult {
+            time,
+            deleted_blobs: report.blobs_deleted,
+            freed_bytes: report.bytes_freed,
+            outcome: "Succeeded".to_owned(),
+        },
+        Some(error) => GcResult {
+            time,
+            deleted_blobs: 0,
+            freed_bytes: 0,
+            outcome: format!("Failed: {}", last_line(&error)),
+        },
+    };
+    Some(NodeGcResult {
+        node: node.to_owned(),
+        result,
+    })
 }
 
 /// The result of the most recently finished GC pod, from its termination message.
@@ -510,6 +565,47 @@ mod tests {
     }
 
     #[test]
+    fn node_reports_become_results_and_keep_silent_nodes() {
+        let ok = node_gc_result(
+            "a",
+            r#"{"dryRun":false,"blobsDeleted":4,"bytesFreed":4096,"finishedAt":"2026-12-02T03:00:01Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                ok.result.deleted_blobs,
+                ok.result.freed_bytes,
+                ok.result.outcome.as_str()
+            ),
+            (4, 4096, "Succeeded")
+        );
+        assert_eq!(ok.result.time.0.to_string(), "2026-12-02T03:00:01Z");
+        let failed = node_gc_result(
+            "b",
+            r#"{"finishedAt":"2026-12-02T03:00:02Z","error":"garbage collection failed: disk\nfull"}"#,
+        )
+        .unwrap();
+        assert_eq!(failed.result.outcome, "Failed: full");
+        for junk in ["", "{}", "not json", r#"{"finishedAt":"yesterday"}"#] {
+            assert_eq!(node_gc_result("c", junk), None, "{junk}");
+        }
+        let earlier = NodeGcResult {
+            node: "b".into(),
+            result: ok.result.clone(),
+        };
+        let gone = NodeGcResult {
+            node: "z".into(),
+            result: ok.result.clone(),
+        };
+        let shown = NodeGc {
+            answered: vec![ok.clone()],
+            nodes: vec!["a".into(), "b".into()],
+        }
+        .merged(&[earlier.clone(), gone]);
+        assert_eq!(shown, vec![ok, earlier], "b keeps its result, z has no pod");
+    }
+
+    #[test]
     fn ready_only_when_every_node_is_updated_and_ready() {
         let registry = s3_registry();
         let status = applied(
@@ -517,6 +613,7 @@ mod tests {
             Rollout::of(&daemon_set(2, 2, 3, 3, 3)),
             None,
             None,
+            NodeGc::default(),
             &at(10),
         );
         assert_eq!(condition(&status, READY).status, "True");
@@ -538,6 +635,7 @@ mod tests {
             Rollout::of(&daemon_set(2, 2, 3, 3, 1)),
             None,
             None,
+            NodeGc::default(),
             &at(10),
         );
         assert_eq!(condition(&rolling, READY).reason, "NodesNotReady");
@@ -552,6 +650,7 @@ mod tests {
             Rollout::of(&daemon_set(3, 2, 3, 3, 3)),
             None,
             None,
+            NodeGc::default(),
             &at(10),
         );
         assert_eq!(condition(&stale, READY).reason, "RolloutPending");
@@ -561,6 +660,7 @@ mod tests {
             Rollout::of(&daemon_set(2, 2, 0, 0, 0)),
             None,
             None,
+            NodeGc::default(),
             &at(10),
         );
         assert_eq!(condition(&none, READY).reason, "NoNodes");
@@ -597,7 +697,14 @@ mod tests {
             "{}",
             trouble.message
         );
-        let status = applied(&registry, missing, Some(trouble), None, &at(40));
+        let status = applied(
+            &registry,
+            missing,
+            Some(trouble),
+            None,
+            NodeGc::default(),
+            &at(40),
+        );
         assert_eq!(condition(&status, READY).reason, "PodsRejected");
         assert_eq!(condition(&status, DEGRADED).status, "True");
 
@@ -633,6 +740,7 @@ mod tests {
             Rollout::of(&daemon_set(1, 1, 2, 2, 2)),
             None,
             None,
+            NodeGc::default(),
             &at(10),
         );
         let degraded = condition(&status, DEGRADED);
@@ -657,6 +765,7 @@ mod tests {
             Rollout::of(&daemon_set(1, 1, 1, 1, 1)),
             None,
             None,
+            NodeGc::default(),
             &at(10),
         );
         registry.status = Some(first.clone());
@@ -665,6 +774,7 @@ mod tests {
             Rollout::of(&daemon_set(1, 1, 1, 1, 1)),
             None,
             None,
+            NodeGc::default(),
             &at(20),
         );
         assert_eq!(

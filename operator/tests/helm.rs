@@ -686,6 +686,7 @@ fn declared_rbac_names_the_resources_the_code_uses() {
         resource::<Job>(),
         resource::<Secret>(),
         resource::<Pod>(),
+        ("".to_owned(), "pods/proxy".to_owned()),
         resource::<Event>(),
         resource::<Lease>(),
     ]

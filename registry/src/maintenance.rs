@@ -36,8 +36,9 @@ pub async fn purge_uploads_forever(
 }
 
 /// Collects garbage at the times `schedule` names, forever, recording each
-/// run in the metrics and keeping its report in `last` and in storage
-/// ([`layout::GC_REPORT`]). A run that outlasts the next scheduled time
+/// run in the metrics and keeping its report, with `finishedAt`, in `last`
+/// and in storage ([`layout::GC_REPORT`]); a failed run leaves
+/// `{"finishedAt", "error"}` in `last`. A run that outlasts the next scheduled time
 /// makes the next run wait for the time after it, as a CronJob that forbids
 /// concurrent runs would.
 pub async fn collect_garbage_forever(
@@ -56,7 +57,10 @@ pub async fn collect_garbage_forever(
             return;
         };
         tokio::time::sleep(wait).await;
-        match gc::collect(&registry, &options).await {
+        let outcome = gc::collect(&registry, &options).await;
+        let finished_at = chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
+            .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match outcome {
             Ok(report) => {
                 let deleted = if report.dry_run {
                     (0, 0)
@@ -64,7 +68,9 @@ pub async fn collect_garbage_forever(
                     (report.blobs_deleted as u64, report.bytes_freed)
                 };
                 metrics.gc_run(true, deleted.0, deleted.1);
-                let json = serde_json::to_string(&report).unwrap_or_default();
+                let mut json = serde_json::to_value(&report).unwrap_or_default();
+                json["finishedAt"] = finished_at.into();
+                let json = json.to_string();
                 tracing::info!(report = %json, "garbage collection finished");
                 let stored = registry
                     .storage()
@@ -78,6 +84,10 @@ pub async fn collect_garbage_forever(
             Err(e) => {
                 metrics.gc_run(false, 0, 0);
                 tracing::warn!(error = %e, "garbage collection failed");
+                last.set(
+                    serde_json::json!({"finishedAt": finished_at, "error": e.to_string()})
+                        .to_string(),
+                );
             }
         }
     }

@@ -1,7 +1,8 @@
 //! Garbage collection inside the server (`berth.gcschedule`): it runs at the
 //! schedule's times, honours `berth.gcdryrun`, writes its report under the
 //! storage root's `.berth/` and answers it at `GET /berth/gc/last` (404
-//! before the first run, and behind the credentials when auth is on).
+//! before the first run; like `/metrics`, without credentials even when auth
+//! is on, since it holds counts only).
 
 use std::fs;
 use std::thread;
@@ -37,13 +38,13 @@ fn a_scheduled_dry_run_reports_without_deleting() {
     let ops = registry.client().with_basic_auth("ops", "secret");
     assert_status(
         &anonymous.get("/berth/gc/last"),
-        401,
-        "GET /berth/gc/last without credentials",
+        404,
+        "GET /berth/gc/last before the first run, without credentials",
     );
     assert_status(
-        &ops.get("/berth/gc/last"),
-        404,
-        "GET /berth/gc/last before the first run",
+        &anonymous.get("/berth/anything"),
+        401,
+        "another /berth route without credentials",
     );
 
     // A blob no manifest references: garbage once the grace period is over.
@@ -52,9 +53,14 @@ fn a_scheduled_dry_run_reports_without_deleting() {
     let data = blob_data_path(registry.root(), &digest);
     assert!(data.is_file());
 
-    let report = wait_for_report(&ops);
+    let report = wait_for_report(&anonymous);
     println!("in-server collection report: {report}");
     assert_eq!(report["dryRun"], true, "{report}");
+    let finished = report["finishedAt"].as_str().unwrap_or_default();
+    assert!(
+        finished.len() == 20 && finished.ends_with('Z'),
+        "finishedAt is RFC 3339 in UTC: {report}"
+    );
     assert!(
         report["blobsDeleted"].as_u64() >= Some(1),
         "the dry run found no garbage: {report}"

@@ -62,6 +62,10 @@ const TESTS: &[Test] = &[
         a_killed_registry_restarts_and_still_serves,
     ),
     (
+        "in_server_gc_reports_each_node_in_status",
+        in_server_gc_reports_each_node_in_status,
+    ),
+    (
         "a_deleted_operator_pod_hands_over_the_lease",
         a_deleted_operator_pod_hands_over_the_lease,
     ),
@@ -813,6 +817,63 @@ fn a_spec_change_rolls_the_pod_onto_a_new_config(cluster: &Cluster) {
         remaining.len(),
         2,
         "the current config and the one before: {remaining:?}"
+    );
+}
+
+/// A hostPath Registry collects in each pod at the schedule's times; with
+/// `dryRun` nothing is deleted, and each node's last collection reaches
+/// `status.nodeGC` (the operator asks the pods through the API server).
+fn in_server_gc_reports_each_node_in_status(cluster: &Cluster) {
+    let node = &cluster.node;
+    let patch = r#"{"spec":{"gc":{"schedule":"* * * * *","dryRun":true}}}"#;
+    node.kubectl(&[
+        "-n",
+        "registry",
+        "patch",
+        "registry",
+        "local",
+        "--type=merge",
+        "-p",
+        patch,
+    ]);
+    let patched = std::time::Instant::now();
+    let registry = wait_ready(node, "registry", "local");
+    assert_eq!(registry["status"]["gcMode"], "InServer");
+    let (pod, _, _) = registry_pod(node, "registry").expect("the registry pod");
+    let config = mounted_config(node, "registry", &pod);
+    let map = node
+        .get(&["-n", "registry", "configmap", &config])
+        .expect("the mounted ConfigMap");
+    let file = map["data"]["config.yml"].as_str().unwrap_or_default();
+    assert!(
+        file.contains("gcschedule")
+            && file.contains("* * * * *")
+            && file.contains("gcdryrun: true"),
+        "{file}"
+    );
+    let result = node.wait(
+        "the node's collection in status.nodeGC",
+        Duration::from_secs(180),
+        || {
+            let registry = node.get(&["-n", "registry", "registry", "local"])?;
+            let results = registry["status"]["nodeGC"].as_array()?.clone();
+            let result = results.first()?.clone();
+            (result["node"] == "localhost").then_some(result)
+        },
+    );
+    eprintln!(
+        "[node] in-server collection in status {:.1} s after the schedule was set: {result}",
+        patched.elapsed().as_secs_f64()
+    );
+    assert_eq!(result["outcome"], "Succeeded", "{result}");
+    assert!(result["time"].as_str().is_some(), "{result}");
+    // A dry run deleted nothing: the image pushed earlier still runs.
+    run_pod(
+        node,
+        "registry",
+        "after-gc",
+        "localhost:5000/team/app:latest",
+        "still here",
     );
 }
 

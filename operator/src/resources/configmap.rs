@@ -124,11 +124,8 @@ pub fn config_file(registry: &Registry) -> String {
         berth["gcgraceperiod"] = json!(gc.grace_period);
         // Node-local content cannot be reached by one CronJob: every pod
         // collects its own, at the schedule's times.
-        if spec.node_local_storage()
-            && !gc.suspend
-            && let Some(schedule) = gc.schedule.as_deref().filter(|s| is_cron_schedule(s))
-        {
-            berth["gcschedule"] = json!(schedule);
+        if collects_in_server(registry) {
+            berth["gcschedule"] = json!(gc.schedule);
             berth["gcdeleteuntagged"] = json!(gc.delete_untagged);
             berth["gcdryrun"] = json!(gc.dry_run);
         }
@@ -141,6 +138,17 @@ pub fn config_file(registry: &Registry) -> String {
 
 fn render(config: &Value) -> String {
     serde_yaml::to_string(config).expect("a JSON value serializes to YAML")
+}
+
+/// Whether each registry pod collects its own node's garbage (hostPath
+/// storage and a schedule that is not suspended), as `berth.gcschedule`.
+pub fn collects_in_server(registry: &Registry) -> bool {
+    let spec = &registry.spec;
+    spec.node_local_storage()
+        && spec
+            .gc
+            .as_ref()
+            .is_some_and(|gc| !gc.suspend && gc.schedule.as_deref().is_some_and(is_cron_schedule))
 }
 
 /// Whether `schedule` is a cron schedule, as both a CronJob and

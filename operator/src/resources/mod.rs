@@ -17,7 +17,9 @@ use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
-pub use configmap::{CONFIG_COMPONENT, config_file, config_map, is_cron_schedule};
+pub use configmap::{
+    CONFIG_COMPONENT, collects_in_server, config_file, config_map, is_cron_schedule, listen_port,
+};
 pub use cronjob::{cron_job, cron_job_name, runs_cron_job};
 pub use daemonset::daemon_set;
 pub use service::{endpoint, service};
