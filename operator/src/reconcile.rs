@@ -486,21 +486,26 @@ async fn pod_trouble(
         .map_err(Error::kube(format!(
             "listing Events of DaemonSet {namespace}/{name}"
         )))?;
+    let pods = registry_pods(registry, client, namespace).await?;
+    Ok(status::pod_trouble(&name, rollout, &events.items, &pods))
+}
+
+/// The Registry's registry pods (not its GC pods).
+async fn registry_pods(
+    registry: &Registry,
+    client: &Client,
+    namespace: &str,
+) -> Result<Vec<Pod>, Error> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let selector = format!(
         "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=registry",
         registry.name_any()
     );
-    let pods = pods
+    let list = pods
         .list(&ListParams::default().labels(&selector))
         .await
         .map_err(Error::kube(format!("listing registry pods in {namespace}")))?;
-    Ok(status::pod_trouble(
-        &name,
-        rollout,
-        &events.items,
-        &pods.items,
-    ))
+    Ok(list.items)
 }
 
 /// Deletes this Registry's config ConfigMaps that no longer serve: not the
@@ -660,15 +665,7 @@ async fn node_gc(
     if !resources::collects_in_server(registry) {
         return Ok(status::NodeGc::default());
     }
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let selector = format!(
-        "{INSTANCE_LABEL}={},{COMPONENT_LABEL}=registry",
-        registry.name_any()
-    );
-    let list = pods
-        .list(&ListParams::default().labels(&selector))
-        .await
-        .map_err(Error::kube(format!("listing registry pods in {namespace}")))?;
+    let pods = registry_pods(registry, client, namespace).await?;
     let scheme = if registry.spec.tls.is_some() {
         "https"
     } else {
@@ -676,7 +673,7 @@ async fn node_gc(
     };
     let port = resources::listen_port(registry);
     let mut node_gc = status::NodeGc::default();
-    for pod in &list.items {
+    for pod in &pods {
         let (Some(node), Some("Running")) = (
             pod.spec.as_ref().and_then(|s| s.node_name.clone()),
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),
