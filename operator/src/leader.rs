@@ -191,15 +191,7 @@ impl Elector {
             }),
             ..spec
         };
-        let lease = Lease {
-            metadata: lease.metadata,
-            spec: Some(renewed),
-        };
-        let replaced = self
-            .api
-            .replace(&self.settings.name, &PostParams::default(), &lease)
-            .await;
-        self.won(replaced)
+        self.replace_spec(lease, renewed).await
     }
 
     /// Gives the Lease up if this replica holds it, so another takes over
@@ -225,15 +217,7 @@ impl Elector {
                 lease_duration_seconds: Some(1),
                 ..spec
             };
-            let lease = Lease {
-                metadata: lease.metadata,
-                spec: Some(released),
-            };
-            let replaced = self
-                .api
-                .replace(&self.settings.name, &PostParams::default(), &lease)
-                .await;
-            self.won(replaced).map(|_| ())
+            self.replace_spec(lease, released).await.map(|_| ())
         })
         .await?
     }
@@ -255,6 +239,20 @@ impl Elector {
 
     /// A write that conflicted (someone else wrote first) or found the
     /// Lease created meanwhile means "not ours".
+    /// Writes `lease` back with `spec`, as of the version read (a replica
+    /// that wrote in between makes this a lost race, `Ok(false)`).
+    async fn replace_spec(&self, lease: Lease, spec: LeaseSpec) -> Result<bool, ElectionError> {
+        let lease = Lease {
+            metadata: lease.metadata,
+            spec: Some(spec),
+        };
+        let replaced = self
+            .api
+            .replace(&self.settings.name, &PostParams::default(), &lease)
+            .await;
+        self.won(replaced)
+    }
+
     fn won<T>(&self, result: Result<T, kube::Error>) -> Result<bool, ElectionError> {
         match result {
             Ok(_) => Ok(true),

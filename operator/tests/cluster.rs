@@ -66,6 +66,18 @@ async fn condition(
     Some((c.status, c.reason, c.message))
 }
 
+/// Waits until the Registry `name` has a `Ready` condition with `reason`,
+/// and returns its status and message.
+async fn ready_with_reason(api: &Api<Registry>, name: &str, reason: &str) -> (String, String) {
+    let (status, _, message) = eventually(reason, || async {
+        condition(api, name, "Ready")
+            .await
+            .filter(|(_, found, _)| found == reason)
+    })
+    .await;
+    (status, message)
+}
+
 /// What the DaemonSet's pod template names: its config ConfigMap and the
 /// hash of the Secrets read at start.
 async fn pod_template(api: &Api<DaemonSet>, name: &str) -> Option<(String, String)> {
@@ -358,12 +370,7 @@ async fn missing_secret_blocks_until_it_appears() {
         .await
         .expect("create Registry");
 
-    let (status, _, message) = eventually("SecretNotFound", || async {
-        condition(&registries, "blocked", "Ready")
-            .await
-            .filter(|(_, reason, _)| reason == "SecretNotFound")
-    })
-    .await;
+    let (status, message) = ready_with_reason(&registries, "blocked", "SecretNotFound").await;
     assert_eq!(status, "False");
     assert!(
         message.contains(&format!("Secret {ns}/later-tls"))
@@ -435,13 +442,8 @@ async fn status_follows_the_daemon_set() {
         )
         .await
         .expect("patch status");
-    let (_, reason, message) = eventually("one of two ready", || async {
-        condition(&registries, "counted", "Ready")
-            .await
-            .filter(|(_, reason, _)| reason == "NodesNotReady")
-    })
-    .await;
-    assert_eq!(message, "1 of 2 nodes ready, 2 of 2 updated", "{reason}");
+    let (_, message) = ready_with_reason(&registries, "counted", "NodesNotReady").await;
+    assert_eq!(message, "1 of 2 nodes ready, 2 of 2 updated");
 
     daemon_sets
         .patch_status(
@@ -1141,12 +1143,7 @@ async fn taken_names_and_refused_objects_reach_status_and_nothing_is_taken_over(
         .create(&PostParams::default(), &registry("default", spec.clone()))
         .await
         .expect("create Registry");
-    let (status, _, message) = eventually("a Conflict", || async {
-        condition(&registries, "default", "Ready")
-            .await
-            .filter(|(_, reason, _)| reason == "Conflict")
-    })
-    .await;
+    let (status, message) = ready_with_reason(&registries, "default", "Conflict").await;
     assert_eq!(status, "False");
     assert!(
         message.contains(&format!("ServiceAccount {ns}/default")),
@@ -1176,12 +1173,7 @@ async fn taken_names_and_refused_objects_reach_status_and_nothing_is_taken_over(
         .create(&PostParams::default(), &registry("refused", invalid))
         .await
         .expect("create Registry");
-    let (status, _, message) = eventually("ApplyRejected", || async {
-        condition(&registries, "refused", "Ready")
-            .await
-            .filter(|(_, reason, _)| reason == "ApplyRejected")
-    })
-    .await;
+    let (status, message) = ready_with_reason(&registries, "refused", "ApplyRejected").await;
     assert_eq!(status, "False");
     assert!(
         message.contains("DaemonSet") && message.contains("nodeSelector"),

@@ -17,7 +17,8 @@ pub struct OtherHost {
     pub remote_ip: String,
 }
 
-fn ip(args: &[&str]) -> Result<(), String> {
+/// Runs `ip` (iproute2) with `args`; the error says what failed and why.
+pub(crate) fn ip(args: &[&str]) -> Result<(), String> {
     let out = Command::new("ip")
         .args(args)
         .output()

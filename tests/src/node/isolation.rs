@@ -18,7 +18,8 @@
 use std::ffi::CString;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+
+use crate::netns::ip;
 
 /// The node's address: on the namespace's loopback, advertised by the API
 /// server (pods reach it through their bridge's gateway) and recorded as the
@@ -62,22 +63,6 @@ pub fn enter_own_namespaces() -> Result<(), String> {
     ip(&["link", "set", "lo", "up"])?;
     ip(&["addr", "add", &format!("{NODE_IP}/32"), "dev", "lo"])?;
     Ok(())
-}
-
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e} (install iproute2)", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
 }
 
 /// Bind-mounts `source` over `target` (both directories) in the node's mount
