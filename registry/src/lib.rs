@@ -12,6 +12,7 @@ pub mod auth;
 pub mod config;
 pub mod digest;
 pub mod error;
+pub mod fill;
 pub mod gc;
 pub mod https;
 pub mod layout;
