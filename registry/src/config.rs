@@ -1672,7 +1672,10 @@ mod tests {
         };
         let s = parse(&format!("{s3}{}", section("")), &[]).unwrap();
         let cache = s.node_cache.unwrap();
-        assert_eq!((cache.max_bytes, cache.high_bytes, cache.low_bytes), (1000, 900, 800));
+        assert_eq!(
+            (cache.max_bytes, cache.high_bytes, cache.low_bytes),
+            (1000, 900, 800)
+        );
         assert!(path.is_dir());
         assert!(parse(s3, &[]).unwrap().node_cache.is_none());
         let err = error(&format!("{BASIC}{}", section("")), &[]);
@@ -1681,13 +1684,19 @@ mod tests {
             ("    highwatermark: 101\n", "berth.nodecache.highwatermark"),
             ("    lowwatermark: 0\n", "berth.nodecache.lowwatermark"),
             ("    lowwatermark: 90\n", "berth.nodecache.lowwatermark"),
-            ("    highwatermark: 50\n    lowwatermark: 60\n", "berth.nodecache.lowwatermark"),
+            (
+                "    highwatermark: 50\n    lowwatermark: 60\n",
+                "berth.nodecache.lowwatermark",
+            ),
             ("    size: 3\n", "berth.nodecache"),
         ] {
             let err = error(&format!("{s3}{}", section(bad)), &[]);
             assert!(err.starts_with(key), "{bad}: {err}");
         }
-        let zero = format!("{s3}{}", section("").replace("maxbytes: 1000", "maxbytes: 0"));
+        let zero = format!(
+            "{s3}{}",
+            section("").replace("maxbytes: 1000", "maxbytes: 0")
+        );
         assert!(error(&zero, &[]).starts_with("berth.nodecache.maxbytes"));
         std::fs::write(dir.path().join("file"), b"").unwrap();
         let blocked = format!(
@@ -1695,7 +1704,10 @@ mod tests {
             dir.path().join("file/cache").display()
         );
         let err = error(&blocked, &[]);
-        assert!(err.starts_with("berth.nodecache.path: cannot create"), "{err}");
+        assert!(
+            err.starts_with("berth.nodecache.path: cannot create"),
+            "{err}"
+        );
     }
 
     #[test]

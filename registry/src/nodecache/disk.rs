@@ -202,21 +202,35 @@ mod tests {
         fs::write(disk.path(&digest).with_file_name("not-a-digest"), b"?").unwrap();
         let found = disk.scan().unwrap();
         assert_eq!(found.len(), 1);
-        assert_eq!((found[0].digest.clone(), found[0].size), (digest.clone(), 9));
-        assert_eq!(fs::read_dir(disk.path(&digest).parent().unwrap()).unwrap().count(), 1);
+        assert_eq!(
+            (found[0].digest.clone(), found[0].size),
+            (digest.clone(), 9)
+        );
+        assert_eq!(
+            fs::read_dir(disk.path(&digest).parent().unwrap())
+                .unwrap()
+                .count(),
+            1
+        );
         assert!(disk.open(&digest, 9, true).is_ok());
         assert!(matches!(
             disk.open(&digest, 10, false),
             Err(EntryError::WrongSize { found: 9, .. })
         ));
         fs::write(disk.path(&digest), b"some blub").unwrap();
-        assert!(disk.open(&digest, 9, false).is_ok(), "not hashed without verify");
+        assert!(
+            disk.open(&digest, 9, false).is_ok(),
+            "not hashed without verify"
+        );
         assert!(matches!(
             disk.open(&digest, 9, true),
             Err(EntryError::WrongDigest { .. })
         ));
         disk.remove(&digest).unwrap();
         disk.remove(&digest).unwrap();
-        assert!(matches!(disk.open(&digest, 9, false), Err(EntryError::Io { .. })));
+        assert!(matches!(
+            disk.open(&digest, 9, false),
+            Err(EntryError::Io { .. })
+        ));
     }
 }

@@ -190,7 +190,11 @@ mod tests {
     fn evicts_least_recently_used_from_high_to_low() {
         let mut index = Index::new(90, 80);
         for n in 0..9 {
-            assert!(index.insert(digest(n), 10, at(u64::from(n)), true).is_empty());
+            assert!(
+                index
+                    .insert(digest(n), 10, at(u64::from(n)), true)
+                    .is_empty()
+            );
         }
         assert_eq!(index.stored(), 90);
         // Using the oldest entry makes it the newest.
@@ -229,10 +233,17 @@ mod tests {
         for n in 0..8 {
             index.insert(digest(n), 10, at(u64::from(n)), true);
         }
-        assert!(index.reserve(5).is_empty(), "85 is under the high watermark");
+        assert!(
+            index.reserve(5).is_empty(),
+            "85 is under the high watermark"
+        );
         index.release(5);
         let evicted = index.reserve(25);
-        assert_eq!(evicted.len(), 3, "80 + 25 must come down to 80: {evicted:?}");
+        assert_eq!(
+            evicted.len(),
+            3,
+            "80 + 25 must come down to 80: {evicted:?}"
+        );
         assert_eq!(index.stored(), 50);
         index.release(25);
         assert!(index.insert(digest(50), 25, at(50), true).is_empty());

@@ -188,9 +188,7 @@ impl Shared {
                 tokio::task::spawn_blocking(move || kept.disk.keep(&spool, &name))
                     .await
                     .map_err(io::Error::other)??;
-                let evicted = shared
-                    .lock()
-                    .insert(digest, size, SystemTime::now(), true);
+                let evicted = shared.lock().insert(digest, size, SystemTime::now(), true);
                 shared.evicted(&evicted);
                 Ok(())
             })
@@ -206,7 +204,9 @@ impl Shared {
                 tracing::warn!(%digest, error = %e, "could not delete an evicted node cache entry");
             }
         }
-        self.metrics.nodecache_evictions.inc_by(evicted.len() as u64);
+        self.metrics
+            .nodecache_evictions
+            .inc_by(evicted.len() as u64);
         self.update_gauge();
     }
 

@@ -163,12 +163,11 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let mut service = service(&settings, metrics.clone()).await;
     if let Some(cache) = &settings.node_cache {
-        let opened = NodeCache::open(cache, metrics.clone()).map_err(|source| {
-            ServerError::NodeCache {
+        let opened =
+            NodeCache::open(cache, metrics.clone()).map_err(|source| ServerError::NodeCache {
                 path: cache.path.clone(),
                 source,
-            }
-        })?;
+            })?;
         service = service.with_node_cache(Arc::new(opened));
     }
     let registry = Arc::new(service);
