@@ -61,24 +61,25 @@ impl NodeCache {
     pub fn open(settings: &NodeCacheSettings, metrics: Arc<Metrics>) -> io::Result<NodeCache> {
         let disk = Disk::new(&settings.path);
         let fills = Arc::new(Fills::new(disk.spool())?);
-        let mut index = Index::new(settings.high_bytes, settings.low_bytes);
-        let mut evicted = Vec::new();
         let found = disk.scan()?;
-        let count = found.len();
-        for entry in found {
-            evicted.extend(index.insert(entry.digest, entry.size, entry.last_used, false));
-        }
         let shared = Arc::new(Shared {
             disk,
-            index: Mutex::new(index),
+            index: Mutex::new(Index::new(settings.high_bytes, settings.low_bytes)),
             fills,
             metrics,
             buffers: Arc::new(ReadBuffers::default()),
         });
-        shared.evicted(&evicted);
+        let count = found.len();
+        let evicted = shared.change(|index| {
+            let mut evicted = Vec::new();
+            for entry in found {
+                evicted.extend(index.insert(entry.digest, entry.size, entry.last_used, false));
+            }
+            evicted
+        });
         tracing::info!(
             path = %settings.path.display(),
-            entries = count - evicted.len(),
+            entries = count - evicted,
             bytes = shared.lock().stored(),
             "node cache opened"
         );
@@ -188,18 +189,20 @@ impl Shared {
                 tokio::task::spawn_blocking(move || kept.disk.keep(&spool, &name))
                     .await
                     .map_err(io::Error::other)??;
-                let evicted = shared.lock().insert(digest, size, SystemTime::now(), true);
-                shared.evicted(&evicted);
+                shared.change(|index| index.insert(digest, size, SystemTime::now(), true));
                 Ok(())
             })
         })
     }
 
-    /// Deletes the files of entries the index evicted and counts them.
-    /// Runs right after the index dropped them, so that a new entry of the
-    /// same digest cannot be committed in between and lose its file.
-    fn evicted(&self, evicted: &[(Digest, u64)]) {
-        for (digest, _) in evicted {
+    /// Applies `change` to the index and deletes the files of the entries
+    /// it evicted, under the index's lock, so that no entry of the same
+    /// digest can be committed in between and lose its file. Returns how
+    /// many were evicted.
+    fn change(&self, change: impl FnOnce(&mut Index) -> Vec<(Digest, u64)>) -> usize {
+        let mut index = self.lock();
+        let evicted = change(&mut index);
+        for (digest, _) in &evicted {
             if let Err(e) = self.disk.remove(digest) {
                 tracing::warn!(%digest, error = %e, "could not delete an evicted node cache entry");
             }
@@ -207,24 +210,26 @@ impl Shared {
         self.metrics
             .nodecache_evictions
             .inc_by(evicted.len() as u64);
-        self.update_gauge();
+        self.show_bytes(&index);
+        evicted.len()
     }
 
-    /// Drops the entry `id` of `digest` and deletes its file.
+    /// Sets the bytes gauge from `index`.
+    fn show_bytes(&self, index: &Index) {
+        self.metrics
+            .nodecache_bytes
+            .set(i64::try_from(index.stored()).unwrap_or(i64::MAX));
+    }
+
+    /// Drops the entry `id` of `digest` (found damaged) and deletes its file.
     fn drop_entry(&self, digest: &Digest, id: u64) {
-        if self.lock().remove(digest, id)
+        let mut index = self.lock();
+        if index.remove(digest, id)
             && let Err(e) = self.disk.remove(digest)
         {
             tracing::warn!(%digest, error = %e, "could not delete a damaged node cache entry");
         }
-        self.update_gauge();
-    }
-
-    fn update_gauge(&self) {
-        let stored = self.lock().stored();
-        self.metrics
-            .nodecache_bytes
-            .set(i64::try_from(stored).unwrap_or(i64::MAX));
+        self.show_bytes(&index);
     }
 }
 
@@ -237,8 +242,7 @@ struct Reservation {
 impl Reservation {
     /// Reserves `size` bytes, evicting what must go to make room.
     fn new(shared: Arc<Shared>, size: u64) -> Reservation {
-        let evicted = shared.lock().reserve(size);
-        shared.evicted(&evicted);
+        shared.change(|index| index.reserve(size));
         Reservation { shared, size }
     }
 }
@@ -296,5 +300,99 @@ impl CachedBlob {
             }
         });
         Box::pin(chunks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::digest::Algorithm;
+    use bytes::Bytes;
+    use futures_util::TryStreamExt;
+    use std::time::Duration;
+
+    fn blob(n: u8, len: usize) -> (Bytes, Digest) {
+        let bytes = Bytes::from(vec![n; len]);
+        let digest = Digest::of(Algorithm::Sha256, &bytes);
+        (bytes, digest)
+    }
+
+    fn settings(dir: &std::path::Path, max: u64) -> NodeCacheSettings {
+        NodeCacheSettings {
+            path: dir.to_owned(),
+            max_bytes: max,
+            high_bytes: max * 9 / 10,
+            low_bytes: max * 8 / 10,
+        }
+    }
+
+    /// Fills `bytes` through `cache` and waits until the entry is kept.
+    async fn fill(cache: &NodeCache, bytes: &Bytes, digest: &Digest) {
+        let source = bytes.clone();
+        let body = cache
+            .fill(digest, bytes.len() as u64, move || async move {
+                let body: ByteStream = Box::pin(stream::iter([Ok(source)]));
+                Ok(body)
+            })
+            .await
+            .unwrap();
+        let read: Vec<Bytes> = body.try_collect().await.unwrap();
+        assert_eq!(read.concat(), bytes.to_vec());
+        for _ in 0..200 {
+            if !cache.shared.fills.is_running(digest) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("the fill did not finish");
+    }
+
+    #[tokio::test]
+    async fn an_entry_being_read_survives_eviction_and_entries_survive_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = NodeCache::open(&settings(dir.path(), 100), Arc::new(Metrics::new())).unwrap();
+        let (a, da) = blob(1, 40);
+        let (b, db) = blob(2, 40);
+        let (c, dc) = blob(3, 40);
+        fill(&cache, &a, &da).await;
+        let reading = cache.get(&da).await.unwrap();
+        // b and c do not fit beside a: a is the least recently used, but pinned.
+        fill(&cache, &b, &db).await;
+        fill(&cache, &c, &dc).await;
+        assert!(cache.shared.disk.path(&da).is_file());
+        assert!(
+            !cache.shared.disk.path(&db).exists(),
+            "b was evicted instead"
+        );
+        let body: Vec<Bytes> = reading.read(0, None).try_collect().await.unwrap();
+        assert_eq!(body.concat(), a.to_vec());
+        let part: Vec<Bytes> = cache
+            .get(&dc)
+            .await
+            .unwrap()
+            .read(5, Some(10))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(part.concat(), c[5..15].to_vec());
+        drop(cache);
+
+        // A new process finds both entries; a damaged one is dropped when
+        // first served.
+        let mut damaged = std::fs::read(dir.path().join("blobs/sha256").join(dc.hex())).unwrap();
+        damaged[0] ^= 1;
+        std::fs::write(dir.path().join("blobs/sha256").join(dc.hex()), damaged).unwrap();
+        let metrics = Arc::new(Metrics::new());
+        let cache = NodeCache::open(&settings(dir.path(), 100), metrics.clone()).unwrap();
+        assert_eq!(metrics.nodecache_bytes.get(), 80);
+        assert!(cache.get(&da).await.is_some());
+        assert!(cache.get(&dc).await.is_none());
+        assert!(!cache.shared.disk.path(&dc).exists());
+        assert_eq!(metrics.nodecache_corrupt.get(), 1);
+        assert_eq!(metrics.nodecache_bytes.get(), 40);
+        assert_eq!(
+            (metrics.nodecache_hits.get(), metrics.nodecache_misses.get()),
+            (1, 1)
+        );
     }
 }
