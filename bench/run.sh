@@ -12,7 +12,7 @@
 # Environment:
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_DURATION   seconds per wrk run (default 5)
-#   BENCH_DRIVERS    fs,s3 (default) or one of them
+#   BENCH_DRIVERS    fs,s3,nodecache (default) or some of them
 #   BENCH_WORK       scratch directory (default: a new one under /tmp); the
 #                    images and storage in it are removed at the end, the logs
 #                    (gzipped), wrk outputs and commands.log are kept
@@ -40,7 +40,7 @@ if [[ " $* " == *" --profile"* ]] && ! command -v perf >/dev/null; then
 fi
 
 # MinIO (and the rest of the test tools) come from make tools.
-if [ ! -x "$bin/minio" ] && [[ "${BENCH_DRIVERS:-fs,s3}" == *s3* ]]; then
+if [ ! -x "$bin/minio" ] && [[ "${BENCH_DRIVERS:-fs,s3,nodecache}" =~ s3|nodecache ]]; then
   log "MinIO missing: running scripts/tools.sh"
   "$root/scripts/tools.sh"
 fi
@@ -76,7 +76,7 @@ python3 "$root/bench/bench.py" \
   --work "$work" \
   --rounds "${BENCH_ROUNDS:-3}" \
   --duration "${BENCH_DURATION:-5}" \
-  --drivers "${BENCH_DRIVERS:-fs,s3}" \
+  --drivers "${BENCH_DRIVERS:-fs,s3,nodecache}" \
   --berth "$root/target/release/berth-registry" \
   --dist28 /usr/bin/docker-registry \
   --dist3 "$bin/registry-v3" \
@@ -84,7 +84,7 @@ python3 "$root/bench/bench.py" \
   --nginx /usr/sbin/nginx \
   --skopeo "$(command -v skopeo)" \
   --zot-status "$zot_status" \
-  --command-line "make bench (BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-5} BENCH_DRIVERS=${BENCH_DRIVERS:-fs,s3})" \
+  --command-line "make bench (BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-5} BENCH_DRIVERS=${BENCH_DRIVERS:-fs,s3,nodecache})" \
   "$@" || status=$?
 
 # Keep the logs (compressed), wrk outputs and commands; drop the bulky parts.

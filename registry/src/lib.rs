@@ -22,6 +22,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod names;
 pub mod networks;
+pub mod nodecache;
 pub mod notify;
 #[cfg(test)]
 mod properties;
