@@ -122,7 +122,7 @@ mod tests {
         );
         assert!(!text.contains("server ="), "{text}");
         let first = text.lines().next().unwrap();
-        assert_eq!(Marker::parse(first).unwrap().unwrap().created_dir, false);
+        assert!(!Marker::parse(first).unwrap().unwrap().created_dir);
     }
 
     #[test]
