@@ -244,9 +244,13 @@ fn containerd_hosts(command: HostsCommand) -> anyhow::Result<()> {
         println!("{change}");
     }
     if hold {
-        println!("removed; holding until SIGTERM");
         run_async(async {
-            server::shutdown_signal().await;
+            // Listening before saying so: a SIGTERM after the message is never lost.
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("listening for SIGTERM")?;
+            println!("removed; holding until SIGTERM");
+            terminate.recv().await;
             Ok(())
         })?;
     }

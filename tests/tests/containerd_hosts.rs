@@ -14,7 +14,7 @@ use std::time::Duration;
 use berth_tests::containerd::{Containerd, hosts_writer, hosts_writer_command, snapshot};
 use berth_tests::images::{OciLayout, single_image_layout};
 use berth_tests::oci::Descriptor;
-use berth_tests::process::free_port;
+use berth_tests::process::{ServerProcess, StartError, free_port, read_log};
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 
@@ -433,4 +433,50 @@ fn invalid_host_names_are_refused_and_nothing_is_written() {
             "{flag} {bad:?} wrote something"
         );
     }
+}
+
+#[test]
+fn remove_with_hold_takes_back_then_runs_until_sigterm() {
+    let work = tempfile::tempdir().unwrap();
+    let hosts = work.path().join("certs.d");
+    fs::create_dir(&hosts).unwrap();
+    let dir = hosts.to_str().unwrap();
+    run_ok(&[
+        "apply",
+        "--hosts-dir",
+        dir,
+        "--endpoint",
+        "http://127.0.0.1:5000",
+        "--owner",
+        "registry/local",
+        "--mirror",
+        "docker.io",
+    ]);
+    let command = hosts_writer_command(&[
+        "remove",
+        "--hosts-dir",
+        dir,
+        "--owner",
+        "registry/local",
+        "--hold",
+    ]);
+    let mut process = ServerProcess::spawn(command, &work.path().join("remove.log"));
+    let holding = process.wait_ready_with("the hold message", 200, || {
+        if read_log(&work.path().join("remove.log")).contains("holding until SIGTERM") {
+            Ok(200)
+        } else {
+            Err("not yet".to_owned())
+        }
+    });
+    if let Err(StartError::AddrInUse(msg) | StartError::Failed(msg)) = holding {
+        panic!("remove --hold: {msg}");
+    }
+    assert!(snapshot(&hosts).is_empty(), "removed before holding");
+    // Still running a moment later; SIGTERM ends it cleanly.
+    assert_eq!(process.wait_exit(Duration::from_millis(500)), None);
+    process.signal("TERM");
+    let status = process
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits on SIGTERM");
+    assert!(status.success(), "{status}: {}", process.log());
 }
