@@ -11,6 +11,7 @@ use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
+use berth_tests::certs::TestCa;
 use berth_tests::containerd::{Containerd, hosts_writer, hosts_writer_command, snapshot};
 use berth_tests::images::{OciLayout, single_image_layout};
 use berth_tests::oci::Descriptor;
@@ -479,4 +480,66 @@ fn remove_with_hold_takes_back_then_runs_until_sigterm() {
         .wait_exit(Duration::from_secs(5))
         .expect("exits on SIGTERM");
     assert!(status.success(), "{status}: {}", process.log());
+}
+
+#[test]
+fn a_ca_certificate_in_the_host_directory_stays_trusted_for_the_server() {
+    let work = tempfile::tempdir().unwrap();
+    let ca = TestCa::new("berth-tests upstream CA");
+    let (cert, key) = (work.path().join("tls.crt"), work.path().join("tls.key"));
+    ca.server_cert("upstream").write(&cert, &key);
+    let upstream = BerthRegistry::start(RegistryOptions::new().tls(&cert, &key, ca.cert_pem()));
+    let (layout, manifest) = single_image_layout(&work.path().join("layout"), TAG, &[4096]);
+    Skopeo::new().copy(
+        &layout.reference(TAG),
+        &docker_ref(&upstream.addr(), REPO, TAG),
+    );
+    let host = upstream.addr();
+    let mirror = format!("{host}={}", upstream.url());
+    let dead = format!("http://127.0.0.1:{}", free_port());
+    let reference = format!("{host}/{REPO}:{TAG}");
+    let containerd = Containerd::start();
+
+    // The upstream's CA in Docker's pattern, as a node trusting a private
+    // registry has it: with Berth's file in place (and the node instance
+    // down), the fallback to the server still verifies against it.
+    let hosts = work.path().join("with-ca");
+    fs::create_dir_all(hosts.join(&host)).unwrap();
+    fs::write(hosts.join(&host).join("ca.crt"), ca.cert_pem()).unwrap();
+    let before = snapshot(&hosts);
+    let apply = |hosts: &Path| {
+        run_ok(&[
+            "apply",
+            "--hosts-dir",
+            hosts.to_str().unwrap(),
+            "--endpoint",
+            &dead,
+            "--owner",
+            "registry/local",
+            "--mirror",
+            &mirror,
+        ])
+    };
+    apply(&hosts);
+    let written = fs::read_to_string(hosts.join(&host).join("hosts.toml")).unwrap();
+    assert!(written.contains("ca = [\"ca.crt\"]"), "{written}");
+    let pull = containerd.pull(&hosts, &reference);
+    assert!(pull.ok, "{}", pull.output);
+    assert_pulled(&containerd, &reference, &layout, &manifest);
+    run_ok(&[
+        "remove",
+        "--hosts-dir",
+        hosts.to_str().unwrap(),
+        "--owner",
+        "registry/local",
+    ]);
+    assert_eq!(snapshot(&hosts), before);
+
+    // Control: without the CA file the same fallback fails verification.
+    let bare = work.path().join("without-ca");
+    fs::create_dir(&bare).unwrap();
+    apply(&bare);
+    let pull = containerd.pull(&bare, &format!("{host}/{REPO}@{}", manifest.digest));
+    assert!(!pull.ok, "pulled without trusting the CA: {}", pull.output);
+    assert!(pull.output.contains("certificate"), "{}", pull.output);
 }

@@ -48,15 +48,65 @@ impl Marker {
     }
 }
 
+/// Certificate files in Docker's pattern (`*.crt` CAs, `*.cert` with its
+/// `*.key`) that containerd uses for a host directory without `hosts.toml`.
+/// Once Berth writes one, containerd reads only the file, so it names them
+/// for the server, as paths relative to the directory (containerd resolves
+/// them against it, wherever the directory is mounted).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DockerCerts {
+    /// CA certificate file names.
+    pub ca: Vec<String>,
+    /// Client certificate and key file names.
+    pub client: Vec<(String, String)>,
+}
+
+impl DockerCerts {
+    /// The files of `names` (a directory's entries) that containerd would
+    /// take in Docker's pattern; a `.cert` without its `.key` is left out.
+    pub fn from_names(names: &[String]) -> DockerCerts {
+        let mut certs = DockerCerts::default();
+        for name in names {
+            if name.ends_with(".crt") {
+                certs.ca.push(name.clone());
+            } else if let Some(stem) = name.strip_suffix(".cert") {
+                let key = format!("{stem}.key");
+                if names.contains(&key) {
+                    certs.client.push((name.clone(), key));
+                }
+            }
+        }
+        certs.ca.sort();
+        certs.client.sort();
+        certs
+    }
+}
+
+/// `s` as a TOML basic string.
+fn toml_string(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.push_str(&format!("\\u{:04X}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
 /// The `hosts.toml` for `host`: pulls and resolves go to `endpoint` (this
 /// node's instance) first, then to `server` when given (containerd's
-/// default for the host otherwise).
+/// default for the host otherwise), trusting `certs`.
 pub fn render(
     host: &HostName,
     owner: &Owner,
     created_dir: bool,
     endpoint: &RegistryUrl,
     server: Option<&RegistryUrl>,
+    certs: &DockerCerts,
 ) -> String {
     let marker = Marker {
         owner: owner.to_string(),
@@ -69,6 +119,18 @@ pub fn render(
     ));
     if let Some(server) = server {
         text.push_str(&format!("server = \"{server}\"\n"));
+    }
+    if !certs.ca.is_empty() {
+        let ca: Vec<String> = certs.ca.iter().map(|c| toml_string(c)).collect();
+        text.push_str(&format!("ca = [{}]\n", ca.join(", ")));
+    }
+    if !certs.client.is_empty() {
+        let pairs: Vec<String> = certs
+            .client
+            .iter()
+            .map(|(cert, key)| format!("[{}, {}]", toml_string(cert), toml_string(key)))
+            .collect();
+        text.push_str(&format!("client = [{}]\n", pairs.join(", ")));
     }
     text.push_str(&format!(
         "\n[host.\"{endpoint}\"]\n  capabilities = [\"pull\", \"resolve\"]\n"
@@ -92,6 +154,7 @@ mod tests {
             true,
             &url("http://10.0.0.5:5000"),
             Some(&url("https://registry-1.docker.io")),
+            &DockerCerts::default(),
         );
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(
@@ -119,10 +182,44 @@ mod tests {
             false,
             &url("http://10.0.0.5:5000"),
             None,
+            &DockerCerts::default(),
         );
         assert!(!text.contains("server ="), "{text}");
         let first = text.lines().next().unwrap();
         assert!(!Marker::parse(first).unwrap().unwrap().created_dir);
+    }
+
+    #[test]
+    fn docker_pattern_certificates_are_named_for_the_server() {
+        let names: Vec<String> = [
+            "ca.crt",
+            "client.cert",
+            "client.key",
+            "lone.cert",
+            "b\"q.crt",
+            "x.pem",
+        ]
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+        let certs = DockerCerts::from_names(&names);
+        assert_eq!(certs.ca, ["b\"q.crt", "ca.crt"]);
+        assert_eq!(
+            certs.client,
+            [("client.cert".to_owned(), "client.key".to_owned())]
+        );
+        let text = render(
+            &"registry.example.com:5000".parse().unwrap(),
+            &"a/b".parse().unwrap(),
+            false,
+            &url("http://10.0.0.5:5000"),
+            Some(&url("https://registry.example.com:5000")),
+            &certs,
+        );
+        assert!(
+            text.contains("ca = [\"b\\\"q.crt\", \"ca.crt\"]\nclient = [[\"client.cert\", \"client.key\"]]\n\n[host."),
+            "{text}"
+        );
     }
 
     #[test]

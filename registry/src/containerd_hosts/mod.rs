@@ -5,7 +5,10 @@
 //! Files of other tools are never clobbered. When a host already has a
 //! `hosts.toml` that is not Berth's, it is kept (hard-linked, so bytes, mode,
 //! owner and times stay) as [`BACKUP_NAME`] beside Berth's file and renamed
-//! back on removal. The first line of each file Berth writes names its owner
+//! back on removal. A directory holding only certificates in Docker's
+//! pattern keeps them in force: Berth's file names them for the server,
+//! since containerd reads nothing but `hosts.toml` once there is one.
+//! The first line of each file Berth writes names its owner
 //! and whether Berth created the directory (see [`file`]); nothing else is
 //! recorded anywhere, so the hosts directory alone says what to undo.
 //!
@@ -28,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 pub use names::{HostName, Mirror, Owner, RegistryUrl};
 
-use file::Marker;
+use file::{DockerCerts, Marker};
 
 /// containerd's file name in each host directory.
 pub const HOSTS_FILE: &str = "hosts.toml";
@@ -101,6 +104,17 @@ pub enum Error {
     StrayBackup {
         /// The backup file.
         path: PathBuf,
+    },
+    /// A directory containerd reads before the host's own (`HOST_PORT_`
+    /// before `HOST:PORT`): a file Berth wrote would never be read.
+    #[error(
+        "{path}: containerd reads this directory instead of {host}, so a hosts.toml for {host} would be ignored; merge it into {host} or remove it; nothing was changed"
+    )]
+    Shadowed {
+        /// The directory containerd prefers.
+        path: PathBuf,
+        /// The host.
+        host: HostName,
     },
     /// The hosts directory, or a host entry in it, is not a directory.
     #[error("{0}: not a directory")]
@@ -201,6 +215,15 @@ pub fn apply(request: &ApplyRequest) -> Result<Vec<Change>, Error> {
     let mut changes = Vec::new();
     let stage_all = |staged: &mut Vec<Staged>, changes: &mut Vec<Change>| {
         for (host, server) in &wanted {
+            if let Some(preferred) = host.containerd_port_dir() {
+                let path = dir.join(preferred);
+                if path.exists() {
+                    return Err(Error::Shadowed {
+                        path,
+                        host: host.clone(),
+                    });
+                }
+            }
             let host_dir = dir.join(host.as_str());
             let found = inspect(&host_dir, &request.owner, host)?;
             let created_dir = match &found {
@@ -208,12 +231,22 @@ pub fn apply(request: &ApplyRequest) -> Result<Vec<Change>, Error> {
                 Found::Berth { marker, .. } => marker.created_dir,
                 Found::EmptyDir | Found::Foreign { .. } => false,
             };
+            // Certificates containerd took from the directory while it had
+            // no hosts.toml of another tool's must stay in force.
+            let certs = match &found {
+                Found::EmptyDir => docker_certs(&host_dir)?,
+                Found::Berth { .. } if !host_dir.join(BACKUP_NAME).exists() => {
+                    docker_certs(&host_dir)?
+                }
+                _ => DockerCerts::default(),
+            };
             let text = file::render(
                 host,
                 &request.owner,
                 created_dir,
                 &request.endpoint,
                 *server,
+                &certs,
             );
             if let Found::Berth { content, .. } = &found
                 && *content == text.as_bytes()
@@ -375,6 +408,18 @@ fn inspect(host_dir: &Path, owner: &Owner, host: &HostName) -> Result<Found, Err
         }
         Some(_) => Err(Error::StrayBackup { path: backup }),
     }
+}
+
+/// The certificate files of `host_dir` in Docker's pattern.
+fn docker_certs(host_dir: &Path) -> Result<DockerCerts, Error> {
+    let mut names = Vec::new();
+    for entry in fs::read_dir(host_dir).map_err(io_err(host_dir, "list"))? {
+        let entry = entry.map_err(io_err(host_dir, "list"))?;
+        if entry.file_type().is_ok_and(|t| !t.is_dir()) {
+            names.push(entry.file_name().to_string_lossy().into_owned());
+        }
+    }
+    Ok(DockerCerts::from_names(&names))
 }
 
 /// A new `hosts.toml` written under a temporary name, not yet visible.

@@ -22,6 +22,14 @@ impl HostName {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// For `host:port`, the directory name containerd looks for first
+    /// (`host_port_`, Windows-safe); `None` without a port.
+    pub fn containerd_port_dir(&self) -> Option<String> {
+        self.0
+            .rsplit_once(':')
+            .map(|(name, port)| format!("{name}_{port}_"))
+    }
 }
 
 impl fmt::Display for HostName {

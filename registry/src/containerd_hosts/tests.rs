@@ -262,3 +262,54 @@ fn a_host_named_twice_is_refused() {
     assert!(err.contains("docker.io is named more than once"), "{err}");
     assert!(snapshot(dir.path()).is_empty());
 }
+
+#[test]
+fn certificates_of_a_directory_without_hosts_toml_stay_in_force() {
+    let dir = tree_of_another_tool();
+    fs::write(dir.path().join("quay.io/client.cert"), "C").unwrap();
+    fs::write(dir.path().join("quay.io/client.key"), "K").unwrap();
+    apply(&request(
+        dir.path(),
+        "registry/local",
+        &["quay.io", "docker.io"],
+        None,
+    ))
+    .unwrap();
+    let quay = read(dir.path().join("quay.io/hosts.toml"));
+    assert!(
+        quay.contains("ca = [\"ca.crt\"]\nclient = [[\"client.cert\", \"client.key\"]]\n"),
+        "{quay}"
+    );
+    // A host whose other tool's file governed keeps that file's choices only.
+    assert!(!read(dir.path().join("docker.io/hosts.toml")).contains("ca ="));
+    // Applying again keeps the same file.
+    let before = snapshot(dir.path());
+    apply(&request(
+        dir.path(),
+        "registry/local",
+        &["quay.io", "docker.io"],
+        None,
+    ))
+    .unwrap();
+    assert_eq!(snapshot(dir.path()), before);
+}
+
+#[test]
+fn a_directory_containerd_prefers_for_a_host_with_a_port_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    fs::create_dir(dir.path().join("registry.example.com_5000_")).unwrap();
+    let before = snapshot(dir.path());
+    let err = apply(&request(
+        dir.path(),
+        "registry/local",
+        &["ghcr.io", "registry.example.com:5000"],
+        None,
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("registry.example.com_5000_: containerd reads this directory instead of registry.example.com:5000"),
+        "{err}"
+    );
+    assert_eq!(snapshot(dir.path()), before);
+}
