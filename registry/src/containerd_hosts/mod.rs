@@ -120,23 +120,24 @@ pub enum Error {
     #[error("{0}: not a directory")]
     NotADirectory(PathBuf),
     /// A filesystem operation failed.
-    #[error("{path}: cannot {action}: {source}")]
+    #[error("{path}: cannot {action}: {cause}")]
     Io {
         /// The path the operation was on.
         path: PathBuf,
         /// What was being done.
         action: &'static str,
-        /// The system's error.
-        source: io::Error,
+        /// The system's error, part of the message (not a separate source,
+        /// so the one-line message does not repeat it).
+        cause: io::Error,
     },
 }
 
 /// A `map_err` for I/O on `path`.
 fn io_err<'a>(path: &'a Path, action: &'static str) -> impl FnOnce(io::Error) -> Error + 'a {
-    move |source| Error::Io {
+    move |cause| Error::Io {
         path: path.to_path_buf(),
         action,
-        source,
+        cause,
     }
 }
 
