@@ -361,7 +361,11 @@ fn an_unwritable_hosts_directory_fails_naming_the_path_and_changes_nothing() {
         "{stderr}"
     );
     assert_eq!(stderr.trim().lines().count(), 1, "one line: {stderr}");
-    assert_eq!(stderr.matches("Read-only").count(), 1, "said once: {stderr}");
+    assert_eq!(
+        stderr.matches("Read-only").count(),
+        1,
+        "said once: {stderr}"
+    );
     assert_eq!(snapshot(&hosts), before);
 
     // The whole directory is read-only.
