@@ -10,6 +10,7 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod containerd_hosts;
 pub mod digest;
 pub mod error;
 pub mod fill;
