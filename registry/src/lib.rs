@@ -25,6 +25,7 @@ pub mod networks;
 pub mod notify;
 #[cfg(test)]
 mod properties;
+pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod service;

@@ -85,6 +85,15 @@ pub struct GcLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of pull-through counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The cache: the mirrored host, or `_proxy` for `proxy.remoteurl`.
+    pub mirror: String,
+    /// `blob` or `manifest`.
+    pub kind: &'static str,
+}
+
 /// Labels of a listener's connections.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -146,6 +155,12 @@ pub struct Metrics {
     pub gc_deleted_blobs: Counter,
     /// Bytes freed by those runs.
     pub gc_freed_bytes: Counter,
+    /// Pull-through requests answered from the cache.
+    pub proxy_hits: Family<MirrorLabels, Counter>,
+    /// Pull-through requests that had to ask the upstream.
+    pub proxy_misses: Family<MirrorLabels, Counter>,
+    /// Requests sent to upstreams (token requests and redirects not counted).
+    pub proxy_upstream_requests: Family<MirrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -173,6 +188,9 @@ impl Metrics {
             gc_runs: Family::default(),
             gc_deleted_blobs: Counter::default(),
             gc_freed_bytes: Counter::default(),
+            proxy_hits: Family::default(),
+            proxy_misses: Family::default(),
+            proxy_upstream_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -244,6 +262,21 @@ impl Metrics {
             "gc_freed_bytes",
             "Bytes freed by garbage collection in this server",
             m.gc_freed_bytes.clone(),
+        );
+        registry.register(
+            "proxy_hits",
+            "Pull-through requests answered from the cache",
+            m.proxy_hits.clone(),
+        );
+        registry.register(
+            "proxy_misses",
+            "Pull-through requests that asked the upstream",
+            m.proxy_misses.clone(),
+        );
+        registry.register(
+            "proxy_upstream_requests",
+            "Requests sent to pull-through upstreams",
+            m.proxy_upstream_requests.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -154,7 +154,7 @@ fn valid_upload_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-fn new_upload_id() -> String {
+pub(super) fn new_upload_id() -> String {
     let h = format!("{:032x}", rand::random::<u128>());
     format!(
         "{}-{}-{}-{}-{}",

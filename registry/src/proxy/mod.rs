@@ -1,0 +1,537 @@
+//! Pull-through: serving images of upstream registries from a cache in the
+//! storage driver.
+//!
+//! A request names its upstream with the `ns` query parameter that
+//! containerd adds to mirror requests (`berth.mirrors`, with `_default` for
+//! any host not listed), or, without `ns`, goes to `proxy.remoteurl`.
+//! Each upstream host has its own cache: a [`Prefixed`] view of the driver
+//! at `/berth/mirrors/<host>/` (`_proxy` for `proxy.remoteurl`) holding
+//! Distribution's usual layout, read and written by an ordinary
+//! [`Registry`]. The registry's own tree, catalog and garbage collection
+//! never look there; [`collect`] empties a cache of what went unused.
+//!
+//! Manifests by digest and blobs never change, so once cached they are
+//! served from the cache. A tag is asked upstream again once it is older
+//! than the mirror's `tagttl`; while the upstream cannot answer, the cached
+//! tag is served. A missing blob is fetched once however many clients want
+//! it ([`Fills`]): each streams the spool file while it is written, and the
+//! verified file is copied into the cache. When nothing is cached and the
+//! upstream cannot answer, the request fails before any byte of a response
+//! with 503 `UNAVAILABLE`, so a container runtime moves on to its next host.
+
+pub mod collect;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::io;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, stream};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::{HeaderValue, Method, StatusCode};
+
+use crate::config::{self, DEFAULT_MIRROR, UpstreamSettings};
+use crate::digest::{Algorithm, Digest};
+use crate::error::{Code, RegistryError, Result};
+use crate::fill::{Commit, Fills, Source};
+use crate::manifest;
+use crate::metrics::{Metrics, MirrorLabels};
+use crate::names::{Reference, RepoName, Tag};
+use crate::service::{BlobRange, BlobRead, ManifestRead, Options, Registry};
+use crate::storage::rest::{read_limited, stream as body_stream};
+use crate::storage::{ByteStream, Prefixed, StorageDriver};
+use upstream::Upstream;
+
+/// Where caches live in the driver: one directory per upstream host.
+pub const MIRRORS_DIR: &str = "/berth/mirrors";
+/// The cache of `proxy.remoteurl`.
+pub const PROXY_CACHE: &str = "_proxy";
+
+/// The directory of the cache named `name`.
+pub fn cache_dir(name: &str) -> String {
+    format!("{MIRRORS_DIR}/{name}")
+}
+
+/// The registry service of the cache named `name` over `storage`.
+pub fn cache_registry(storage: &Arc<dyn StorageDriver>, name: &str, options: Options) -> Registry {
+    let view: Arc<dyn StorageDriver> = Arc::new(Prefixed::new(storage.clone(), cache_dir(name)));
+    Registry::new(view, options)
+}
+
+/// Every configured upstream and its cache.
+pub struct PullThrough {
+    storage: Arc<dyn StorageDriver>,
+    settings: config::PullThrough,
+    options: Options,
+    caches: Mutex<HashMap<String, Arc<Cache>>>,
+    fills: Arc<Fills>,
+    metrics: Arc<Metrics>,
+}
+
+impl PullThrough {
+    /// Pull-through over `storage` (the registry's whole driver) with
+    /// `options` of the registry, spooling in `settings.spool_dir`.
+    pub fn new(
+        storage: Arc<dyn StorageDriver>,
+        settings: config::PullThrough,
+        options: &Options,
+        metrics: Arc<Metrics>,
+    ) -> io::Result<PullThrough> {
+        let fills = Arc::new(Fills::new(&settings.spool_dir).map_err(|e| {
+            io::Error::new(
+                e.kind(),
+                format!("berth.spooldir {}: {e}", settings.spool_dir.display()),
+            )
+        })?);
+        let options = Options {
+            delete_enabled: false,
+            read_only: false,
+            manifest_max_bytes: options.manifest_max_bytes,
+            // Touches mark use; collection spares what was used within the ttl.
+            gc_grace_period: settings.ttl,
+        };
+        Ok(PullThrough {
+            storage,
+            settings,
+            options,
+            caches: Mutex::new(HashMap::new()),
+            fills,
+            metrics,
+        })
+    }
+
+    /// The cache a request with `ns` goes to, or `None` for the registry's
+    /// own content: `ns` names a mirror, or `_default` takes any other
+    /// registry host; without `ns`, `proxy.remoteurl` when set.
+    pub fn route(&self, ns: Option<&str>) -> Option<Arc<Cache>> {
+        let (name, settings) = match ns {
+            Some(ns) if ns == DEFAULT_MIRROR || !config::is_registry_host(ns) => return None,
+            Some(ns) => (
+                ns,
+                self.settings
+                    .mirrors
+                    .get(ns)
+                    .or_else(|| self.settings.mirrors.get(DEFAULT_MIRROR))?,
+            ),
+            None => (PROXY_CACHE, self.settings.proxy.as_ref()?),
+        };
+        let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        Some(
+            caches
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(self.cache(name, settings)))
+                .clone(),
+        )
+    }
+
+    fn cache(&self, name: &str, settings: &UpstreamSettings) -> Cache {
+        let url = settings
+            .url
+            .clone()
+            .unwrap_or_else(|| config::default_upstream_url(name));
+        Cache {
+            name: name.to_owned(),
+            registry: cache_registry(&self.storage, name, self.options.clone()),
+            upstream: Arc::new(Upstream::new(url, settings.credentials.clone())),
+            tag_ttl: settings.tag_ttl,
+            resolved: Mutex::new(HashMap::new()),
+            fills: self.fills.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// Why a manifest could not be fetched.
+enum Fetch {
+    /// The upstream does not have it.
+    NotFound,
+    /// No usable answer; the text says why.
+    Failed(String),
+}
+
+/// The cache of one upstream.
+pub struct Cache {
+    name: String,
+    registry: Registry,
+    upstream: Arc<Upstream>,
+    tag_ttl: std::time::Duration,
+    /// When each `repo:tag` was last resolved upstream.
+    resolved: Mutex<HashMap<String, Instant>>,
+    fills: Arc<Fills>,
+    metrics: Arc<Metrics>,
+}
+
+fn unavailable(what: &str, why: &str) -> RegistryError {
+    RegistryError::new(
+        Code::Unavailable,
+        format!("{what} is not cached and the upstream cannot give it: {why}"),
+    )
+}
+
+impl Cache {
+    fn labels(&self, kind: &'static str) -> MirrorLabels {
+        MirrorLabels {
+            mirror: self.name.clone(),
+            kind,
+        }
+    }
+
+    fn hit(&self, kind: &'static str) {
+        self.metrics
+            .proxy_hits
+            .get_or_create(&self.labels(kind))
+            .inc();
+    }
+
+    fn miss(&self, kind: &'static str) {
+        self.metrics
+            .proxy_misses
+            .get_or_create(&self.labels(kind))
+            .inc();
+    }
+
+    fn upstream_request(&self, kind: &'static str) {
+        self.metrics
+            .proxy_upstream_requests
+            .get_or_create(&self.labels(kind))
+            .inc();
+    }
+
+    fn tag_key(repo: &RepoName, tag: &Tag) -> String {
+        format!("{repo}:{tag}")
+    }
+
+    fn is_fresh(&self, repo: &RepoName, tag: &Tag) -> bool {
+        self.resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&Self::tag_key(repo, tag))
+            .is_some_and(|at| at.elapsed() < self.tag_ttl)
+    }
+
+    fn mark_resolved(&self, repo: &RepoName, tag: &Tag) {
+        self.resolved
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(Self::tag_key(repo, tag), Instant::now());
+    }
+
+    /// A manifest: from the cache when it holds it (a tag: resolved within
+    /// `tagttl`, or the upstream cannot answer), else fetched with the
+    /// client's `accept`, verified and cached.
+    pub async fn manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: Option<&HeaderValue>,
+    ) -> Result<ManifestRead> {
+        let cached = match self.registry.manifest_get(repo, reference).await {
+            Ok(m) => Some(m),
+            Err(e) if e.code == Code::ManifestUnknown => None,
+            Err(e) => return Err(e),
+        };
+        let tag = match reference {
+            Reference::Tag(tag) => Some(tag),
+            Reference::Digest(_) => None,
+        };
+        if let Some(m) = &cached
+            && tag.is_none_or(|t| self.is_fresh(repo, t))
+        {
+            self.hit("manifest");
+            return Ok(m.clone());
+        }
+        self.miss("manifest");
+        match self.fetch_manifest(repo, reference, accept).await {
+            Ok((digest, content)) => {
+                if let Err(e) = self
+                    .registry
+                    .cache_manifest(repo, &digest, tag, content.clone())
+                    .await
+                {
+                    tracing::warn!(mirror = %self.name, %repo, %digest, error = %e, "could not cache a manifest");
+                }
+                if let Some(tag) = tag {
+                    self.mark_resolved(repo, tag);
+                }
+                Ok(ManifestRead {
+                    media_type: manifest::served_media_type(&content),
+                    digest,
+                    content,
+                })
+            }
+            Err(Fetch::NotFound) => Err(RegistryError::new(
+                Code::ManifestUnknown,
+                format!("manifest {reference} is unknown to {repo} upstream"),
+            )),
+            Err(Fetch::Failed(why)) => match cached {
+                Some(m) => {
+                    tracing::warn!(mirror = %self.name, %repo, %reference, error = %why, "upstream failed; serving the cached tag");
+                    Ok(m)
+                }
+                None => Err(unavailable(&format!("manifest {reference}"), &why)),
+            },
+        }
+    }
+
+    /// Fetches and verifies a manifest: its digest (the reference's, the
+    /// `Docker-Content-Digest` header's), its size, and that it parses.
+    async fn fetch_manifest(
+        &self,
+        repo: &RepoName,
+        reference: &Reference,
+        accept: Option<&HeaderValue>,
+    ) -> Result<(Digest, Bytes), Fetch> {
+        self.upstream_request("manifest");
+        let response = self
+            .upstream
+            .send(
+                Method::GET,
+                repo.as_str(),
+                &format!("manifests/{reference}"),
+                accept,
+            )
+            .await
+            .map_err(|e| Fetch::Failed(e.to_string()))?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => return Err(Fetch::NotFound),
+            status => return Err(Fetch::Failed(format!("the upstream answered {status}"))),
+        }
+        let text = |name| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let announced = match text(http::HeaderName::from_static("docker-content-digest")) {
+            Some(d) => Some(d.parse::<Digest>().map_err(|e| {
+                Fetch::Failed(format!("the upstream's Docker-Content-Digest {d:?}: {e}"))
+            })?),
+            None => None,
+        };
+        let content_type = text(CONTENT_TYPE);
+        let limit = self.registry.options().manifest_max_bytes;
+        let too_large = || {
+            Fetch::Failed(format!(
+                "the manifest is larger than berth.manifestmaxbytes ({limit} bytes)"
+            ))
+        };
+        if text(CONTENT_LENGTH)
+            .and_then(|l| l.parse::<u64>().ok())
+            .is_some_and(|l| l > limit)
+        {
+            return Err(too_large());
+        }
+        let content = read_limited(response, limit)
+            .await
+            .map_err(|e| Fetch::Failed(e.to_string()))?
+            .ok_or_else(too_large)?;
+        let algorithm = match (reference, &announced) {
+            (Reference::Digest(d), _) => d.algorithm(),
+            (Reference::Tag(_), Some(d)) => d.algorithm(),
+            (Reference::Tag(_), None) => Algorithm::Sha256,
+        };
+        let digest = Digest::of(algorithm, &content);
+        for expected in [
+            match reference {
+                Reference::Digest(d) => Some(d),
+                Reference::Tag(_) => None,
+            },
+            announced.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if Digest::of(expected.algorithm(), &content) != *expected {
+                return Err(Fetch::Failed(format!(
+                    "the upstream's manifest has digest {digest}, not {expected}"
+                )));
+            }
+        }
+        manifest::parse(content_type.as_deref(), &content)
+            .map_err(|e| Fetch::Failed(format!("the upstream's manifest is invalid: {e}")))?;
+        Ok((digest, content))
+    }
+
+    /// The size of a blob: cached, or as the upstream answers a HEAD
+    /// (nothing is fetched).
+    pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
+        match self.registry.blob_size(repo, digest).await {
+            Ok(size) => {
+                self.hit("blob");
+                return Ok(size);
+            }
+            Err(e) if e.code == Code::BlobUnknown => {}
+            Err(e) => return Err(e),
+        }
+        self.miss("blob");
+        self.upstream_request("blob");
+        let what = format!("blob {digest}");
+        let response = self
+            .upstream
+            .send(
+                Method::HEAD,
+                repo.as_str(),
+                &format!("blobs/{digest}"),
+                None,
+            )
+            .await
+            .map_err(|e| unavailable(&what, &e.to_string()))?;
+        match response.status() {
+            StatusCode::OK => response
+                .headers()
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+                .ok_or_else(|| unavailable(&what, "the upstream's answer has no Content-Length")),
+            StatusCode::NOT_FOUND => Err(RegistryError::new(
+                Code::BlobUnknown,
+                format!("blob {digest} is unknown to {repo} upstream"),
+            )),
+            status => Err(unavailable(
+                &what,
+                &format!("the upstream answered {status}"),
+            )),
+        }
+    }
+
+    /// A blob (or a range of it): from the cache, or from the one fill of
+    /// it, which fetches it upstream once and caches it when verified.
+    pub async fn blob(
+        self: &Arc<Self>,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<BlobRange>,
+    ) -> Result<BlobRead> {
+        match self.registry.blob_get(repo, digest, range).await {
+            Ok(blob) => {
+                self.hit("blob");
+                return Ok(blob);
+            }
+            Err(e) if e.code == Code::BlobUnknown => {}
+            Err(e) => return Err(e),
+        }
+        self.miss("blob");
+        let open = {
+            let cache = self.clone();
+            let (repo, digest) = (repo.clone(), digest.clone());
+            move || async move { cache.open_blob(&repo, &digest).await }
+        };
+        let commit: Commit = {
+            let cache = self.clone();
+            let (repo, digest) = (repo.clone(), digest.clone());
+            Box::new(move |spool, _size| {
+                Box::pin(async move {
+                    cache
+                        .registry
+                        .cache_blob(&repo, &digest, &spool)
+                        .await
+                        .map_err(io::Error::other)
+                })
+            })
+        };
+        let read = self
+            .fills
+            .read(digest, open, commit)
+            .await
+            .map_err(|e| match e.kind() {
+                io::ErrorKind::NotFound => RegistryError::new(
+                    Code::BlobUnknown,
+                    format!("blob {digest} is unknown to {repo} upstream"),
+                ),
+                _ => unavailable(&format!("blob {digest}"), &e.to_string()),
+            })?;
+        let Some(range) = range else {
+            return Ok(BlobRead {
+                size: read.size,
+                range: None,
+                body: read.body,
+            });
+        };
+        let (first, last) = range.resolve(read.size).ok_or_else(|| {
+            RegistryError::new(
+                Code::RangeInvalid,
+                format!("range not satisfiable for a blob of {} bytes", read.size),
+            )
+        })?;
+        Ok(BlobRead {
+            size: read.size,
+            range: Some((first, last)),
+            body: slice(read.body, first, last - first + 1),
+        })
+    }
+
+    /// Starts the upstream GET of a blob for a fill.
+    async fn open_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<Source> {
+        self.upstream_request("blob");
+        let response = self
+            .upstream
+            .send(Method::GET, repo.as_str(), &format!("blobs/{digest}"), None)
+            .await
+            .map_err(io::Error::other)?;
+        match response.status() {
+            StatusCode::OK => {}
+            StatusCode::NOT_FOUND => {
+                return Err(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    "the upstream does not have it",
+                ));
+            }
+            status => return Err(io::Error::other(format!("the upstream answered {status}"))),
+        }
+        let size = response
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .ok_or_else(|| io::Error::other("the upstream's answer has no Content-Length"))?;
+        Ok(Source {
+            size,
+            body: body_stream(response),
+        })
+    }
+}
+
+/// `len` bytes of `body` from `from`.
+fn slice(body: ByteStream, from: u64, len: u64) -> ByteStream {
+    Box::pin(stream::try_unfold(
+        (body, from, len),
+        |(mut body, mut skip, left)| async move {
+            if left == 0 {
+                return Ok(None);
+            }
+            loop {
+                let Some(chunk) = body.next().await.transpose()? else {
+                    return Ok(None);
+                };
+                let n = chunk.len() as u64;
+                if skip >= n {
+                    skip -= n;
+                    continue;
+                }
+                let take = (n - skip).min(left);
+                let piece = chunk.slice(skip as usize..(skip + take) as usize);
+                return Ok(Some((piece, (body, 0, left - take))));
+            }
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::TryStreamExt;
+
+    #[tokio::test]
+    async fn slices_take_the_range_across_chunks() {
+        let chunks: Vec<io::Result<Bytes>> = vec![
+            Ok(Bytes::from_static(b"0123")),
+            Ok(Bytes::from_static(b"4567")),
+            Ok(Bytes::from_static(b"89")),
+        ];
+        let body: ByteStream = Box::pin(stream::iter(chunks));
+        let parts: Vec<Bytes> = slice(body, 3, 6).try_collect().await.unwrap();
+        assert_eq!(parts.concat(), b"345678");
+    }
+}
