@@ -206,14 +206,8 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
             if at == size {
                 // Every byte is sent; the stream ends cleanly only once the
                 // digest matched, so a client never takes bad bytes as whole.
-                let done = progress
-                    .wait_for(|p| matches!(p, Progress::Verified { .. } | Progress::Failed(_)))
-                    .await
-                    .map_err(|_| io::Error::other("the fill ended without a result"))?;
-                return match &*done {
-                    Progress::Failed(why) => Err(io::Error::other(why.to_string())),
-                    _ => Ok(None),
-                };
+                verified(&mut progress).await?;
+                return Ok(None);
             }
             let available = {
                 let state = progress
@@ -238,10 +232,27 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
             })
             .await
             .map_err(io::Error::other)??;
+            if at + want as u64 == size {
+                // The last chunk waits for the digest: a client that counts
+                // bytes (Content-Length) must not get a whole body of bad ones.
+                verified(&mut progress).await?;
+            }
             Ok(Some((chunk, (at + want as u64, progress))))
         }
     });
     Box::pin(chunks)
+}
+
+/// Waits until the fill is verified; its error when it failed instead.
+async fn verified(progress: &mut watch::Receiver<Progress>) -> io::Result<()> {
+    let done = progress
+        .wait_for(|p| matches!(p, Progress::Verified { .. } | Progress::Failed(_)))
+        .await
+        .map_err(|_| io::Error::other("the fill ended without a result"))?;
+    match &*done {
+        Progress::Failed(why) => Err(io::Error::other(why.to_string())),
+        _ => Ok(()),
+    }
 }
 
 /// The task that copies one source into its spool file.
