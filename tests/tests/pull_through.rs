@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
+use std::process::Command;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -20,7 +21,8 @@ use berth_tests::images::{OciLayout, assert_same_image, random_bytes, single_ima
 use berth_tests::metrics::scrape;
 use berth_tests::oci::{self, ACCEPT_MANIFESTS, OCI_MANIFEST, sha256_digest};
 use berth_tests::proxy::TcpProxy;
-use berth_tests::registry::{BerthRegistry, RegistryOptions};
+use berth_tests::readme;
+use berth_tests::registry::{self, BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 use serde_json::Value;
 
@@ -163,11 +165,12 @@ fn mirrored_images_are_byte_identical_and_survive_the_upstream() {
     );
     let metrics = scrape(&client);
     let labels = [("mirror", HOST), ("kind", "blob")];
+    let count = |name| metrics.sum(name, &labels) as u64;
     println!(
         "node: proxy hits {} misses {} upstream requests {} (blobs)",
-        metrics.sum("berth_proxy_hits_total", &labels),
-        metrics.sum("berth_proxy_misses_total", &labels),
-        metrics.sum("berth_proxy_upstream_requests_total", &labels)
+        count("berth_proxy_hits_total"),
+        count("berth_proxy_misses_total"),
+        count("berth_proxy_upstream_requests_total")
     );
     assert!(metrics.sum("berth_proxy_upstream_requests_total", &labels) >= 3.0);
 
@@ -602,4 +605,107 @@ fn bad_upstream_answers_never_enter_the_cache() {
             .all(|f| !f.contains("/blobs/") && !f.contains("/_manifests/")),
         "cache holds {files:#?}"
     );
+}
+
+/// Runs `berth-registry gc` on the node's config with `proxy.ttl` set to
+/// `ttl` (through the environment, as a user would override it) and returns
+/// the report.
+fn gc_with_cache_ttl(node: &BerthRegistry, ttl: &str) -> Value {
+    let home = tempfile::tempdir().unwrap();
+    let out = Command::new(registry::binary())
+        .arg("gc")
+        .arg("--config")
+        .arg(node.config_path())
+        .env_clear()
+        .env("PATH", berth_tests::tools::child_path())
+        .env("HOME", home.path())
+        .env("REGISTRY_PROXY_REMOTEURL", "http://127.0.0.1:9")
+        .env("REGISTRY_PROXY_TTL", ttl)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "gc failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[test]
+fn gc_collects_cached_content_unused_for_the_ttl_and_never_own_content() {
+    let work = tempfile::tempdir().unwrap();
+    let upstream = BerthRegistry::start(RegistryOptions::new());
+    push_image(
+        &upstream.addr(),
+        "library/app",
+        "v1",
+        &[KIB, 2 * KIB],
+        &work.path().join("up"),
+    );
+    let node = BerthRegistry::start(node_options(&upstream.url(), "1m", ""));
+    let client = node.client();
+    let mirrored = walk(&client, "library/app", "v1", NS);
+    push_image(
+        &node.addr(),
+        "own/app",
+        "v1",
+        &[KIB],
+        &work.path().join("own"),
+    );
+    let own = walk(&client, "own/app", "v1", "");
+
+    // Used within the ttl: nothing goes.
+    let report = gc_with_cache_ttl(&node, "1h");
+    let cache = &report["mirrorCaches"][HOST];
+    assert_eq!(cache["blobsDeleted"], 0, "{report}");
+    assert_eq!(report["blobsDeleted"], 0, "{report}");
+
+    thread::sleep(Duration::from_millis(2100));
+    let report = gc_with_cache_ttl(&node, "1s");
+    println!("gc after the ttl: {report}");
+    let cache = &report["mirrorCaches"][HOST];
+    assert_eq!(cache["tagsExpired"], 1, "{report}");
+    assert_eq!(cache["blobsDeleted"], mirrored.len() as u64, "{report}");
+    assert_eq!(report["blobsDeleted"], 0, "own content: {report}");
+    assert!(
+        cached_files(&node).iter().all(|f| !f.ends_with("/data")),
+        "{:#?}",
+        cached_files(&node)
+    );
+    // Own content is whole; the mirrored image is fetched again.
+    assert_eq!(walk(&client, "own/app", "v1", ""), own);
+    assert_eq!(walk(&client, "library/app", "v1", NS), mirrored);
+}
+
+/// The README's pull-through example passes `config check` (with its
+/// credentials directory present), and a config naming a mirror twice is
+/// refused with the key.
+#[test]
+fn the_readme_pull_through_example_passes_config_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = readme::fenced_blocks(&readme::text(), "yaml")
+        .into_iter()
+        .find(|block| block.starts_with("proxy:"))
+        .expect("the README shows a pull-through example");
+    let credentials = dir.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    let config = format!(
+        "version: 0.1\nstorage:\n  filesystem:\n    rootdirectory: {}\n{}",
+        dir.path().join("root").display(),
+        example.replace("/etc/berth/mirrors/1", &credentials.display().to_string())
+    );
+    let file = dir.path().join("config.yml");
+    std::fs::write(&file, &config).unwrap();
+    let out = registry::config_check(&file);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    std::fs::write(&file, config.replace("host: _default", "host: docker.io")).unwrap();
+    let out = registry::config_check(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("berth.mirrors[2].host"), "{stderr}");
 }
