@@ -88,7 +88,7 @@ pub struct GcLabels {
 /// Labels of pull-through counters.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct MirrorLabels {
-    /// The cache: the mirrored host, or `_proxy` for `proxy.remoteurl`.
+    /// The mirror entry: its host, `_default`, or `_proxy` for `proxy.remoteurl`.
     pub mirror: String,
     /// `blob` or `manifest`.
     pub kind: &'static str,

@@ -251,8 +251,18 @@ fn concurrent_misses_of_one_blob_make_one_upstream_get() {
         assert_eq!(sha256_digest(&reply.body), digest);
     }
     let gets = blob_gets(&upstream.client()) - before;
-    println!("8 concurrent GETs of an uncached 64 MiB blob: {gets} upstream GET(s)");
+    let metrics = scrape(&node.client());
+    let labels = [("mirror", HOST), ("kind", "blob")];
+    let (misses, hits) = (
+        metrics.sum("berth_proxy_misses_total", &labels) as u64,
+        metrics.sum("berth_proxy_hits_total", &labels) as u64,
+    );
+    println!(
+        "8 concurrent GETs of an uncached 64 MiB blob: {gets} upstream GET(s); {misses} joined the fill, {hits} found it cached"
+    );
     assert_eq!(gets, 1.0);
+    assert_eq!(misses + hits, 8);
+    assert!(misses >= 2, "the GETs did not overlap");
     // Cached now: more GETs, one with a range, never reach the upstream.
     assert_eq!(sha256_digest(&node.client().get(&target).body), digest);
     let part = node.client().get_with(&target, &[("Range", "bytes=10-19")]);

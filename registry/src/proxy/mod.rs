@@ -25,7 +25,7 @@ pub mod upstream;
 use std::collections::HashMap;
 use std::io;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::{StreamExt, stream};
@@ -48,6 +48,12 @@ use upstream::Upstream;
 pub const MIRRORS_DIR: &str = "/berth/mirrors";
 /// The cache of `proxy.remoteurl`.
 pub const PROXY_CACHE: &str = "_proxy";
+
+/// How long an upstream body may send nothing (a blob) or take (a manifest).
+const UPSTREAM_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Caches kept in memory before they are all forgotten.
+const MAX_CACHES: usize = 1024;
 
 /// The directory of the cache named `name`.
 pub fn cache_dir(name: &str) -> String {
@@ -106,33 +112,42 @@ impl PullThrough {
     /// own content: `ns` names a mirror, or `_default` takes any other
     /// registry host; without `ns`, `proxy.remoteurl` when set.
     pub fn route(&self, ns: Option<&str>) -> Option<Arc<Cache>> {
-        let (name, settings) = match ns {
+        let (name, entry) = match ns {
             Some(ns) if ns == DEFAULT_MIRROR || !config::is_registry_host(ns) => return None,
-            Some(ns) => (
-                ns,
-                self.settings
-                    .mirrors
-                    .get(ns)
-                    .or_else(|| self.settings.mirrors.get(DEFAULT_MIRROR))?,
-            ),
-            None => (PROXY_CACHE, self.settings.proxy.as_ref()?),
+            Some(ns) if self.settings.mirrors.contains_key(ns) => (ns, ns),
+            Some(ns) if self.settings.mirrors.contains_key(DEFAULT_MIRROR) => (ns, DEFAULT_MIRROR),
+            Some(_) => return None,
+            None if self.settings.proxy.is_some() => (PROXY_CACHE, PROXY_CACHE),
+            None => return None,
+        };
+        let settings = match entry {
+            PROXY_CACHE => self.settings.proxy.as_ref()?,
+            entry => self.settings.mirrors.get(entry)?,
         };
         let mut caches = self.caches.lock().unwrap_or_else(PoisonError::into_inner);
+        if !caches.contains_key(name) && caches.len() >= MAX_CACHES {
+            // `_default` takes any host a client names: forget them all
+            // rather than grow without bound (a cache keeps tokens and tag
+            // times only; its content stays in storage).
+            caches.clear();
+        }
         Some(
             caches
                 .entry(name.to_owned())
-                .or_insert_with(|| Arc::new(self.cache(name, settings)))
+                .or_insert_with(|| Arc::new(self.cache(name, entry, settings)))
                 .clone(),
         )
     }
 
-    fn cache(&self, name: &str, settings: &UpstreamSettings) -> Cache {
+    /// The cache of `name`, configured by the mirror entry `entry`.
+    fn cache(&self, name: &str, entry: &str, settings: &UpstreamSettings) -> Cache {
         let url = settings
             .url
             .clone()
             .unwrap_or_else(|| config::default_upstream_url(name));
         Cache {
             name: name.to_owned(),
+            label: entry.to_owned(),
             registry: cache_registry(&self.storage, name, self.options.clone()),
             upstream: Arc::new(Upstream::new(url, settings.credentials.clone())),
             tag_ttl: settings.tag_ttl,
@@ -153,10 +168,14 @@ enum Fetch {
 
 /// The cache of one upstream.
 pub struct Cache {
+    /// The upstream host: the directory of the cache.
     name: String,
+    /// The mirror entry that configures it, as metrics label it (clients
+    /// cannot add series through `_default`).
+    label: String,
     registry: Registry,
     upstream: Arc<Upstream>,
-    tag_ttl: std::time::Duration,
+    tag_ttl: Duration,
     /// When each `repo:tag` was last resolved upstream.
     resolved: Mutex<HashMap<String, Instant>>,
     fills: Arc<Fills>,
@@ -173,7 +192,7 @@ fn unavailable(what: &str, why: &str) -> RegistryError {
 impl Cache {
     fn labels(&self, kind: &'static str) -> MirrorLabels {
         MirrorLabels {
-            mirror: self.name.clone(),
+            mirror: self.label.clone(),
             kind,
         }
     }
@@ -325,8 +344,11 @@ impl Cache {
         {
             return Err(too_large());
         }
-        let content = read_limited(response, limit)
+        let content = tokio::time::timeout(UPSTREAM_IDLE_TIMEOUT, read_limited(response, limit))
             .await
+            .map_err(|_| {
+                Fetch::Failed("the upstream's manifest body did not arrive in time".into())
+            })?
             .map_err(|e| Fetch::Failed(e.to_string()))?
             .ok_or_else(too_large)?;
         let algorithm = match (reference, &announced) {
@@ -488,9 +510,24 @@ impl Cache {
             .ok_or_else(|| io::Error::other("the upstream's answer has no Content-Length"))?;
         Ok(Source {
             size,
-            body: body_stream(response),
+            body: idle_timeout(body_stream(response), UPSTREAM_IDLE_TIMEOUT),
         })
     }
+}
+
+/// `body`, failing once no byte arrived for `limit`: a fill whose upstream
+/// stalls must end, or every later request for the blob would join it.
+fn idle_timeout(body: ByteStream, limit: Duration) -> ByteStream {
+    Box::pin(stream::try_unfold(body, move |mut body| async move {
+        match tokio::time::timeout(limit, body.next()).await {
+            Ok(Some(chunk)) => Ok(Some((chunk?, body))),
+            Ok(None) => Ok(None),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the upstream sent nothing for {}s", limit.as_secs()),
+            )),
+        }
+    }))
 }
 
 /// `len` bytes of `body` from `from`.
@@ -521,7 +558,86 @@ fn slice(body: ByteStream, from: u64, len: u64) -> ByteStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::UpstreamCredentials;
+    use crate::storage::FilesystemDriver;
     use futures_util::TryStreamExt;
+
+    fn upstream(url: Option<&str>) -> UpstreamSettings {
+        UpstreamSettings {
+            url: url.map(str::to_owned),
+            credentials: UpstreamCredentials::None,
+            tag_ttl: Duration::from_secs(60),
+        }
+    }
+
+    fn pull_through(mirrors: &[&str], proxy: bool, dir: &std::path::Path) -> PullThrough {
+        let settings = config::PullThrough {
+            proxy: proxy.then(|| upstream(Some("http://127.0.0.1:9"))),
+            mirrors: mirrors
+                .iter()
+                .map(|h| (h.to_string(), upstream(None)))
+                .collect(),
+            ttl: Duration::from_secs(3600),
+            spool_dir: dir.join("spool"),
+        };
+        let storage: Arc<dyn StorageDriver> = Arc::new(FilesystemDriver::new(dir));
+        PullThrough::new(
+            storage,
+            settings,
+            &Options::default(),
+            Arc::new(Metrics::new()),
+        )
+        .unwrap()
+    }
+
+    fn routed(p: &PullThrough, ns: Option<&str>) -> Option<(String, String, String)> {
+        p.route(ns)
+            .map(|c| (c.name.clone(), c.label.clone(), c.upstream.url().to_owned()))
+    }
+
+    #[test]
+    fn requests_route_by_ns_then_default_then_proxy() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = pull_through(&["docker.io", "ghcr.io"], false, dir.path());
+        let route = |ns| routed(&p, ns);
+        assert_eq!(
+            route(Some("docker.io")),
+            Some((
+                "docker.io".into(),
+                "docker.io".into(),
+                "https://registry-1.docker.io".into()
+            ))
+        );
+        assert_eq!(route(Some("quay.io")), None, "no _default: own content");
+        assert_eq!(route(None), None, "no proxy: own content");
+        let p = pull_through(&["docker.io", DEFAULT_MIRROR], true, dir.path());
+        let route = |ns| routed(&p, ns);
+        assert_eq!(
+            route(Some("quay.io:5000")),
+            Some((
+                "quay.io:5000".into(),
+                DEFAULT_MIRROR.into(),
+                "https://quay.io:5000".into()
+            ))
+        );
+        assert_eq!(
+            route(None),
+            Some((
+                PROXY_CACHE.into(),
+                PROXY_CACHE.into(),
+                "http://127.0.0.1:9".into()
+            ))
+        );
+        // Names that are no registry host never reach a cache directory.
+        for bad in ["_default", "../x", "a/b", ""] {
+            assert_eq!(route(Some(bad)), None, "{bad}");
+        }
+        // The same cache answers every request for a host.
+        assert!(Arc::ptr_eq(
+            &p.route(Some("docker.io")).unwrap(),
+            &p.route(Some("docker.io")).unwrap()
+        ));
+    }
 
     #[tokio::test]
     async fn slices_take_the_range_across_chunks() {
@@ -533,5 +649,15 @@ mod tests {
         let body: ByteStream = Box::pin(stream::iter(chunks));
         let parts: Vec<Bytes> = slice(body, 3, 6).try_collect().await.unwrap();
         assert_eq!(parts.concat(), b"345678");
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_times_out() {
+        let body: ByteStream =
+            Box::pin(stream::iter([Ok(Bytes::from_static(b"a"))]).chain(stream::pending()));
+        let mut body = idle_timeout(body, Duration::from_millis(50));
+        assert_eq!(body.next().await.unwrap().unwrap(), "a");
+        let err = body.next().await.unwrap().unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
     }
 }

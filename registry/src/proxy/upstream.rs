@@ -140,7 +140,10 @@ impl Upstream {
                             asked.as_deref().unwrap_or(&scope),
                         )
                         .await?;
-                    self.lock().insert(scope.clone(), token);
+                    let mut tokens = self.lock();
+                    let now = Instant::now();
+                    tokens.retain(|_, t| t.expires > now);
+                    tokens.insert(scope.clone(), token);
                 }
             }
         };
