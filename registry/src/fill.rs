@@ -65,8 +65,9 @@ enum Progress {
     Writing { size: u64, written: u64 },
     /// Every byte is written and matches the digest.
     Verified { size: u64 },
-    /// The fill failed; the message says why.
-    Failed(Arc<str>),
+    /// The fill failed: the kind of the error (a source's `NotFound` stays
+    /// one for every reader) and a message saying why.
+    Failed(io::ErrorKind, Arc<str>),
 }
 
 /// One blob being fetched.
@@ -182,7 +183,7 @@ impl Fills {
             .map_err(|_| io::Error::other("the fill ended without a result"))?
         {
             Progress::Writing { size, .. } | Progress::Verified { size } => *size,
-            Progress::Failed(why) => return Err(io::Error::other(why.to_string())),
+            Progress::Failed(kind, why) => return Err(io::Error::new(*kind, why.to_string())),
             Progress::Opening => return Err(io::Error::other("the fill did not start")),
         };
         Ok(FillRead {
@@ -220,7 +221,9 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
                 match &*state {
                     Progress::Writing { written, .. } => *written,
                     Progress::Verified { size } => *size,
-                    Progress::Failed(why) => return Err(io::Error::other(why.to_string())),
+                    Progress::Failed(kind, why) => {
+                        return Err(io::Error::new(*kind, why.to_string()));
+                    }
                     Progress::Opening => at,
                 }
             };
@@ -246,11 +249,11 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
 /// Waits until the fill is verified; its error when it failed instead.
 async fn verified(progress: &mut watch::Receiver<Progress>) -> io::Result<()> {
     let done = progress
-        .wait_for(|p| matches!(p, Progress::Verified { .. } | Progress::Failed(_)))
+        .wait_for(|p| matches!(p, Progress::Verified { .. } | Progress::Failed(..)))
         .await
         .map_err(|_| io::Error::other("the fill ended without a result"))?;
     match &*done {
-        Progress::Failed(why) => Err(io::Error::other(why.to_string())),
+        Progress::Failed(kind, why) => Err(io::Error::new(*kind, why.to_string())),
         _ => Ok(()),
     }
 }
@@ -276,7 +279,7 @@ impl Run {
             Err(e) => {
                 tracing::warn!(digest = %self.digest, error = %e, "fetching a blob failed");
                 self.progress
-                    .send_replace(Progress::Failed(Arc::from(e.to_string())));
+                    .send_replace(Progress::Failed(e.kind(), Arc::from(e.to_string())));
             }
         }
         // Readers keep the open file; the name goes (a commit may have moved it).
@@ -441,6 +444,18 @@ mod tests {
             panic!("a source that cannot open gave a body")
         };
         assert!(err.to_string().contains("unreachable"));
+        // The kind of the source's error reaches the reader.
+        let result = fills
+            .read(
+                &digest,
+                || async { Err(io::Error::new(io::ErrorKind::NotFound, "no such blob")) },
+                keep(dir.path().join("never")),
+            )
+            .await;
+        assert_eq!(
+            result.err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
         assert!(!dir.path().join("never").exists());
     }
 

@@ -268,6 +268,22 @@ fn concurrent_misses_of_one_blob_make_one_upstream_get() {
     let part = node.client().get_with(&target, &[("Range", "bytes=10-19")]);
     assert_status(&part, 206, "range of a cached blob");
     assert_eq!(part.body, bytes[10..20]);
+    // Another repository with the same layer (a shared base layer): the
+    // upstream confirms it with a HEAD, and the bytes come from the cache.
+    oci::push_blob(&upstream.client(), "library/sibling", &bytes);
+    let sibling = node
+        .client()
+        .get(&format!("/v2/library/sibling/blobs/{digest}{NS}"));
+    assert_status(&sibling, 200, "the layer through another repository");
+    assert_eq!(sha256_digest(&sibling.body), digest);
+    assert_error(
+        &node
+            .client()
+            .get(&format!("/v2/library/stranger/blobs/{digest}{NS}")),
+        404,
+        "BLOB_UNKNOWN",
+        "the layer through a repository the upstream does not give it",
+    );
     assert_eq!(blob_gets(&upstream.client()) - before, 1.0);
 }
 
@@ -598,6 +614,21 @@ fn bad_upstream_answers_never_enter_the_cache() {
             assert!(reply.is_err(), "a bad blob was served whole");
         }
     }
+    // What the upstream does not have is a 404, as from the upstream itself.
+    let absent = sha256_digest(b"absent");
+    assert_error(
+        &client.get(&format!("/v2/bad/blobs/{absent}{NS}")),
+        404,
+        "BLOB_UNKNOWN",
+        "a blob the upstream does not have",
+    );
+    let (reply, _) = timed_get(&client, &format!("/v2/bad/manifests/absent{NS}"));
+    assert_error(
+        &reply,
+        404,
+        "MANIFEST_UNKNOWN",
+        "a tag the upstream does not have",
+    );
     // Each was asked twice: nothing was cached.
     for path in [
         format!("/v2/bad/blobs/{good_digest}"),

@@ -390,6 +390,11 @@ impl Cache {
             Err(e) => return Err(e),
         }
         self.miss("blob");
+        self.head_upstream(repo, digest).await
+    }
+
+    /// The size of a blob as the upstream answers a HEAD of it in `repo`.
+    async fn head_upstream(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
         self.upstream_request("blob");
         let what = format!("blob {digest}");
         let response = self
@@ -434,6 +439,15 @@ impl Cache {
             }
             Err(e) if e.code == Code::BlobUnknown => {}
             Err(e) => return Err(e),
+        }
+        // Another repository's image may have brought the blob (a shared
+        // base layer): once the upstream confirms that this repository has
+        // it too, it is linked and served from the cache, not fetched again.
+        if self.registry.holds_blob(digest).await? {
+            self.head_upstream(repo, digest).await?;
+            self.registry.link_blob(repo, digest).await?;
+            self.hit("blob");
+            return self.registry.blob_get(repo, digest, range).await;
         }
         self.miss("blob");
         let open = {

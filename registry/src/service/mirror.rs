@@ -46,6 +46,17 @@ impl Registry {
         Ok(())
     }
 
+    /// Whether the blob's data is stored (for any repository).
+    pub async fn holds_blob(&self, digest: &Digest) -> Result<bool> {
+        Ok(self.stored_blob_size(digest).await?.is_some())
+    }
+
+    /// Links into `repo` a blob stored for another repository.
+    pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.write_link(&layout::layer_link(repo, digest), digest)
+            .await
+    }
+
     /// Keeps a blob whose verified bytes are in the local file `spool`:
     /// copied into an upload path, then renamed into place (so a reader
     /// never sees part of it) and linked into `repo`.
