@@ -174,6 +174,37 @@ fn mirrored_images_are_byte_identical_and_survive_the_upstream() {
     );
     assert!(metrics.sum("berth_proxy_upstream_requests_total", &labels) >= 3.0);
 
+    // Past tagttl the tag is checked with a HEAD: unchanged, nothing is
+    // fetched again; moved, the new image is served.
+    let manifest_gets = |client: &Client| {
+        scrape(client).sum(
+            "berth_http_requests_total",
+            &[("route", "manifest"), ("method", "GET")],
+        )
+    };
+    let gets = manifest_gets(&upstream.client());
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(walk(&client, "library/app", "v1", NS), expected);
+    assert_eq!(
+        manifest_gets(&upstream.client()),
+        gets,
+        "an unchanged tag was fetched again"
+    );
+    push_image(
+        &upstream.addr(),
+        "library/app",
+        "v1",
+        &[3 * KIB],
+        &work.path().join("c"),
+    );
+    let expected = walk(&upstream.client(), "library/app", "v1", "");
+    thread::sleep(Duration::from_millis(1100));
+    assert_eq!(
+        walk(&client, "library/app", "v1", NS),
+        expected,
+        "the moved tag"
+    );
+
     // (b) The upstream stops: the cached image pulls by tag within the tag
     // ttl and beyond it; an uncached one fails at once, before any body.
     upstream.kill();

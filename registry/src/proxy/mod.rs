@@ -182,6 +182,17 @@ pub struct Cache {
     metrics: Arc<Metrics>,
 }
 
+/// The header in which registries name a manifest's digest.
+const DOCKER_CONTENT_DIGEST: http::HeaderName =
+    http::HeaderName::from_static("docker-content-digest");
+
+fn unknown_upstream(repo: &RepoName, reference: &Reference) -> RegistryError {
+    RegistryError::new(
+        Code::ManifestUnknown,
+        format!("manifest {reference} is unknown to {repo} upstream"),
+    )
+}
+
 fn unavailable(what: &str, why: &str) -> RegistryError {
     RegistryError::new(
         Code::Unavailable,
@@ -261,6 +272,31 @@ impl Cache {
             self.hit("manifest");
             return Ok(m.clone());
         }
+        if let (Some(m), Some(tag)) = (&cached, tag) {
+            // A stale tag: a HEAD tells whether it still names the cached
+            // manifest (registries do not count HEADs against pull limits).
+            match self.upstream_digest(repo, tag, accept).await {
+                Ok(Some(digest)) if digest == m.digest => {
+                    // Rewriting the tag's links records the use for collection.
+                    if let Err(e) = self
+                        .registry
+                        .cache_manifest(repo, &m.digest, Some(tag), m.content.clone())
+                        .await
+                    {
+                        tracing::warn!(mirror = %self.name, %repo, %tag, error = %e, "could not refresh a cached tag");
+                    }
+                    self.mark_resolved(repo, tag);
+                    self.hit("manifest");
+                    return Ok(m.clone());
+                }
+                Ok(_) => {}
+                Err(Fetch::NotFound) => return Err(unknown_upstream(repo, reference)),
+                Err(Fetch::Failed(why)) => {
+                    tracing::warn!(mirror = %self.name, %repo, %tag, error = %why, "upstream failed; serving the cached tag");
+                    return Ok(m.clone());
+                }
+            }
+        }
         self.miss("manifest");
         match self.fetch_manifest(repo, reference, accept).await {
             Ok((digest, content)) => {
@@ -280,10 +316,7 @@ impl Cache {
                     content,
                 })
             }
-            Err(Fetch::NotFound) => Err(RegistryError::new(
-                Code::ManifestUnknown,
-                format!("manifest {reference} is unknown to {repo} upstream"),
-            )),
+            Err(Fetch::NotFound) => Err(unknown_upstream(repo, reference)),
             Err(Fetch::Failed(why)) => match cached {
                 Some(m) => {
                     tracing::warn!(mirror = %self.name, %repo, %reference, error = %why, "upstream failed; serving the cached tag");
@@ -291,6 +324,34 @@ impl Cache {
                 }
                 None => Err(unavailable(&format!("manifest {reference}"), &why)),
             },
+        }
+    }
+
+    /// The digest the upstream gives for `tag` (a HEAD), if it says.
+    async fn upstream_digest(
+        &self,
+        repo: &RepoName,
+        tag: &Tag,
+        accept: Option<&HeaderValue>,
+    ) -> Result<Option<Digest>, Fetch> {
+        self.upstream_request("manifest");
+        let response = self
+            .upstream
+            .send(
+                Method::HEAD,
+                repo.as_str(),
+                &format!("manifests/{tag}"),
+                accept,
+            )
+            .await
+            .map_err(|e| Fetch::Failed(e.to_string()))?;
+        match response.status() {
+            StatusCode::OK => Ok(response
+                .headers()
+                .get(DOCKER_CONTENT_DIGEST)
+                .and_then(|v| v.to_str().ok()?.parse().ok())),
+            StatusCode::NOT_FOUND => Err(Fetch::NotFound),
+            status => Err(Fetch::Failed(format!("the upstream answered {status}"))),
         }
     }
 
@@ -325,7 +386,7 @@ impl Cache {
                 .and_then(|v: &HeaderValue| v.to_str().ok())
                 .map(str::to_owned)
         };
-        let announced = match text(http::HeaderName::from_static("docker-content-digest")) {
+        let announced = match text(DOCKER_CONTENT_DIGEST) {
             Some(d) => Some(d.parse::<Digest>().map_err(|e| {
                 Fetch::Failed(format!("the upstream's Docker-Content-Digest {d:?}: {e}"))
             })?),
