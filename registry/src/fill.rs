@@ -18,7 +18,9 @@
 //! (a truncated body, a wrong digest) ends every reader's stream with an
 //! error, which aborts their responses; the bytes are verified against the
 //! digest before the fill's `commit` makes them visible anywhere, so a bad
-//! source never enters a cache.
+//! source never enters a cache. Each reader's last chunk waits for that
+//! check, so a client that counts bytes (`Content-Length`) never receives a
+//! whole body of bad ones.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -271,8 +273,19 @@ impl Run {
     async fn run(self, open: impl Future<Output = io::Result<Source>>, commit: Commit) {
         match self.copy(open).await {
             Ok(size) => {
+                // Readers finish as soon as the digest matched; the spool is
+                // made durable only for the commit, which may keep the file.
                 self.progress.send_replace(Progress::Verified { size });
-                if let Err(e) = commit(self.path.clone(), size).await {
+                let file = self.file.clone();
+                let synced = tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r);
+                let kept = match synced {
+                    Ok(()) => commit(self.path.clone(), size).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = kept {
                     tracing::warn!(digest = %self.digest, error = %e, "could not keep a fetched blob");
                 }
             }
@@ -333,10 +346,6 @@ impl Run {
                 ),
             ));
         }
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)??;
         Ok(size)
     }
 }
