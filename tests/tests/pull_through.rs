@@ -781,3 +781,24 @@ fn the_readme_pull_through_example_passes_config_check() {
     assert!(!out.status.success());
     assert!(stderr.contains("berth.mirrors[2].host"), "{stderr}");
 }
+
+#[test]
+fn read_only_maintenance_passes_upstream_content_through_without_caching() {
+    let work = tempfile::tempdir().unwrap();
+    let upstream = BerthRegistry::start(RegistryOptions::new());
+    push_image(
+        &upstream.addr(),
+        "library/app",
+        "v1",
+        &[KIB, 200 * KIB],
+        &work.path().join("up"),
+    );
+    let node = BerthRegistry::start(
+        node_options(&upstream.url(), "1m", "")
+            .section("storage.maintenance", "readonly:\n  enabled: true"),
+    );
+    let expected = walk(&upstream.client(), "library/app", "v1", "");
+    assert_eq!(walk(&node.client(), "library/app", "v1", NS), expected);
+    let files = cached_files(&node);
+    assert!(files.is_empty(), "{files:#?}");
+}

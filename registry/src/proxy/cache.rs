@@ -145,13 +145,8 @@ impl Cache {
             match self.upstream_digest(repo, tag, accept).await {
                 Ok(Some(digest)) if digest == m.digest => {
                     // Rewriting the tag's links records the use for collection.
-                    if let Err(e) = self
-                        .registry
-                        .cache_manifest(repo, &m.digest, Some(tag), m.content.clone())
-                        .await
-                    {
-                        tracing::warn!(mirror = %self.name, %repo, %tag, error = %e, "could not refresh a cached tag");
-                    }
+                    self.keep_manifest(repo, &m.digest, Some(tag), m.content.clone())
+                        .await;
                     self.mark_resolved(repo, tag);
                     self.hit("manifest");
                     return Ok(m.clone());
@@ -167,13 +162,8 @@ impl Cache {
         self.miss("manifest");
         match self.fetch_manifest(repo, reference, accept).await {
             Ok((digest, content)) => {
-                if let Err(e) = self
-                    .registry
-                    .cache_manifest(repo, &digest, tag, content.clone())
-                    .await
-                {
-                    tracing::warn!(mirror = %self.name, %repo, %digest, error = %e, "could not cache a manifest");
-                }
+                self.keep_manifest(repo, &digest, tag, content.clone())
+                    .await;
                 if let Some(tag) = tag {
                     self.mark_resolved(repo, tag);
                 }
@@ -191,6 +181,27 @@ impl Cache {
                 }
                 None => Err(unavailable(&format!("manifest {reference}"), &why)),
             },
+        }
+    }
+
+    /// Keeps a verified manifest (and `tag`), unless the registry is in
+    /// read-only maintenance; a failure is logged, the client served anyway.
+    async fn keep_manifest(
+        &self,
+        repo: &RepoName,
+        digest: &Digest,
+        tag: Option<&Tag>,
+        content: Bytes,
+    ) {
+        if self.registry.options().read_only {
+            return;
+        }
+        if let Err(e) = self
+            .registry
+            .cache_manifest(repo, digest, tag, content)
+            .await
+        {
+            tracing::warn!(mirror = %self.name, %repo, %digest, error = %e, "could not cache a manifest");
         }
     }
 
@@ -368,14 +379,23 @@ impl Cache {
             Err(e) if e.code == Code::BlobUnknown => {}
             Err(e) => return Err(e),
         }
-        // Another repository's image may have brought the blob (a shared
-        // base layer): once the upstream confirms that this repository has
-        // it too, it is linked and served from the cache, not fetched again.
-        if self.registry.holds_blob(digest).await? {
-            self.head_upstream(repo, digest).await?;
-            self.registry.link_blob(repo, digest).await?;
-            self.hit("blob");
-            return self.registry.blob_get(repo, digest, range).await;
+        // A running fill is joined below. Without one, a fill may have been
+        // committed since the look above (its data in place before its
+        // link): look again. Then another repository's image may have
+        // brought the blob (a shared base layer): once the upstream confirms
+        // that this repository has it too, it is linked and served from the
+        // cache, not fetched again.
+        if !self.fills.is_running(digest) {
+            if let Ok(blob) = self.registry.blob_get(repo, digest, range).await {
+                self.hit("blob");
+                return Ok(blob);
+            }
+            if !self.registry.options().read_only && self.registry.holds_blob(digest).await? {
+                self.head_upstream(repo, digest).await?;
+                self.registry.link_blob(repo, digest).await?;
+                self.hit("blob");
+                return self.registry.blob_get(repo, digest, range).await;
+            }
         }
         self.miss("blob");
         let open = {
@@ -388,6 +408,9 @@ impl Cache {
             let (repo, digest) = (repo.clone(), digest.clone());
             Box::new(move |spool, _size| {
                 Box::pin(async move {
+                    if cache.registry.options().read_only {
+                        return Ok(());
+                    }
                     cache
                         .registry
                         .cache_blob(&repo, &digest, &spool)
@@ -429,6 +452,14 @@ impl Cache {
 
     /// Starts the upstream GET of a blob for a fill.
     async fn open_blob(&self, repo: &RepoName, digest: &Digest) -> io::Result<Source> {
+        // The fill this request missed may have been committed between its
+        // look at the cache and this start: then the cache is the source.
+        if let Ok(blob) = self.registry.blob_get(repo, digest, None).await {
+            return Ok(Source {
+                size: blob.size,
+                body: blob.body,
+            });
+        }
         self.upstream_request("blob");
         let response = self
             .upstream

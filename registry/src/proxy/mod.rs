@@ -81,7 +81,8 @@ impl PullThrough {
         })?);
         let options = Options {
             delete_enabled: false,
-            read_only: false,
+            // In maintenance mode nothing is cached: upstream answers pass through.
+            read_only: options.read_only,
             manifest_max_bytes: options.manifest_max_bytes,
             // Touches mark use; collection spares what was used within the ttl.
             gc_grace_period: settings.ttl,

@@ -30,6 +30,7 @@ impl Registry {
         tag: Option<&Tag>,
         content: Bytes,
     ) -> Result<()> {
+        self.ensure_writable()?;
         if self.stored_blob_size(digest).await? != Some(content.len() as u64) {
             self.storage
                 .put_content(&layout::blob_data(digest), content)
@@ -53,6 +54,7 @@ impl Registry {
 
     /// Links into `repo` a blob stored for another repository.
     pub async fn link_blob(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        self.ensure_writable()?;
         self.write_link(&layout::layer_link(repo, digest), digest)
             .await
     }
@@ -61,6 +63,7 @@ impl Registry {
     /// copied into an upload path, then renamed into place (so a reader
     /// never sees part of it) and linked into `repo`.
     pub async fn cache_blob(&self, repo: &RepoName, digest: &Digest, spool: &Path) -> Result<()> {
+        self.ensure_writable()?;
         if self.stored_blob_size(digest).await?.is_none() {
             let id = super::uploads::new_upload_id();
             let upload = layout::upload_data(repo, &id);
