@@ -638,11 +638,13 @@ fn bad_upstream_answers_never_enter_the_cache() {
             assert_error(&reply, 503, "UNAVAILABLE", &format!("manifest {reference}"));
         }
         for digest in [&good_digest, &truncated_digest] {
-            // The status is sent before the body is known bad: the body
-            // then breaks off before its last bytes.
-            let reply =
-                client.try_request("GET", &format!("/v2/bad/blobs/{digest}{NS}"), &[], None);
-            assert!(reply.is_err(), "a bad blob was served whole");
+            // When the status is sent before the body is known bad, the body
+            // breaks off before its last bytes; when the fill failed first,
+            // the answer is an error.
+            match client.try_request("GET", &format!("/v2/bad/blobs/{digest}{NS}"), &[], None) {
+                Err(_) => {}
+                Ok(reply) => assert_error(&reply, 503, "UNAVAILABLE", "a bad blob"),
+            }
         }
     }
     // What the upstream does not have is a 404, as from the upstream itself.
