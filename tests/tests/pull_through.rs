@@ -33,12 +33,14 @@ const HOST: &str = "upstream.test";
 /// The query containerd adds to requests for images of [`HOST`].
 const NS: &str = "?ns=upstream.test";
 
-/// A node instance mirroring [`HOST`] from `remote` with `tagttl`, plus `extra` mirror entries.
+/// A node instance mirroring [`HOST`] from `remote` with `tagttl`, plus
+/// `extra` mirror entries; it spools in its own directory (its working
+/// directory), which goes with it.
 fn node_options(remote: &str, tagttl: &str, extra: &str) -> RegistryOptions {
     RegistryOptions::new().section(
         "berth",
         &format!(
-            "mirrors:\n  - host: {HOST}\n    remoteurl: {remote}\n    tagttl: {tagttl}\n{extra}"
+            "spooldir: spool\nmirrors:\n  - host: {HOST}\n    remoteurl: {remote}\n    tagttl: {tagttl}\n{extra}"
         ),
     )
 }
@@ -336,7 +338,9 @@ fn single_upstream_proxy_mode_pulls_without_ns() {
             &work.path().join(name),
         );
         let node = BerthRegistry::start(
-            RegistryOptions::new().section("proxy", &format!("remoteurl: {url}\nttl: 24h")),
+            RegistryOptions::new()
+                .section("proxy", &format!("remoteurl: {url}\nttl: 24h"))
+                .section("berth", "spooldir: spool"),
         );
         let pulled = OciLayout::create(&work.path().join(format!("{name}-pulled")));
         skopeo.copy(
