@@ -33,6 +33,9 @@ use crate::storage::rest::{error_chain, read_small, without_query};
 /// How long an upstream may take to answer with its status and headers
 /// (the connect timeout of the shared client is part of it).
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(5);
+/// After a request got no answer in time, how long further requests fail
+/// at once without trying.
+const SILENT_COOLDOWN: Duration = Duration::from_secs(10);
 /// Redirects followed per request (registries redirect blobs to storage).
 const MAX_REDIRECTS: usize = 5;
 /// A token without `expires_in` lives this long (the token spec's default).
@@ -72,6 +75,8 @@ pub struct Upstream {
     client: Client<HttpsConnector<HttpConnector>, Empty<Bytes>>,
     tokens: Mutex<HashMap<String, Token>>,
     basic: AtomicBool,
+    /// Until when requests fail at once, after one got no answer in time.
+    silent_until: Mutex<Option<Instant>>,
 }
 
 impl Upstream {
@@ -83,6 +88,7 @@ impl Upstream {
             client: crate::https::client(),
             tokens: Mutex::new(HashMap::new()),
             basic: AtomicBool::new(false),
+            silent_until: Mutex::new(None),
         }
     }
 
@@ -204,13 +210,31 @@ impl Upstream {
         let request = request
             .body(Empty::new())
             .map_err(|e| unreachable(format!("invalid request: {e}")))?;
+        let silent = || {
+            self.silent_until
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+        };
+        if silent().is_some_and(|until| until > Instant::now()) {
+            return Err(unreachable(format!(
+                "it answered nothing within {}s moments ago; asking again after {}s",
+                FIRST_BYTE_TIMEOUT.as_secs(),
+                SILENT_COOLDOWN.as_secs()
+            )));
+        }
         match tokio::time::timeout(FIRST_BYTE_TIMEOUT, self.client.request(request)).await {
             Ok(Ok(response)) => Ok(response),
             Ok(Err(e)) => Err(unreachable(error_chain(&e))),
-            Err(_) => Err(unreachable(format!(
-                "no answer within {}s",
-                FIRST_BYTE_TIMEOUT.as_secs()
-            ))),
+            Err(_) => {
+                // A partition: the next requests fail at once instead of
+                // each waiting out the timeout (cached tags are then served
+                // without delay, and clients fall back sooner).
+                *silent() = Some(Instant::now() + SILENT_COOLDOWN);
+                Err(unreachable(format!(
+                    "no answer within {}s",
+                    FIRST_BYTE_TIMEOUT.as_secs()
+                )))
+            }
         }
     }
 
