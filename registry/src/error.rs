@@ -45,6 +45,8 @@ pub enum Code {
     Denied,
     /// Too many requests.
     TooManyRequests,
+    /// An upstream this registry pulls through cannot answer, and nothing is cached.
+    Unavailable,
     /// Server-side failure.
     Unknown,
 }
@@ -70,6 +72,7 @@ impl Code {
             Code::Unauthorized => "UNAUTHORIZED",
             Code::Denied => "DENIED",
             Code::TooManyRequests => "TOOMANYREQUESTS",
+            Code::Unavailable => "UNAVAILABLE",
             Code::Unknown => "UNKNOWN",
         }
     }
@@ -94,6 +97,7 @@ impl Code {
             Code::Unauthorized => StatusCode::UNAUTHORIZED,
             Code::Denied => StatusCode::FORBIDDEN,
             Code::TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            Code::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Code::Unknown => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -120,6 +124,7 @@ impl Code {
             Code::Unauthorized => "authentication required",
             Code::Denied => "requested access to the resource is denied",
             Code::TooManyRequests => "too many requests",
+            Code::Unavailable => "the upstream registry is unavailable",
             Code::Unknown => "unknown error",
         }
     }

@@ -18,7 +18,9 @@
 //! (a truncated body, a wrong digest) ends every reader's stream with an
 //! error, which aborts their responses; the bytes are verified against the
 //! digest before the fill's `commit` makes them visible anywhere, so a bad
-//! source never enters a cache.
+//! source never enters a cache. Each reader's last chunk waits for that
+//! check, so a client that counts bytes (`Content-Length`) never receives a
+//! whole body of bad ones.
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
@@ -65,8 +67,9 @@ enum Progress {
     Writing { size: u64, written: u64 },
     /// Every byte is written and matches the digest.
     Verified { size: u64 },
-    /// The fill failed; the message says why.
-    Failed(Arc<str>),
+    /// The fill failed: the kind of the error (a source's `NotFound` stays
+    /// one for every reader) and a message saying why.
+    Failed(io::ErrorKind, Arc<str>),
 }
 
 /// One blob being fetched.
@@ -182,7 +185,7 @@ impl Fills {
             .map_err(|_| io::Error::other("the fill ended without a result"))?
         {
             Progress::Writing { size, .. } | Progress::Verified { size } => *size,
-            Progress::Failed(why) => return Err(io::Error::other(why.to_string())),
+            Progress::Failed(kind, why) => return Err(io::Error::new(*kind, why.to_string())),
             Progress::Opening => return Err(io::Error::other("the fill did not start")),
         };
         Ok(FillRead {
@@ -206,14 +209,8 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
             if at == size {
                 // Every byte is sent; the stream ends cleanly only once the
                 // digest matched, so a client never takes bad bytes as whole.
-                let done = progress
-                    .wait_for(|p| matches!(p, Progress::Verified { .. } | Progress::Failed(_)))
-                    .await
-                    .map_err(|_| io::Error::other("the fill ended without a result"))?;
-                return match &*done {
-                    Progress::Failed(why) => Err(io::Error::other(why.to_string())),
-                    _ => Ok(None),
-                };
+                verified(&mut progress).await?;
+                return Ok(None);
             }
             let available = {
                 let state = progress
@@ -226,7 +223,9 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
                 match &*state {
                     Progress::Writing { written, .. } => *written,
                     Progress::Verified { size } => *size,
-                    Progress::Failed(why) => return Err(io::Error::other(why.to_string())),
+                    Progress::Failed(kind, why) => {
+                        return Err(io::Error::new(*kind, why.to_string()));
+                    }
                     Progress::Opening => at,
                 }
             };
@@ -238,10 +237,27 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
             })
             .await
             .map_err(io::Error::other)??;
+            if at + want as u64 == size {
+                // The last chunk waits for the digest: a client that counts
+                // bytes (Content-Length) must not get a whole body of bad ones.
+                verified(&mut progress).await?;
+            }
             Ok(Some((chunk, (at + want as u64, progress))))
         }
     });
     Box::pin(chunks)
+}
+
+/// Waits until the fill is verified; its error when it failed instead.
+async fn verified(progress: &mut watch::Receiver<Progress>) -> io::Result<()> {
+    let done = progress
+        .wait_for(|p| matches!(p, Progress::Verified { .. } | Progress::Failed(..)))
+        .await
+        .map_err(|_| io::Error::other("the fill ended without a result"))?;
+    match &*done {
+        Progress::Failed(kind, why) => Err(io::Error::new(*kind, why.to_string())),
+        _ => Ok(()),
+    }
 }
 
 /// The task that copies one source into its spool file.
@@ -257,15 +273,26 @@ impl Run {
     async fn run(self, open: impl Future<Output = io::Result<Source>>, commit: Commit) {
         match self.copy(open).await {
             Ok(size) => {
+                // Readers finish as soon as the digest matched; the spool is
+                // made durable only for the commit, which may keep the file.
                 self.progress.send_replace(Progress::Verified { size });
-                if let Err(e) = commit(self.path.clone(), size).await {
+                let file = self.file.clone();
+                let synced = tokio::task::spawn_blocking(move || file.sync_data())
+                    .await
+                    .map_err(io::Error::other)
+                    .and_then(|r| r);
+                let kept = match synced {
+                    Ok(()) => commit(self.path.clone(), size).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = kept {
                     tracing::warn!(digest = %self.digest, error = %e, "could not keep a fetched blob");
                 }
             }
             Err(e) => {
                 tracing::warn!(digest = %self.digest, error = %e, "fetching a blob failed");
                 self.progress
-                    .send_replace(Progress::Failed(Arc::from(e.to_string())));
+                    .send_replace(Progress::Failed(e.kind(), Arc::from(e.to_string())));
             }
         }
         // Readers keep the open file; the name goes (a commit may have moved it).
@@ -319,10 +346,6 @@ impl Run {
                 ),
             ));
         }
-        let file = self.file.clone();
-        tokio::task::spawn_blocking(move || file.sync_data())
-            .await
-            .map_err(io::Error::other)??;
         Ok(size)
     }
 }
@@ -430,6 +453,18 @@ mod tests {
             panic!("a source that cannot open gave a body")
         };
         assert!(err.to_string().contains("unreachable"));
+        // The kind of the source's error reaches the reader.
+        let result = fills
+            .read(
+                &digest,
+                || async { Err(io::Error::new(io::ErrorKind::NotFound, "no such blob")) },
+                keep(dir.path().join("never")),
+            )
+            .await;
+        assert_eq!(
+            result.err().map(|e| e.kind()),
+            Some(io::ErrorKind::NotFound)
+        );
         assert!(!dir.path().join("never").exists());
     }
 

@@ -27,6 +27,7 @@ pub mod nodecache;
 pub mod notify;
 #[cfg(test)]
 mod properties;
+pub mod proxy;
 pub mod reload;
 pub mod server;
 pub mod service;

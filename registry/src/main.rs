@@ -9,8 +9,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use berth_registry::config::{CONFIGURATION_PATH_ENV, Config, Settings};
-use berth_registry::gc::{self, GcOptions};
+use berth_registry::gc::GcOptions;
 use berth_registry::metrics::Metrics;
+use berth_registry::proxy::collect::collect_with_caches;
 use berth_registry::server::Prepared;
 use berth_registry::storage::ownership;
 use berth_registry::{containerd_hosts, logging, server};
@@ -193,7 +194,7 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
         upload_ttl: args.upload_ttl,
     };
     let registry = server::registry(&settings, Arc::new(Metrics::new())).await;
-    let report = gc::collect(&registry, &options).await?;
+    let report = collect_with_caches(&registry, &options, settings.pull_through.ttl).await?;
     let json = serde_json::to_string(&report)?;
     println!("{json}");
     write_termination_log(&json);

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::gc::schedule::Schedule;
-use crate::gc::{self, GcOptions, LastReport};
+use crate::gc::{GcOptions, LastReport};
 use crate::layout;
 use crate::metrics::Metrics;
 use crate::service::Registry;
@@ -47,6 +47,7 @@ pub async fn collect_garbage_forever(
     schedule: Schedule,
     metrics: Arc<Metrics>,
     last: Arc<LastReport>,
+    cache_ttl: Duration,
 ) {
     loop {
         let Some(wait) = schedule.wait(SystemTime::now()) else {
@@ -57,7 +58,8 @@ pub async fn collect_garbage_forever(
             return;
         };
         tokio::time::sleep(wait).await;
-        let outcome = gc::collect(&registry, &options).await;
+        let outcome =
+            crate::proxy::collect::collect_with_caches(&registry, &options, cache_ttl).await;
         let finished_at = chrono::DateTime::<chrono::Utc>::from(SystemTime::now())
             .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         match outcome {

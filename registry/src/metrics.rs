@@ -85,6 +85,15 @@ pub struct GcLabels {
     pub outcome: &'static str,
 }
 
+/// Labels of pull-through counters.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MirrorLabels {
+    /// The mirror entry: its host, `_default`, or `_proxy` for `proxy.remoteurl`.
+    pub mirror: String,
+    /// `blob` or `manifest`.
+    pub kind: &'static str,
+}
+
 /// Labels of a listener's connections.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ListenerLabels {
@@ -156,6 +165,12 @@ pub struct Metrics {
     pub nodecache_corrupt: Counter,
     /// Bytes the node cache's entries hold.
     pub nodecache_bytes: Gauge,
+    /// Pull-through requests answered from the cache.
+    pub proxy_hits: Family<MirrorLabels, Counter>,
+    /// Pull-through requests that had to ask the upstream.
+    pub proxy_misses: Family<MirrorLabels, Counter>,
+    /// Requests sent to upstreams (token requests and redirects not counted).
+    pub proxy_upstream_requests: Family<MirrorLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -188,6 +203,9 @@ impl Metrics {
             nodecache_evictions: Counter::default(),
             nodecache_corrupt: Counter::default(),
             nodecache_bytes: Gauge::default(),
+            proxy_hits: Family::default(),
+            proxy_misses: Family::default(),
+            proxy_upstream_requests: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -284,6 +302,21 @@ impl Metrics {
             "nodecache_bytes",
             "Bytes the node cache's entries hold",
             m.nodecache_bytes.clone(),
+        );
+        registry.register(
+            "proxy_hits",
+            "Pull-through requests answered from the cache",
+            m.proxy_hits.clone(),
+        );
+        registry.register(
+            "proxy_misses",
+            "Pull-through requests that asked the upstream",
+            m.proxy_misses.clone(),
+        );
+        registry.register(
+            "proxy_upstream_requests",
+            "Requests sent to pull-through upstreams",
+            m.proxy_upstream_requests.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -11,7 +11,7 @@ use crate::digest::Digest;
 use crate::error::{Code, RegistryError, Result};
 use crate::names::RepoName;
 use crate::notify::Action;
-use crate::service::BlobRange;
+use crate::service::{BlobRange, BlobRead};
 
 /// Parses a digest from a URL or query, as DIGEST_INVALID when malformed.
 pub(super) fn parse_digest(text: &str) -> Result<Digest> {
@@ -20,7 +20,7 @@ pub(super) fn parse_digest(text: &str) -> Result<Digest> {
 }
 
 /// Parses a single-range `Range: bytes=...` header.
-fn parse_range(header: &str) -> Result<BlobRange> {
+pub(super) fn parse_range(header: &str) -> Result<BlobRange> {
     let invalid =
         || RegistryError::new(Code::RangeInvalid, format!("unsupported Range {header:?}"));
     let spec = header.trim().strip_prefix("bytes=").ok_or_else(invalid)?;
@@ -36,12 +36,6 @@ fn parse_range(header: &str) -> Result<BlobRange> {
 
 pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Response> {
     let digest = parse_digest(&digest)?;
-    let reply = |status| {
-        Reply::new(status)
-            .digest(&digest)
-            .content_type("application/octet-stream")
-            .header(ACCEPT_RANGES, "bytes")
-    };
     let head = call.method == Method::HEAD;
     let range = call.header(RANGE.as_str()).map(parse_range).transpose()?;
     // A suffix range (`bytes=-N`) is served here: Azure Blob Storage does
@@ -61,18 +55,39 @@ pub(super) async fn get(call: Call, repo: RepoName, digest: String) -> Result<Re
     }
     if head {
         let size = call.registry.blob_size(&repo, &digest).await?;
-        return Ok(reply(StatusCode::OK).length(size).body(Body::empty()));
+        return Ok(head_answer(&digest, size));
     }
     let blob = call.registry.blob_get(&repo, &digest, range).await?;
+    Ok(answer(&call, &repo, &digest, blob))
+}
+
+/// The answer to a GET of `blob`, with its pull event.
+pub(super) fn answer(call: &Call, repo: &RepoName, digest: &Digest, blob: BlobRead) -> Response {
     call.events
-        .blob(Action::Pull, &repo, &digest, blob.size, None);
+        .blob(Action::Pull, repo, digest, blob.size, None);
+    let reply = |status| blob_reply(status, digest);
     let response = match blob.range {
         Some((a, b)) => reply(StatusCode::PARTIAL_CONTENT)
             .header(CONTENT_RANGE, format!("bytes {a}-{b}/{}", blob.size))
             .length(b - a + 1),
         None => reply(StatusCode::OK).length(blob.size),
     };
-    Ok(response.body(Body::from_stream(blob.body)))
+    response.body(Body::from_stream(blob.body))
+}
+
+/// The answer to a HEAD of a blob of `size` bytes.
+pub(super) fn head_answer(digest: &Digest, size: u64) -> Response {
+    blob_reply(StatusCode::OK, digest)
+        .length(size)
+        .body(Body::empty())
+}
+
+/// The headers every blob answer has.
+fn blob_reply(status: StatusCode, digest: &Digest) -> Reply {
+    Reply::new(status)
+        .digest(digest)
+        .content_type("application/octet-stream")
+        .header(ACCEPT_RANGES, "bytes")
 }
 
 pub(super) async fn delete(call: Call, repo: RepoName, digest: String) -> Result<Response> {

@@ -11,10 +11,10 @@ use super::response::{OCI_SUBJECT, Reply};
 use crate::error::{Code, RegistryError, Result};
 use crate::names::{Reference, RepoName, Tag};
 use crate::notify::Action;
-use crate::service::manifest_too_large;
+use crate::service::{ManifestRead, manifest_too_large};
 
 /// Parses a tag or digest reference.
-fn parse_reference(text: &str) -> Result<Reference> {
+pub(super) fn parse_reference(text: &str) -> Result<Reference> {
     if text.contains(':') {
         return parse_digest(text).map(Reference::Digest);
     }
@@ -33,23 +33,33 @@ fn tag_of(reference: &Reference) -> Option<&Tag> {
 pub(super) async fn get(call: Call, repo: RepoName, reference: String) -> Result<Response> {
     let reference = parse_reference(&reference)?;
     let manifest = call.registry.manifest_get(&repo, &reference).await?;
+    Ok(answer(&call, &repo, &reference, manifest))
+}
+
+/// The answer to a GET or HEAD of `manifest`, with its pull event.
+pub(super) fn answer(
+    call: &Call,
+    repo: &RepoName,
+    reference: &Reference,
+    manifest: ManifestRead,
+) -> Response {
     let size = manifest.content.len() as u64;
     let reply = Reply::new(StatusCode::OK)
         .digest(&manifest.digest)
         .content_type(&manifest.media_type)
         .length(size);
     if call.method == Method::HEAD {
-        return Ok(reply.body(Body::empty()));
+        return reply.body(Body::empty());
     }
     call.events.manifest(
         Action::Pull,
-        &repo,
+        repo,
         &manifest.digest,
         &manifest.media_type,
         size,
-        tag_of(&reference),
+        tag_of(reference),
     );
-    Ok(reply.body(manifest.content))
+    reply.body(manifest.content)
 }
 
 pub(super) async fn put(call: Call, repo: RepoName, reference: String) -> Result<Response> {

@@ -9,6 +9,7 @@ mod events;
 mod listing;
 mod manifests;
 mod middleware;
+mod mirror;
 mod request_body;
 mod response;
 pub mod routes;
@@ -65,6 +66,8 @@ pub struct AppState {
     pub access_log: bool,
     /// `log.fields`, rendered, attached to every request span.
     pub log_fields: Arc<str>,
+    /// Pull-through upstreams (`proxy`, `berth.mirrors`), when configured.
+    pub pull_through: Option<Arc<crate::proxy::PullThrough>>,
 }
 
 /// The client's address, attached to each request by the server.
@@ -277,6 +280,17 @@ async fn v2(State(app): State<AppState>, request: Request) -> Response {
         (&Method::PATCH | &Method::PUT, Route::Upload(..)) | (&Method::POST, Route::UploadStart(_))
     );
     let _in_flight = writes_upload.then(|| InFlight::new(&app.metrics));
+    if let Some(cache) = app
+        .pull_through
+        .as_ref()
+        .and_then(|p| p.route(call.query.get("ns")))
+    {
+        let mut response = mirror::handle(call, route, cache)
+            .await
+            .unwrap_or_else(IntoResponse::into_response);
+        response.extensions_mut().insert(info);
+        return response;
+    }
     let result = match (&call.method, route) {
         (&Method::GET | &Method::HEAD, Route::Base) => Ok(response::Reply::new(StatusCode::OK)
             .content_type("application/json")

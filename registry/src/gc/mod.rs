@@ -15,6 +15,7 @@ mod mark;
 pub mod schedule;
 mod sweep;
 
+use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -66,6 +67,16 @@ pub struct Report {
     pub repositories_deleted: usize,
     /// Wall time of the collection.
     pub duration_seconds: f64,
+    /// Tags of a pull-through cache deleted because no client used them.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub tags_expired: usize,
+    /// The collections of pull-through caches, by cache.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub mirror_caches: BTreeMap<String, Report>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The report of the last collection this server ran itself, as JSON, for
@@ -106,7 +117,7 @@ pub enum GcError {
 /// grace period old (servers refresh touches that often). So content is
 /// spared, however late the sweep reaches it, when the client pushes its
 /// manifest within three quarters of the grace period of being told.
-fn is_fresh(
+pub(crate) fn is_fresh(
     times: impl IntoIterator<Item = Option<SystemTime>>,
     grace: Duration,
     started: SystemTime,

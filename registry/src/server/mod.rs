@@ -20,6 +20,7 @@ use crate::maintenance;
 use crate::metrics::Metrics;
 use crate::nodecache::NodeCache;
 use crate::notify::Notifier;
+use crate::proxy::PullThrough;
 use crate::service::{Options, Registry};
 use crate::storage::{
     AzureDriver, FilesystemDriver, GcsDriver, Instrumented, S3Driver, StorageDriver,
@@ -38,6 +39,9 @@ pub enum ServerError {
     /// The htpasswd file could not be loaded.
     #[error(transparent)]
     Htpasswd(#[from] HtpasswdError),
+    /// The spool directory of pull-through could not be prepared.
+    #[error("{0}")]
+    Spool(std::io::Error),
     /// The listen address could not be bound.
     #[error("http.addr: cannot listen on {addr}: {source}")]
     Bind {
@@ -202,6 +206,20 @@ pub async fn run(
         )
     };
     let gc_report = Arc::new(LastReport::default());
+    let pull_through = if settings.pull_through.enabled() {
+        let options = registry.options().clone();
+        Some(Arc::new(
+            PullThrough::new(
+                registry.storage().clone(),
+                settings.pull_through.clone(),
+                &options,
+                metrics.clone(),
+            )
+            .map_err(ServerError::Spool)?,
+        ))
+    } else {
+        None
+    };
     let state = AppState {
         registry: registry.clone(),
         gc_report: gc_report.clone(),
@@ -215,6 +233,7 @@ pub async fn run(
         check_storage: config.health.storagedriver.enabled,
         access_log: !config.log.accesslog.disabled,
         log_fields: Arc::from(logging::static_fields(&config.log)),
+        pull_through,
     };
     tracing::info!(
         addr = %local,
@@ -249,6 +268,7 @@ pub async fn run(
             schedule,
             metrics.clone(),
             gc_report.clone(),
+            settings.pull_through.ttl,
         )));
     }
     if let Some(reloader) = cert_reloader {

@@ -8,6 +8,7 @@ mod blobs;
 mod catalog;
 mod inventory;
 mod manifests;
+mod mirror;
 mod referrers;
 mod touch;
 mod uploads;

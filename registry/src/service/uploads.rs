@@ -155,7 +155,7 @@ fn valid_upload_id(id: &str) -> bool {
 }
 
 /// A new upload session id: a random UUID, as Distribution's.
-fn new_upload_id() -> String {
+pub(super) fn new_upload_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 

@@ -11,8 +11,9 @@ pub mod filesystem;
 pub mod gcs;
 pub mod instrumented;
 pub mod ownership;
+pub mod prefixed;
 pub(crate) mod read_buffers;
-mod rest;
+pub(crate) mod rest;
 pub mod s3;
 mod staged;
 mod token;
@@ -29,6 +30,7 @@ pub use azure::AzureDriver;
 pub use filesystem::FilesystemDriver;
 pub use gcs::GcsDriver;
 pub use instrumented::Instrumented;
+pub use prefixed::Prefixed;
 pub use s3::S3Driver;
 
 /// A stream of bytes read from storage.

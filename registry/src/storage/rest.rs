@@ -169,7 +169,7 @@ pub fn without_query(url: &str) -> &str {
 
 /// An error and its causes, joined: hyper's top-level message alone says
 /// little ("client error (Connect)").
-fn error_chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
