@@ -99,7 +99,7 @@ def curl_pull(b, addr, repo, image, clients, what):
 FIGURES = [
     ("pt_cold_1", "Pull-through, cold pull of an 84 MiB image, 1 client", "MiB/s", "higher"),
     ("pt_cold_4", "Pull-through, cold pull of the same image by 4 clients at once", "MiB/s", "higher"),
-    ("pt_upstream_gets_4", "Upstream blob GETs during the 4-client cold pull (3 blobs in the image)", "GETs", "lower"),
+    ("pt_upstream_gets_4", "Upstream blob GETs during the 4-client cold pull (the image has 4 blobs)", "GETs", "lower"),
     ("pt_warm_4", "Pull-through, warm pull by 4 clients at once", "MiB/s", "higher"),
     ("pt_warm_blob_64m", "Pull-through, warm blob GET 64 MiB, 4 conns", "MiB/s", "higher"),
     ("pt_warm_tag_rps", "Pull-through, warm manifest GET by tag, 32 conns", "req/s", "higher"),

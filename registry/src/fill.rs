@@ -39,6 +39,9 @@ use tokio::sync::watch;
 use crate::digest::{Digest, Hasher};
 use crate::storage::ByteStream;
 
+/// Most arrived pieces of a source written to the spool file at once.
+const BATCH: usize = 32;
+
 /// Most bytes one read of the spool file hands a reader.
 const CHUNK: usize = 512 * 1024;
 
@@ -306,26 +309,39 @@ impl Run {
 
     /// Writes the source into the spool file, returning its verified size.
     async fn copy(&self, open: impl Future<Output = io::Result<Source>>) -> io::Result<u64> {
-        let Source { size, mut body } = open.await?;
+        let Source { size, body } = open.await?;
         self.progress
             .send_replace(Progress::Writing { size, written: 0 });
         let mut hasher = Hasher::new(self.digest.algorithm());
         let mut written = 0u64;
-        while let Some(chunk) = body.next().await {
-            let chunk = chunk?;
-            if written + chunk.len() as u64 > size {
+        // A source's body comes in pieces of a few KiB; the pieces that have
+        // already arrived go to the spool in one blocking write, which also
+        // wakes the readers once instead of once per piece.
+        let mut batches = body.ready_chunks(BATCH);
+        while let Some(batch) = batches.next().await {
+            let chunks = batch.into_iter().collect::<io::Result<Vec<Bytes>>>()?;
+            let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
+            if written + len > size {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     format!("the source sent more than the {size} bytes it announced"),
                 ));
             }
-            hasher.update(&chunk);
+            for chunk in &chunks {
+                hasher.update(chunk);
+            }
             let file = self.file.clone();
             let at = written;
-            let len = chunk.len() as u64;
-            tokio::task::spawn_blocking(move || file.write_all_at(&chunk, at))
-                .await
-                .map_err(io::Error::other)??;
+            tokio::task::spawn_blocking(move || {
+                let mut at = at;
+                for chunk in &chunks {
+                    file.write_all_at(chunk, at)?;
+                    at += chunk.len() as u64;
+                }
+                Ok::<(), io::Error>(())
+            })
+            .await
+            .map_err(io::Error::other)??;
             written += len;
             self.progress
                 .send_replace(Progress::Writing { size, written });

@@ -28,7 +28,6 @@ use std::io;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
-use bytes::{Bytes, BytesMut};
 use futures_util::{StreamExt, stream};
 
 use crate::config::NodeCacheSettings;
@@ -157,7 +156,7 @@ impl NodeCache {
             let body = source.await?;
             // The reservation lasts as long as the fill reads the source;
             // the committed entry then takes its place.
-            let body = coalesce(body).map(move |chunk| {
+            let body = body.map(move |chunk| {
                 let _ = &reservation;
                 chunk
             });
@@ -173,28 +172,6 @@ impl NodeCache {
             .await?;
         Ok(read.body)
     }
-}
-
-/// Most chunks of a source merged into one spool write.
-const COALESCE: usize = 32;
-
-/// The source's chunks, those already arrived merged into one: an object
-/// store's body comes in pieces of a few KiB, and each piece written costs
-/// the fill a blocking write and wakes every reader.
-fn coalesce(body: ByteStream) -> impl futures_util::Stream<Item = io::Result<Bytes>> {
-    body.ready_chunks(COALESCE).map(|chunks| {
-        if chunks.len() == 1 {
-            return chunks
-                .into_iter()
-                .next()
-                .unwrap_or_else(|| Ok(Bytes::new()));
-        }
-        let mut merged = BytesMut::new();
-        for chunk in chunks {
-            merged.extend_from_slice(&chunk?);
-        }
-        Ok(merged.freeze())
-    })
 }
 
 impl Shared {
