@@ -151,20 +151,26 @@ async fn run_cleanup(
     )))
 }
 
-/// Deletes the cleanup DaemonSet, when there is one.
+/// Deletes the cleanup DaemonSet, when there is one; its pods go after it
+/// (they only hold).
 async fn delete_cleanup(
     registry: &Registry,
     client: &Client,
     namespace: &str,
 ) -> Result<(), Error> {
-    delete_daemon_set(client, namespace, &cleanup_name(registry)).await
+    let name = cleanup_name(registry);
+    delete_daemon_set(client, namespace, &name, &DeleteParams::background()).await
 }
 
-/// Deletes the DaemonSet `name` and its pods before it (foreground); a
-/// DaemonSet already gone is fine.
-async fn delete_daemon_set(client: &Client, namespace: &str, name: &str) -> Result<(), Error> {
+/// Deletes the DaemonSet `name`; one already gone is fine.
+async fn delete_daemon_set(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    params: &DeleteParams,
+) -> Result<(), Error> {
     let api: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
-    match api.delete(name, &DeleteParams::foreground()).await {
+    match api.delete(name, params).await {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
         Err(source) => Err(Error::Kube {
@@ -199,7 +205,9 @@ pub async fn after_deletion(
         )))?
         .is_some()
     {
-        delete_daemon_set(&ctx.client, namespace, &registry_pods).await?;
+        // In the foreground: the DaemonSet is gone only once its pods are.
+        let params = DeleteParams::foreground();
+        delete_daemon_set(&ctx.client, namespace, &registry_pods, &params).await?;
         Progress::Cleaning("waiting for the registry pods to stop".to_owned())
     } else {
         run_cleanup(registry, ctx, namespace, hosts_dir).await?
