@@ -866,6 +866,15 @@ mod tests {
                 .starts_with("spec.gc.schedule")
         );
         assert_eq!(validate(&s3_registry()), Ok(()));
+
+        let mut registry = s3_registry();
+        registry.spec.node_cache = serde_json::from_value(serde_json::json!({"size": "1.5"})).ok();
+        let blocked = validate(&registry).unwrap_err();
+        assert!(
+            blocked.message.starts_with("spec.nodeCache.size"),
+            "{}",
+            blocked.message
+        );
     }
 
     #[test]

@@ -755,6 +755,43 @@ async fn a_deleted_containerd_registry_cleans_its_nodes_before_it_goes() {
     drop(controller_manager);
 }
 
+/// A namespace being deleted takes no new object, so the cleanup
+/// DaemonSet cannot run there: the Registry lets go (saying so in the
+/// operator's log) rather than hold its namespace forever.
+#[tokio::test]
+async fn a_containerd_registry_does_not_hold_up_its_namespaces_deletion() {
+    let plane = ControlPlane::shared().await;
+    let controller_manager = plane.start_controller_manager().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("hostsns").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}, "containerd": {}});
+    registries
+        .create(&PostParams::default(), &registry("held", spec))
+        .await
+        .expect("create Registry");
+    eventually("the finalizer", || async {
+        let registry = registries.get("held").await.ok()?;
+        (!registry.finalizers().is_empty()).then_some(())
+    })
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete the namespace");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !matches!(namespaces.get_opt(&ns).await, Ok(None)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the namespace is still there\n{}",
+            controller_manager.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
 /// Reports the DaemonSet `name` as the DaemonSet controller would once
 /// its current template runs on `ready` of `desired` nodes; returns the
 /// generation reported.

@@ -21,7 +21,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
-use tracing::info;
+use tracing::{info, warn};
 
 use super::{Context, Error, apply, event_note, patch_status, publish_changes};
 use crate::crd::Registry;
@@ -127,6 +127,9 @@ enum Progress {
     Cleaning(String),
     /// Every node it runs on is clean (its pods are Ready).
     Clean,
+    /// The cleanup DaemonSet cannot be created: the namespace is being
+    /// deleted, which no new object may enter. Says so.
+    Impossible(String),
 }
 
 /// Applies the cleanup DaemonSet for `hosts_dir` and reads how far it is.
@@ -138,7 +141,19 @@ async fn run_cleanup(
 ) -> Result<Progress, Error> {
     let image = registry.spec.image_or(&ctx.registry_image);
     let desired = cleanup_daemon_set(registry, image, hosts_dir);
-    let applied = apply(&ctx.client, namespace, &desired).await?;
+    let applied = match apply(&ctx.client, namespace, &desired).await {
+        Ok(applied) => applied,
+        Err(Error::Kube {
+            source: kube::Error::Api(status),
+            ..
+        }) if namespace_terminating(&status) => {
+            return Ok(Progress::Impossible(format!(
+                "namespace {namespace} is being deleted, so the cleanup DaemonSet cannot be created: the containerd hosts files in {hosts_dir} stay on the nodes; remove them with `berth-registry containerd-hosts remove --hosts-dir {hosts_dir} --owner {}` on each node",
+                resources::owner(registry)
+            )));
+        }
+        Err(error) => return Err(error),
+    };
     let rollout = Rollout::of(&applied);
     if rollout.observed && rollout.ready == rollout.desired {
         return Ok(Progress::Clean);
@@ -149,6 +164,17 @@ async fn run_cleanup(
         rollout.desired,
         cleanup_name(registry)
     )))
+}
+
+/// Whether the API server refused an object because its namespace is
+/// being deleted (the NamespaceLifecycle admission plugin).
+fn namespace_terminating(status: &kube::core::Status) -> bool {
+    let causes = status.details.iter().flat_map(|d| d.causes.iter());
+    status.code == 403
+        && (causes
+            .into_iter()
+            .any(|c| c.reason == "NamespaceTerminating")
+            || status.message.contains("because it is being terminated"))
 }
 
 /// Deletes the cleanup DaemonSet, when there is one; its pods go after it
@@ -227,6 +253,13 @@ pub async fn after_deletion(
             finish(registry, ctx, namespace, hosts_dir, None).await?;
             Ok(Action::await_change())
         }
+        Progress::Impossible(why) => {
+            // Holding the Registry would hold its namespace forever.
+            warn!(registry = %registry.name_any(), %namespace, "{why}");
+            publish(registry, ctx, EventType::Warning, "NodesNotCleaned", &why).await;
+            release(registry, &ctx.client, namespace, None).await?;
+            Ok(Action::await_change())
+        }
     }
 }
 
@@ -255,7 +288,7 @@ pub async fn live(
         return Ok(Some(POLL));
     }
     match run_cleanup(registry, ctx, namespace, recorded).await? {
-        Progress::Cleaning(_) => Ok(Some(POLL)),
+        Progress::Cleaning(_) | Progress::Impossible(_) => Ok(Some(POLL)),
         Progress::Clean => {
             finish(registry, ctx, namespace, recorded, wanted).await?;
             Ok(None)
@@ -279,12 +312,17 @@ async fn finish(
         return Ok(());
     }
     info!(registry = %registry.name_any(), %namespace, "nodes cleaned of the containerd hosts files");
+    let note = format!("removed the containerd hosts files from {cleaned} on every node");
+    publish(registry, ctx, EventType::Normal, "NodesCleaned", &note).await;
+    Ok(())
+}
+
+/// Publishes an Event of the cleanup on the Registry.
+async fn publish(registry: &Registry, ctx: &Context, type_: EventType, reason: &str, note: &str) {
     let event = Event {
-        type_: EventType::Normal,
-        reason: "NodesCleaned".to_owned(),
-        note: Some(event_note(&format!(
-            "removed the containerd hosts files from {cleaned} on every node"
-        ))),
+        type_,
+        reason: reason.to_owned(),
+        note: Some(event_note(note)),
         action: "Cleanup".to_owned(),
         secondary: None,
     };
@@ -293,9 +331,8 @@ async fn finish(
         .publish(&event, &registry.object_ref(&()))
         .await
     {
-        tracing::warn!(%error, "cannot publish event");
+        warn!(%error, "cannot publish event");
     }
-    Ok(())
 }
 
 /// Writes the status of a Registry being cleaned, with an Event for each
