@@ -52,6 +52,10 @@ MANIFEST_CONNS, MANIFEST_THREADS = 32, 2
 BLOB_CONNS, BLOB_THREADS = 4, 2
 MIX_CONNS = 4  # one connection per wrk thread: the mixed script keeps per-thread state
 PUSH_CLIENTS = (1, 4)
+# Cold GETs through an emptied node cache per round, each paired with a direct MinIO GET.
+COLD_GETS = 3
+# The node cache's bound: far above the pull image, so nothing is evicted.
+NODE_CACHE_BYTES = 4 << 30
 
 # figure key -> (label, unit, which way is better)
 FIGURES = [
@@ -70,6 +74,8 @@ FIGURES = [
     ("peak_rss", "Peak RSS under the mixed load (VmHWM)", "MiB", "lower"),
     ("rss_anon_end", "RSS when the mixed load ends: anonymous (RssAnon)", "MiB", "lower"),
     ("rss_file_end", "RSS when the mixed load ends: file-backed (RssFile)", "MiB", "lower"),
+    ("nodecache_warm_64m", "Blob GET 64 MiB, warm node cache, 4 conns", "MiB/s", "higher"),
+    ("nodecache_cold_64m", "Blob GET 64 MiB, cold node cache, 1 client", "MiB/s", "higher"),
 ]
 FIGURE_INFO = {key: (label, unit, better) for key, label, unit, better in FIGURES}
 
@@ -190,7 +196,8 @@ def clean_env(work):
 
 
 class Registry:
-    """One registry implementation on one driver."""
+    """One registry implementation on one driver: `fs`, `s3`, or `nodecache`
+    (s3 behind Berth's node cache, `berth.nodecache`)."""
 
     def __init__(self, rid, label, argv_prefix, driver, bench):
         self.id, self.label, self.argv_prefix, self.driver, self.bench = rid, label, argv_prefix, driver, bench
@@ -206,6 +213,11 @@ class Registry:
     @property
     def addr(self):
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def cache_dir(self):
+        """The node cache's directory (driver `nodecache`)."""
+        return os.path.join(self.bench.work, "storage", f"{self.key}-cache")
 
     def config(self, location):
         """The same config.yml for every registry: the `registry:2` image's
@@ -248,6 +260,8 @@ class Registry:
             "    interval: 10s",
             "    threshold: 3",
         ]
+        if self.driver == "nodecache":
+            lines += ["berth:", "  nodecache:", f"    path: {self.cache_dir}", f"    maxbytes: {NODE_CACHE_BYTES}"]
         return "\n".join(lines) + "\n"
 
     def start(self, location):
@@ -505,6 +519,13 @@ http {{
     # ---- the run
 
     def registries(self, driver):
+        if driver == "nodecache":
+            # Berth on s3 behind its node cache, and Berth on the filesystem
+            # driver as the peer (the same blobs on local disk).
+            return [
+                Registry("berth", "Berth, node cache", [self.args.berth, "serve", "--config"], driver, self),
+                Registry("berthfs", "Berth, filesystem", [self.args.berth, "serve", "--config"], "fs", self),
+            ]
         regs = [
             Registry("berth", "Berth", [self.args.berth, "serve", "--config"], driver, self),
             Registry("dist28", "Distribution 2.8", [self.args.dist28, "serve"], driver, self),
@@ -520,7 +541,7 @@ http {{
         self.generate_images()
         self.start_nginx()
         drivers = [d for d in self.args.drivers.split(",") if d]
-        if "s3" in drivers:
+        if "s3" in drivers or "nodecache" in drivers:
             self.start_minio()
             self.seed_minio_objects()
         self.regs.update({d: self.registries(d) for d in drivers})
@@ -543,6 +564,9 @@ http {{
         return items[k:] + items[:k]
 
     def round(self, driver, rnd):
+        if driver == "nodecache":
+            self.node_cache_round(rnd)
+            return
         regs = self.rotate(self.regs[driver], rnd)
         pull = self.images["pull"]
         blobs = self.images["blobs"]
@@ -607,6 +631,45 @@ http {{
         # Leave the pull servers running for the next round.
         for reg in regs:
             reg.start(reg.pull_location)
+
+    def node_cache_round(self, rnd):
+        """Warm: wrk on the 64 MiB blob through the node cache and from the
+        filesystem driver. Cold: one GET of it through an emptied node cache
+        (a fill from MinIO, streamed while written) and one direct MinIO GET
+        of the same bytes, alternating, COLD_GETS times."""
+        regs = self.rotate(self.regs["nodecache"], rnd)
+        cached = next(r for r in regs if r.driver == "nodecache")
+        blob = self.images["blobs"]["64MiB"]
+        path = f"/v2/{PULL_REPO}/blobs/{blob['digest']}"
+        for reg in regs:
+            url = f"http://{reg.addr}{path}"
+            http_status(url, timeout=120)  # fills the node cache, if it is empty
+            r = self.wrk(f"nodecache_warm_64m {reg.key}", url, BLOB_CONNS, BLOB_THREADS,
+                         os.path.join(WRK_DIR, "report.lua"), timeout="60s")
+            self.put("nodecache", "nodecache_warm_64m", reg.key, rnd, r and r["mibps"])
+            log(f"  nodecache_warm_64m {reg.key}: {fmt(r and r['mibps'])} MiB/s")
+        cold, direct = [], []
+        for _ in range(COLD_GETS):
+            cached.stop()
+            shutil.rmtree(cached.cache_dir, ignore_errors=True)
+            cached.start(cached.pull_location)
+            cold.append(self.timed_get(f"nodecache_cold_64m {cached.key}", f"http://{cached.addr}{path}", blob["size"]))
+            direct.append(self.timed_get("nodecache_cold_64m minio", self.presign("ceiling/blob-64MiB"), blob["size"]))
+        self.put("nodecache", "nodecache_cold_64m", cached.key, rnd, median(cold))
+        self.put("nodecache", "nodecache_cold_64m", "ceiling", rnd, median(direct))
+
+    def timed_get(self, what, url, size):
+        """MiB/s of one curl GET of `url`, which must answer `size` bytes."""
+        argv = [self.args.curl, "-sS", "-f", "-o", "/dev/null", "-w", "%{size_download} %{time_total}", url]
+        self.commands.record(what, argv)
+        out = subprocess.run(argv, capture_output=True, text=True)
+        parts = out.stdout.split()
+        if out.returncode != 0 or len(parts) != 2 or int(parts[0]) != size or float(parts[1]) <= 0:
+            self.note(f"{what}: curl failed ({out.returncode}, {out.stdout.strip()}): {out.stderr.strip()[:200]}")
+            return None
+        mibps = size / float(parts[1]) / MIB
+        log(f"  {what}: {fmt(mibps)} MiB/s")
+        return mibps
 
     def push(self, reg, tool, clients, tag, on_start=None):
         location = reg.fresh_location(tag)
@@ -778,7 +841,7 @@ def main():
     p.add_argument("--results", default=os.path.join(HERE, "results"))
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5, help="seconds per wrk run")
-    p.add_argument("--drivers", default="fs,s3")
+    p.add_argument("--drivers", default="fs,s3,nodecache")
     p.add_argument("--chunk-size", type=int, default=5 * MIB)
     p.add_argument("--dd-mib", type=int, default=256)
     p.add_argument("--berth", required=True)

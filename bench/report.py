@@ -4,9 +4,13 @@ import os
 import platform
 import subprocess
 
-from bench import FIGURES, FIGURE_INFO, ROOT, fmt, median
+from bench import COLD_GETS, FIGURES, FIGURE_INFO, NODE_CACHE_BYTES, ROOT, fmt, median
 
-DRIVER_TITLES = {"fs": "filesystem driver", "s3": "s3 driver, against MinIO on loopback"}
+DRIVER_TITLES = {
+    "fs": "filesystem driver",
+    "s3": "s3 driver, against MinIO on loopback",
+    "nodecache": "node cache (s3 on MinIO behind berth.nodecache) against the filesystem driver and MinIO",
+}
 CEILINGS = {
     "fs": {
         "manifest": "nginx, same file",
@@ -93,6 +97,8 @@ def fmt_ratio(r):
 
 
 def ceiling_label(driver, figure):
+    if figure.startswith("nodecache"):
+        return "MinIO GET (curl), same bytes"
     if figure.startswith("manifest"):
         return CEILINGS[driver]["manifest"]
     if figure.startswith("blob"):
@@ -171,6 +177,22 @@ def targets(b):
         line(None if pr is None else pr >= 1.2, f"push ≥1.2x, {FIGURE_INFO[fig][0].split(', ', 1)[1]}: "
                  f"{fmt(vb)} vs {fmt(vd)} MiB/s = {fmt_ratio(r)}, per round {fmt_ratio(pr)} "
                  f"(disk ceiling {fmt(m(fig, 'ceiling'))} MiB/s)")
+    node = b.results.get("nodecache", {})
+
+    def node_paired(fig, who, other):
+        per_round = zip(node.get(fig, {}).get(who, []), node.get(fig, {}).get(other, []))
+        return median([ratio(a, b) for a, b in per_round])
+
+    N = "berth-nodecache"
+    for fig, other, goal, text in (
+        ("nodecache_warm_64m", "berthfs-fs", 0.9, "warm pull through the node cache ≥0.9x the same blob on the filesystem driver"),
+        ("nodecache_cold_64m", "ceiling", 0.8, "cold pull through the node cache ≥0.8x a direct MinIO GET of the same bytes"),
+    ):
+        vals = node.get(fig, {})
+        vn, vo = median(vals.get(N, [])), median(vals.get(other, []))
+        pr = node_paired(fig, N, other)
+        line(None if pr is None else pr >= goal, f"{text}: {fmt(vn)} vs {fmt(vo)} MiB/s = {fmt_ratio(ratio(vn, vo))}, "
+                                                  f"per round {fmt_ratio(pr)}")
     vb, vd = m("peak_rss", B), m("peak_rss", D)
     r, pr = ratio(vb, vd), paired("peak_rss", B, D)
     line(None if pr is None else pr <= 1 / 3, f"peak RSS ≤ 1/3 under the mixed load: {fmt(vb)} vs {fmt(vd)} MiB = "
@@ -230,7 +252,8 @@ def write(b):
         doc.append(table(b, driver))
         doc.append("")
     doc.append("## Targets\n")
-    doc.append("Against Distribution 2.8 on the filesystem driver. Each line gives the ratio of the medians "
+    doc.append("Against Distribution 2.8 on the filesystem driver, and for the node cache against the filesystem "
+               "driver (warm) and MinIO (cold). Each line gives the ratio of the medians "
                "(as in the tables) and the median of the per-round ratios (\"per round\"); a target is judged on "
                "the latter, which compares two servers measured within seconds of each other, so that the "
                "machine's drift from one round to the next cancels out.\n")
@@ -272,6 +295,11 @@ def write(b):
     doc.append(f"- ceilings: nginx {first_line(sh([a.nginx, '-v'])).split('/')[-1]} (sendfile on, access_log off) serving the "
                "same manifest and blob files; the disk as `dd conv=fsync` of "
                f"{a.dd_mib} MiB; MinIO's own GET (wrk on a pre-signed URL) and PUT (curl --aws-sigv4) for s3")
+    doc.append(f"- node cache: Berth on s3 with `berth.nodecache` (bound {NODE_CACHE_BYTES >> 30} GiB). Warm: wrk as for "
+               "blob GET on the 64 MiB layer, once cached, against Berth serving the same layer from the filesystem "
+               f"driver. Cold: {COLD_GETS} times a round, the server is restarted on an emptied cache and one curl GET "
+               "of the layer (a fill from MinIO, streamed while written) alternates with one curl GET of the same bytes "
+               "straight from MinIO (pre-signed URL); the median of each")
     doc.append("")
     doc.append("## Commands\n")
     doc.append("The run: `make bench` (`bench/run.sh`, which provisions the tools, builds berth-registry and "

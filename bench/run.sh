@@ -12,7 +12,10 @@
 # Environment:
 #   BENCH_ROUNDS     interleaved rounds (default 3)
 #   BENCH_DURATION   seconds per wrk run (default 5)
-#   BENCH_DRIVERS    fs,s3 (default) or one of them
+#   BENCH_DRIVERS    fs,s3,nodecache (default) or some of them
+#   BENCH_PULL_THROUGH 1 (default): also run bench/pull_through.py (Berth
+#                    against Distribution's proxy mode, results in
+#                    bench/results/<date>-pull-through.md); 0: skip
 #   BENCH_WORK       scratch directory (default: a new one under /tmp); the
 #                    images and storage in it are removed at the end, the logs
 #                    (gzipped), wrk outputs and commands.log are kept
@@ -40,7 +43,7 @@ if [[ " $* " == *" --profile"* ]] && ! command -v perf >/dev/null; then
 fi
 
 # MinIO (and the rest of the test tools) come from make tools.
-if [ ! -x "$bin/minio" ] && [[ "${BENCH_DRIVERS:-fs,s3}" == *s3* ]]; then
+if [ ! -x "$bin/minio" ] && [[ "${BENCH_DRIVERS:-fs,s3,nodecache}" =~ s3|nodecache ]]; then
   log "MinIO missing: running scripts/tools.sh"
   "$root/scripts/tools.sh"
 fi
@@ -76,7 +79,7 @@ python3 "$root/bench/bench.py" \
   --work "$work" \
   --rounds "${BENCH_ROUNDS:-3}" \
   --duration "${BENCH_DURATION:-5}" \
-  --drivers "${BENCH_DRIVERS:-fs,s3}" \
+  --drivers "${BENCH_DRIVERS:-fs,s3,nodecache}" \
   --berth "$root/target/release/berth-registry" \
   --dist28 /usr/bin/docker-registry \
   --dist3 "$bin/registry-v3" \
@@ -84,11 +87,25 @@ python3 "$root/bench/bench.py" \
   --nginx /usr/sbin/nginx \
   --skopeo "$(command -v skopeo)" \
   --zot-status "$zot_status" \
-  --command-line "make bench (BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-5} BENCH_DRIVERS=${BENCH_DRIVERS:-fs,s3})" \
+  --command-line "make bench (BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-5} BENCH_DRIVERS=${BENCH_DRIVERS:-fs,s3,nodecache})" \
   "$@" || status=$?
 
+# Pull-through, side by side in a run of its own.
+if [ "${BENCH_PULL_THROUGH:-1}" = 1 ] && [[ " $* " != *" --profile"* ]]; then
+  python3 "$root/bench/pull_through.py" \
+    --work "$work/pull-through" \
+    --rounds "${BENCH_ROUNDS:-3}" \
+    --duration "${BENCH_DURATION:-5}" \
+    --berth "$root/target/release/berth-registry" \
+    --dist28 /usr/bin/docker-registry \
+    --dist3 "$bin/registry-v3" \
+    --skopeo "$(command -v skopeo)" \
+    --command-line "make bench, pull-through part (BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-5})" \
+    || status=$?
+fi
+
 # Keep the logs (compressed), wrk outputs and commands; drop the bulky parts.
-rm -rf "$work/images" "$work/storage" "$work/minio"
-gzip -qf "$work"/logs/*.log "$work"/nginx/*.log 2>/dev/null || true
+rm -rf "$work/images" "$work/storage" "$work/minio" "$work/pull-through/images" "$work/pull-through/storage"
+gzip -qf "$work"/logs/*.log "$work"/nginx/*.log "$work"/pull-through/logs/*.log 2>/dev/null || true
 log "logs, wrk outputs and commands.log kept in $work"
 exit "$status"

@@ -643,6 +643,93 @@ pub struct Berth {
     /// is closed after this long (default 60s).
     #[serde(default = "default_stall_timeout")]
     pub stalltimeout: String,
+    /// A cache of blobs on this node's disk in front of a remote driver.
+    pub nodecache: Option<NodeCache>,
+}
+
+/// `berth.nodecache`: blobs served by this node kept on its local disk, so
+/// that pulls on the node stop going to the bucket.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeCache {
+    /// The cache directory (created if missing).
+    pub path: PathBuf,
+    /// The most bytes the cache holds.
+    pub maxbytes: u64,
+    /// Percent of `maxbytes` above which eviction starts (default 90).
+    #[serde(default = "default_high_watermark")]
+    pub highwatermark: u64,
+    /// Percent of `maxbytes` eviction brings the cache down to (default 80).
+    #[serde(default = "default_low_watermark")]
+    pub lowwatermark: u64,
+}
+
+fn default_high_watermark() -> u64 {
+    90
+}
+
+fn default_low_watermark() -> u64 {
+    80
+}
+
+/// The node cache's settings, checked: watermarks in bytes.
+#[derive(Debug, Clone)]
+pub struct NodeCacheSettings {
+    /// The cache directory, which exists.
+    pub path: PathBuf,
+    /// The bound, `berth.nodecache.maxbytes`.
+    pub max_bytes: u64,
+    /// Eviction starts when the cache holds more than this.
+    pub high_bytes: u64,
+    /// Eviction stops once the cache holds no more than this.
+    pub low_bytes: u64,
+}
+
+impl NodeCache {
+    /// Checks the section against the storage driver it would sit in
+    /// front of, and creates the directory.
+    fn settle(&self, storage: &StorageSettings) -> Result<NodeCacheSettings, ConfigError> {
+        if matches!(storage, StorageSettings::Filesystem { .. }) {
+            return Err(invalid(
+                "berth.nodecache",
+                "needs a remote storage driver (s3, azure, gcs): the filesystem driver's blobs are on local disk already",
+            ));
+        }
+        if self.maxbytes == 0 {
+            return Err(invalid(
+                "berth.nodecache.maxbytes",
+                "must be greater than zero",
+            ));
+        }
+        if self.highwatermark == 0 || self.highwatermark > 100 {
+            return Err(invalid(
+                "berth.nodecache.highwatermark",
+                format!("{} is not a percentage in 1..=100", self.highwatermark),
+            ));
+        }
+        if self.lowwatermark == 0 || self.lowwatermark >= self.highwatermark {
+            return Err(invalid(
+                "berth.nodecache.lowwatermark",
+                format!(
+                    "{} must be above 0 and below highwatermark ({})",
+                    self.lowwatermark, self.highwatermark
+                ),
+            ));
+        }
+        std::fs::create_dir_all(&self.path).map_err(|e| {
+            invalid(
+                "berth.nodecache.path",
+                format!("cannot create {}: {e}", self.path.display()),
+            )
+        })?;
+        let percent = |p: u64| (u128::from(self.maxbytes) * u128::from(p) / 100) as u64;
+        Ok(NodeCacheSettings {
+            path: self.path.clone(),
+            max_bytes: self.maxbytes,
+            high_bytes: percent(self.highwatermark),
+            low_bytes: percent(self.lowwatermark),
+        })
+    }
 }
 
 fn default_grace_period() -> String {
@@ -664,6 +751,7 @@ impl Default for Berth {
             maxconnections: default_max_connections(),
             idletimeout: default_idle_timeout(),
             stalltimeout: default_stall_timeout(),
+            nodecache: None,
         }
     }
 }
@@ -716,6 +804,8 @@ pub struct Settings {
     /// Where clients without credentials may push and delete from
     /// (`berth.writenetworks`); `None` is anywhere.
     pub write_networks: Option<Vec<Network>>,
+    /// The node-local blob cache (`berth.nodecache`), when configured.
+    pub node_cache: Option<NodeCacheSettings>,
 }
 
 /// The storage backend, checked.
@@ -973,6 +1063,12 @@ impl Config {
                     .collect::<Result<Vec<_>, _>>()
             })
             .transpose()?;
+        let node_cache = self
+            .berth
+            .nodecache
+            .as_ref()
+            .map(|c| c.settle(&storage))
+            .transpose()?;
         Ok(Settings {
             config: self,
             addr,
@@ -986,6 +1082,7 @@ impl Config {
             gc_schedule,
             connection_limits,
             write_networks,
+            node_cache,
         })
     }
 
@@ -1560,6 +1657,57 @@ mod tests {
         assert!(err.starts_with("storage.s3.chunksize"), "{err}");
         let both = format!("{text}  filesystem:\n    rootdirectory: /x\n");
         assert!(error(&both, &[]).starts_with("storage:"));
+    }
+
+    #[test]
+    fn node_cache_needs_a_remote_driver_and_ordered_watermarks() {
+        let dir = tempfile::tempdir().unwrap();
+        let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:9000\n";
+        let path = dir.path().join("cache");
+        let section = |extra: &str| {
+            format!(
+                "berth:\n  nodecache:\n    path: {}\n    maxbytes: 1000\n{extra}",
+                path.display()
+            )
+        };
+        let s = parse(&format!("{s3}{}", section("")), &[]).unwrap();
+        let cache = s.node_cache.unwrap();
+        assert_eq!(
+            (cache.max_bytes, cache.high_bytes, cache.low_bytes),
+            (1000, 900, 800)
+        );
+        assert!(path.is_dir());
+        assert!(parse(s3, &[]).unwrap().node_cache.is_none());
+        let err = error(&format!("{BASIC}{}", section("")), &[]);
+        assert!(err.starts_with("berth.nodecache:"), "{err}");
+        for (bad, key) in [
+            ("    highwatermark: 101\n", "berth.nodecache.highwatermark"),
+            ("    lowwatermark: 0\n", "berth.nodecache.lowwatermark"),
+            ("    lowwatermark: 90\n", "berth.nodecache.lowwatermark"),
+            (
+                "    highwatermark: 50\n    lowwatermark: 60\n",
+                "berth.nodecache.lowwatermark",
+            ),
+            ("    size: 3\n", "berth.nodecache"),
+        ] {
+            let err = error(&format!("{s3}{}", section(bad)), &[]);
+            assert!(err.starts_with(key), "{bad}: {err}");
+        }
+        let zero = format!(
+            "{s3}{}",
+            section("").replace("maxbytes: 1000", "maxbytes: 0")
+        );
+        assert!(error(&zero, &[]).starts_with("berth.nodecache.maxbytes"));
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let blocked = format!(
+            "{s3}berth:\n  nodecache:\n    path: {}\n    maxbytes: 1000\n",
+            dir.path().join("file/cache").display()
+        );
+        let err = error(&blocked, &[]);
+        assert!(
+            err.starts_with("berth.nodecache.path: cannot create"),
+            "{err}"
+        );
     }
 
     #[test]

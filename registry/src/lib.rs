@@ -10,8 +10,10 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod containerd_hosts;
 pub mod digest;
 pub mod error;
+pub mod fill;
 pub mod gc;
 pub mod https;
 pub mod layout;
@@ -21,6 +23,7 @@ pub mod manifest;
 pub mod metrics;
 pub mod names;
 pub mod networks;
+pub mod nodecache;
 pub mod notify;
 #[cfg(test)]
 mod properties;

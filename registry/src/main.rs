@@ -1,4 +1,5 @@
-//! The `berth-registry` command: `serve` (the default), `gc`, and `config check`.
+//! The `berth-registry` command: `serve` (the default), `gc`, `config check`,
+//! `prepare-storage` and `containerd-hosts`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -12,7 +13,7 @@ use berth_registry::gc::{self, GcOptions};
 use berth_registry::metrics::Metrics;
 use berth_registry::server::Prepared;
 use berth_registry::storage::ownership;
-use berth_registry::{logging, server};
+use berth_registry::{containerd_hosts, logging, server};
 use clap::{Args, Parser, Subcommand};
 
 /// An OCI Distribution registry, a drop-in for CNCF Distribution.
@@ -51,6 +52,51 @@ enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Point the node's containerd at this node's registry: write (or take
+    /// back) hosts.toml files in containerd's registry hosts directory.
+    ContainerdHosts {
+        #[command(subcommand)]
+        command: HostsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HostsCommand {
+    /// Write DIR/<HOST>/hosts.toml for every --mirror and --own-name, pointing
+    /// at --endpoint; keep other tools' files; remove what --owner wrote
+    /// earlier for hosts no longer named.
+    Apply {
+        /// containerd's hosts directory (its registry config_path).
+        #[arg(long, value_name = "DIR")]
+        hosts_dir: PathBuf,
+        /// This node's registry, e.g. http://10.0.0.5:5000.
+        #[arg(long, value_name = "URL")]
+        endpoint: String,
+        /// Who writes (a Registry's NAMESPACE/NAME); recorded in each file.
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        owner: String,
+        /// A registry host pulled through the endpoint (or _default), and the
+        /// upstream containerd falls back to (default: containerd's for HOST).
+        #[arg(long = "mirror", value_name = "HOST[=SERVER_URL]")]
+        mirrors: Vec<String>,
+        /// The name pods use for images pushed to this registry; its server
+        /// is the endpoint itself.
+        #[arg(long, value_name = "NAME")]
+        own_name: Option<String>,
+    },
+    /// Take back everything --owner wrote: its files go, kept originals come
+    /// back, directories it created are removed.
+    Remove {
+        /// containerd's hosts directory (its registry config_path).
+        #[arg(long, value_name = "DIR")]
+        hosts_dir: PathBuf,
+        /// Whose files to take back (a Registry's NAMESPACE/NAME).
+        #[arg(long, value_name = "NAMESPACE/NAME")]
+        owner: String,
+        /// After removing, keep running until SIGTERM.
+        #[arg(long)]
+        hold: bool,
     },
 }
 
@@ -150,12 +196,63 @@ async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let report = gc::collect(&registry, &options).await?;
     let json = serde_json::to_string(&report)?;
     println!("{json}");
-    // Kubernetes shows this file as the container's termination message.
+    write_termination_log(&json);
+    Ok(())
+}
+
+/// Writes `text` to [`TERMINATION_LOG`] when it is writable: Kubernetes
+/// shows it as the container's termination message.
+fn write_termination_log(text: &str) {
     if let Ok(mut log) = std::fs::OpenOptions::new()
         .write(true)
         .open(TERMINATION_LOG)
     {
-        let _ = std::io::Write::write_all(&mut log, json.as_bytes());
+        let _ = std::io::Write::write_all(&mut log, text.as_bytes());
+    }
+}
+
+/// `containerd-hosts apply|remove`; a failure is also the termination message.
+fn containerd_hosts(command: HostsCommand) -> anyhow::Result<()> {
+    let hold = matches!(command, HostsCommand::Remove { hold: true, .. });
+    let changes = match command {
+        HostsCommand::Apply {
+            hosts_dir,
+            endpoint,
+            owner,
+            mirrors,
+            own_name,
+        } => (|| {
+            containerd_hosts::apply(&containerd_hosts::ApplyRequest {
+                hosts_dir,
+                endpoint: endpoint.parse()?,
+                owner: owner.parse()?,
+                mirrors: mirrors
+                    .iter()
+                    .map(|m| m.parse())
+                    .collect::<Result<_, _>>()?,
+                own_name: own_name.map(|n| n.parse()).transpose()?,
+            })
+        })(),
+        HostsCommand::Remove {
+            hosts_dir, owner, ..
+        } => owner
+            .parse()
+            .and_then(|owner| containerd_hosts::remove(&hosts_dir, &owner)),
+    };
+    let changes = changes.inspect_err(|e| write_termination_log(&e.to_string()))?;
+    for change in &changes {
+        println!("{change}");
+    }
+    if hold {
+        run_async(async {
+            // Listening before saying so: a SIGTERM after the message is never lost.
+            let mut terminate =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("listening for SIGTERM")?;
+            println!("removed; holding until SIGTERM");
+            terminate.recv().await;
+            Ok(())
+        })?;
     }
     Ok(())
 }
@@ -222,6 +319,7 @@ fn main() -> ExitCode {
             owner: (uid, gid),
             dir,
         }) => prepare_storage(&dir, uid, gid),
+        Some(Command::ContainerdHosts { command }) => containerd_hosts(command),
         Some(Command::Serve(args)) => run_async(serve(args)),
         Some(Command::Gc(args)) => run_async(gc(args)),
         None => run_async(serve(cli.serve)),

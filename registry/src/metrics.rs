@@ -146,6 +146,16 @@ pub struct Metrics {
     pub gc_deleted_blobs: Counter,
     /// Bytes freed by those runs.
     pub gc_freed_bytes: Counter,
+    /// Blob GETs the node cache answered from local disk.
+    pub nodecache_hits: Counter,
+    /// Blob GETs the node cache did not hold.
+    pub nodecache_misses: Counter,
+    /// Entries the node cache evicted to stay within its bound.
+    pub nodecache_evictions: Counter,
+    /// Entries found damaged on disk (dropped and fetched again).
+    pub nodecache_corrupt: Counter,
+    /// Bytes the node cache's entries hold.
+    pub nodecache_bytes: Gauge,
 }
 
 impl Default for Metrics {
@@ -173,6 +183,11 @@ impl Metrics {
             gc_runs: Family::default(),
             gc_deleted_blobs: Counter::default(),
             gc_freed_bytes: Counter::default(),
+            nodecache_hits: Counter::default(),
+            nodecache_misses: Counter::default(),
+            nodecache_evictions: Counter::default(),
+            nodecache_corrupt: Counter::default(),
+            nodecache_bytes: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -244,6 +259,31 @@ impl Metrics {
             "gc_freed_bytes",
             "Bytes freed by garbage collection in this server",
             m.gc_freed_bytes.clone(),
+        );
+        registry.register(
+            "nodecache_hits",
+            "Blob GETs the node cache answered from local disk",
+            m.nodecache_hits.clone(),
+        );
+        registry.register(
+            "nodecache_misses",
+            "Blob GETs the node cache did not hold",
+            m.nodecache_misses.clone(),
+        );
+        registry.register(
+            "nodecache_evictions",
+            "Entries the node cache evicted to stay within its bound",
+            m.nodecache_evictions.clone(),
+        );
+        registry.register(
+            "nodecache_corrupt",
+            "Node cache entries found damaged on disk, dropped and fetched again",
+            m.nodecache_corrupt.clone(),
+        );
+        registry.register(
+            "nodecache_bytes",
+            "Bytes the node cache's entries hold",
+            m.nodecache_bytes.clone(),
         );
         Metrics { registry, ..m }
     }

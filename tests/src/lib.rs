@@ -13,6 +13,7 @@
 pub mod azurite;
 pub mod certs;
 pub mod conformance;
+pub mod containerd;
 pub mod curl;
 pub mod distribution;
 pub mod fake_gcs;

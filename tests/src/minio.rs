@@ -393,3 +393,121 @@ pub fn encode(text: &str) -> String {
 pub fn encode_key(key: &str) -> String {
     key.split('/').map(encode).collect::<Vec<_>>().join("/")
 }
+
+/// SHA-256 of the empty body: MinIO's admin API wants the payload hash signed.
+const EMPTY_SHA256: &str = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
+
+/// One S3 call MinIO traced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TracedCall {
+    /// MinIO's name of the call (`s3.GetObject`, `s3.HeadObject`, ...).
+    pub function: String,
+    /// The request path, `/bucket/key`.
+    pub path: String,
+}
+
+/// MinIO's own trace of the S3 calls it answers (the admin API's
+/// `trace`, as `mc admin trace` shows it), streamed by curl into a file:
+/// what a client fetched, counted on the S3 side. Dropping it stops curl.
+#[derive(Debug)]
+pub struct S3Trace {
+    process: ServerProcess,
+    markers: std::sync::atomic::AtomicU64,
+    _dir: TempDir,
+}
+
+impl Minio {
+    /// Starts tracing every S3 call this server answers; returns once the
+    /// trace is live.
+    pub fn trace(&self) -> S3Trace {
+        let dir = tempfile::Builder::new()
+            .prefix("minio-trace-")
+            .tempdir()
+            .expect("temporary directory");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sSN", "--aws-sigv4"])
+            .arg(format!("aws:amz:{REGION}:s3"))
+            .arg("--user")
+            .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
+            .arg("-H")
+            .arg(format!("x-amz-content-sha256: {EMPTY_SHA256}"))
+            .arg(format!("{}/minio/admin/v3/trace?s3=true", self.endpoint()))
+            .env_clear()
+            .env("PATH", crate::tools::child_path())
+            .env("HOME", dir.path());
+        let process = ServerProcess::spawn(cmd, &dir.path().join("trace.jsonl"));
+        let trace = S3Trace {
+            process,
+            markers: std::sync::atomic::AtomicU64::new(0),
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !trace.try_sync(self, Duration::from_millis(500)) {
+            assert!(
+                Instant::now() < deadline,
+                "MinIO's trace did not start: {}",
+                trace.process.log()
+            );
+        }
+        trace
+    }
+}
+
+impl S3Trace {
+    /// Every call traced so far, including every call MinIO answered
+    /// before this one (a marker request is sent and awaited in the trace).
+    pub fn calls(&self, minio: &Minio) -> Vec<TracedCall> {
+        assert!(
+            self.try_sync(minio, Duration::from_secs(20)),
+            "MinIO's trace stopped: {}",
+            self.process.log()
+        );
+        self.parsed()
+    }
+
+    /// How many `GetObject` calls fetched a key of `bucket` ending in `suffix`.
+    pub fn get_objects(&self, minio: &Minio, bucket: &S3Bucket, suffix: &str) -> usize {
+        let prefix = format!("/{}/", bucket.bucket);
+        self.calls(minio)
+            .iter()
+            .filter(|c| {
+                c.function == "s3.GetObject"
+                    && c.path.starts_with(&prefix)
+                    && c.path.ends_with(suffix)
+            })
+            .count()
+    }
+
+    /// Sends a marker request and waits up to `timeout` for it in the trace.
+    fn try_sync(&self, minio: &Minio, timeout: Duration) -> bool {
+        let n = self
+            .markers
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let marker = format!("/berth-trace-marker/{n}");
+        minio.s3("GET", &marker, &[], None, None);
+        let deadline = Instant::now() + timeout;
+        loop {
+            if self.parsed().iter().any(|c| c.path == marker) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn parsed(&self) -> Vec<TracedCall> {
+        self.process
+            .log()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter_map(|call| {
+                Some(TracedCall {
+                    function: call.get("funcname")?.as_str()?.to_owned(),
+                    path: call.get("path")?.as_str()?.to_owned(),
+                })
+            })
+            .collect()
+    }
+}

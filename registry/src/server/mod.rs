@@ -18,6 +18,7 @@ use crate::gc::{GcOptions, LastReport};
 use crate::logging;
 use crate::maintenance;
 use crate::metrics::Metrics;
+use crate::nodecache::NodeCache;
 use crate::notify::Notifier;
 use crate::service::{Options, Registry};
 use crate::storage::{
@@ -42,6 +43,14 @@ pub enum ServerError {
     Bind {
         /// The address.
         addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The node cache's directory could not be opened.
+    #[error("berth.nodecache.path: cannot open the cache in {path}: {source}")]
+    NodeCache {
+        /// The directory.
+        path: std::path::PathBuf,
         /// The cause.
         source: std::io::Error,
     },
@@ -81,6 +90,11 @@ impl Prepared {
 /// Builds the registry service described by `settings`, its storage
 /// operations recorded in `metrics`.
 pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registry> {
+    Arc::new(service(settings, metrics).await)
+}
+
+/// The registry service over the driver `settings` name, without a node cache.
+async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
     let storage = &settings.config.storage;
     let options = Options {
         delete_enabled: storage.delete.enabled,
@@ -94,10 +108,7 @@ pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registr
         StorageSettings::Azure(azure) => Arc::new(AzureDriver::new(azure)),
         StorageSettings::Gcs(gcs) => Arc::new(GcsDriver::new(gcs)),
     };
-    Arc::new(Registry::new(
-        Arc::new(Instrumented::new(driver, metrics)),
-        options,
-    ))
+    Registry::new(Arc::new(Instrumented::new(driver, metrics)), options)
 }
 
 /// Where the data lives, for the start-up log line.
@@ -150,7 +161,16 @@ pub async fn run(
     } = prepared;
     let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
-    let registry = registry(&settings, metrics.clone()).await;
+    let mut service = service(&settings, metrics.clone()).await;
+    if let Some(cache) = &settings.node_cache {
+        let opened =
+            NodeCache::open(cache, metrics.clone()).map_err(|source| ServerError::NodeCache {
+                path: cache.path.clone(),
+                source,
+            })?;
+        service = service.with_node_cache(Arc::new(opened));
+    }
+    let registry = Arc::new(service);
     let http2 = !config.http.http2.disabled;
     let (acceptor, cert_reloader) = match tls {
         Some((server_config, reloader)) => (Some(TlsAcceptor::from(server_config)), Some(reloader)),

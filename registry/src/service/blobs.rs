@@ -4,11 +4,14 @@
 //! (as a layer or as a manifest revision), so repositories cannot read each
 //! other's content by guessing digests.
 
+use std::io;
+
 use crate::digest::Digest;
 use crate::error::{Code, RegistryError, Result};
 use crate::layout;
 use crate::names::RepoName;
-use crate::storage::ByteStream;
+use crate::nodecache::NodeCache;
+use crate::storage::{ByteStream, StorageError};
 
 use super::Registry;
 
@@ -35,6 +38,36 @@ impl BlobRange {
             _ => None,
         }
     }
+}
+
+/// The positions `range` selects in a blob of `size` bytes, or
+/// RANGE_INVALID when it selects none.
+fn satisfiable(range: Option<BlobRange>, size: u64) -> Result<Option<(u64, u64)>> {
+    range
+        .map(|r| {
+            r.resolve(size).ok_or_else(|| {
+                RegistryError::new(
+                    Code::RangeInvalid,
+                    format!("range not satisfiable for a blob of {size} bytes"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The offset and length of a read of the inclusive `range`.
+fn span(range: Option<(u64, u64)>) -> (u64, Option<u64>) {
+    match range {
+        Some((a, b)) => (a, Some(b - a + 1)),
+        None => (0, None),
+    }
+}
+
+fn unknown(repo: &RepoName, digest: &Digest) -> RegistryError {
+    RegistryError::new(
+        Code::BlobUnknown,
+        format!("blob {digest} is unknown to {repo}"),
+    )
 }
 
 /// A blob being read.
@@ -78,28 +111,29 @@ impl Registry {
     /// The size of a blob that `repo` links, or BLOB_UNKNOWN. Records a
     /// touch: the client now believes the blob is present.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        let unknown = || {
-            RegistryError::new(
-                Code::BlobUnknown,
-                format!("blob {digest} is unknown to {repo}"),
-            )
-        };
         if !self.is_linked(repo, digest).await? {
-            return Err(unknown());
+            return Err(unknown(repo, digest));
         }
-        let size = self.stored_blob_size(digest).await?.ok_or_else(unknown)?;
+        let size = self
+            .stored_blob_size(digest)
+            .await?
+            .ok_or_else(|| unknown(repo, digest))?;
         self.touch(digest).await;
         Ok(size)
     }
 
     /// A URL to fetch a blob that `repo` links directly from the backend
-    /// (`head`: for a HEAD request), when the backend redirects.
+    /// (`head`: for a HEAD request), when the backend redirects. With a
+    /// node cache, GETs are never redirected: the node serves them.
     pub async fn blob_redirect(
         &self,
         repo: &RepoName,
         digest: &Digest,
         head: bool,
     ) -> Result<Option<String>> {
+        if !head && self.node_cache.is_some() {
+            return Ok(None);
+        }
         self.blob_size(repo, digest).await?;
         Ok(self
             .storage
@@ -107,27 +141,30 @@ impl Registry {
             .await?)
     }
 
-    /// Streams a blob (or the requested range of it) that `repo` links.
+    /// Streams a blob (or the requested range of it) that `repo` links,
+    /// through the node cache when there is one.
     pub async fn blob_get(
         &self,
         repo: &RepoName,
         digest: &Digest,
         range: Option<BlobRange>,
     ) -> Result<BlobRead> {
+        if let Some(cache) = &self.node_cache {
+            return self.cached_blob_get(cache, repo, digest, range).await;
+        }
         let size = self.blob_size(repo, digest).await?;
-        let range = match range {
-            None => None,
-            Some(r) => Some(r.resolve(size).ok_or_else(|| {
-                RegistryError::new(
-                    Code::RangeInvalid,
-                    format!("range not satisfiable for a blob of {size} bytes"),
-                )
-            })?),
-        };
-        let (offset, len) = match range {
-            Some((a, b)) => (a, Some(b - a + 1)),
-            None => (0, None),
-        };
+        self.stored_blob_get(digest, size, range).await
+    }
+
+    /// Streams a blob of `size` bytes (or a range of it) from storage.
+    async fn stored_blob_get(
+        &self,
+        digest: &Digest,
+        size: u64,
+        range: Option<BlobRange>,
+    ) -> Result<BlobRead> {
+        let range = satisfiable(range, size)?;
+        let (offset, len) = span(range);
         let body = self
             .storage
             .reader(&layout::blob_data(digest), offset, len)
@@ -140,6 +177,62 @@ impl Registry {
                 }
             })?;
         Ok(BlobRead { size, range, body })
+    }
+
+    /// [`blob_get`](Self::blob_get) through the node cache: a cached blob
+    /// (or range) from local disk; an uncached whole blob through a fill
+    /// that keeps it; an uncached range, or a blob too large for the cache,
+    /// straight from storage.
+    async fn cached_blob_get(
+        &self,
+        cache: &NodeCache,
+        repo: &RepoName,
+        digest: &Digest,
+        range: Option<BlobRange>,
+    ) -> Result<BlobRead> {
+        if !self.is_linked(repo, digest).await? {
+            return Err(unknown(repo, digest));
+        }
+        if let Some(blob) = cache.get(digest).await {
+            self.touch(digest).await;
+            let size = blob.size();
+            let range = satisfiable(range, size)?;
+            let (offset, len) = span(range);
+            return Ok(BlobRead {
+                size,
+                range,
+                body: blob.read(offset, len),
+            });
+        }
+        let size = self
+            .stored_blob_size(digest)
+            .await?
+            .ok_or_else(|| unknown(repo, digest))?;
+        self.touch(digest).await;
+        if range.is_some() || !cache.admits(size) {
+            return self.stored_blob_get(digest, size, range).await;
+        }
+        let storage = self.storage.clone();
+        let path = layout::blob_data(digest);
+        let body = cache
+            .fill(digest, size, move || async move {
+                storage
+                    .reader(&path, 0, None)
+                    .await
+                    .map_err(io::Error::other)
+            })
+            .await
+            .map_err(|e| {
+                RegistryError::from(StorageError::Io {
+                    path: layout::blob_data(digest),
+                    source: e,
+                })
+            })?;
+        Ok(BlobRead {
+            size,
+            range: None,
+            body,
+        })
     }
 
     /// Unlinks a blob from `repo` (the data stays for other repositories

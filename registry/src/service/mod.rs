@@ -19,6 +19,7 @@ use bytes::Bytes;
 
 use crate::digest::Digest;
 use crate::error::{Code, RegistryError, Result};
+use crate::nodecache::NodeCache;
 use crate::storage::StorageDriver;
 
 pub use blobs::{BlobRange, BlobRead};
@@ -61,6 +62,7 @@ pub struct Registry {
     options: Options,
     uploads: uploads::Sessions,
     touches: touch::Touches,
+    node_cache: Option<Arc<NodeCache>>,
 }
 
 impl Registry {
@@ -72,7 +74,14 @@ impl Registry {
             options,
             uploads: uploads::Sessions::default(),
             touches,
+            node_cache: None,
         }
+    }
+
+    /// This registry serving blob GETs through `cache`, on the node's disk.
+    pub fn with_node_cache(mut self, cache: Arc<NodeCache>) -> Self {
+        self.node_cache = Some(cache);
+        self
     }
 
     /// The storage driver (for health checks and maintenance).

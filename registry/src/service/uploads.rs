@@ -154,16 +154,9 @@ fn valid_upload_id(id: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A new upload session id: a random UUID, as Distribution's.
 fn new_upload_id() -> String {
-    let h = format!("{:032x}", rand::random::<u128>());
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..]
-    )
+    uuid::Uuid::new_v4().to_string()
 }
 
 fn unknown_upload(id: &str) -> RegistryError {

@@ -11,7 +11,7 @@ pub mod filesystem;
 pub mod gcs;
 pub mod instrumented;
 pub mod ownership;
-mod read_buffers;
+pub(crate) mod read_buffers;
 mod rest;
 pub mod s3;
 mod staged;

@@ -23,14 +23,14 @@ use std::sync::{Arc, Mutex, PoisonError};
 use bytes::Bytes;
 
 /// Size of each buffer, the most one chunk holds.
-pub(super) const CHUNK: usize = 512 * 1024;
+pub(crate) const CHUNK: usize = 512 * 1024;
 
 /// Idle buffers kept for reuse; past this, returned buffers are freed.
 const POOLED: usize = 4;
 
 /// The idle read buffers of one driver.
 #[derive(Debug, Default)]
-pub(super) struct ReadBuffers {
+pub(crate) struct ReadBuffers {
     idle: Mutex<Vec<Box<[u8]>>>,
 }
 
@@ -53,7 +53,7 @@ impl ReadBuffers {
     /// Reads exactly `len` bytes (at most [`CHUNK`]) of `file` from `offset`.
     /// A file that ends before is an `UnexpectedEof` error: it was truncated
     /// after its size was taken.
-    pub(super) fn read(
+    pub(crate) fn read(
         self: &Arc<Self>,
         file: &File,
         offset: u64,

@@ -219,57 +219,73 @@ impl Inner {
 
     /// The newest open multipart upload on exactly `key`.
     async fn open_upload(&self, key: &str) -> Result<Option<String>> {
-        let out = self
-            .client
-            .list_multipart_uploads()
-            .bucket(&self.bucket)
-            .prefix(key)
-            .send()
-            .await
-            .map_err(|e| self.error(key, e))?;
-        let newest = out
-            .uploads()
-            .iter()
-            .filter(|u| u.key() == Some(key))
-            .filter_map(|u| {
-                let started = u
-                    .initiated()
-                    .and_then(|t| SystemTime::try_from(*t).ok())
-                    .unwrap_or(SystemTime::UNIX_EPOCH);
-                Some((u.upload_id()?.to_owned(), started))
-            })
-            .max_by_key(|(_, started)| *started);
-        Ok(newest.map(|(id, _)| id))
+        let newest = self
+            .uploads_below(key)
+            .await?
+            .into_iter()
+            .filter(|u| u.key == key)
+            .max_by_key(|u| u.started);
+        Ok(newest.map(|u| u.id))
+    }
+
+    /// Every open multipart upload whose key starts with `prefix`, page by
+    /// page (ListMultipartUploads has no paginator in the SDK; a page holds
+    /// at most [`UPLOADS_PER_PAGE`]).
+    async fn uploads_below(&self, prefix: &str) -> Result<Vec<OpenUpload>> {
+        let mut uploads = Vec::new();
+        let (mut key_marker, mut id_marker) = (None::<String>, None::<String>);
+        loop {
+            let out = self
+                .client
+                .list_multipart_uploads()
+                .bucket(&self.bucket)
+                .prefix(prefix)
+                .max_uploads(UPLOADS_PER_PAGE)
+                .set_key_marker(key_marker.take())
+                .set_upload_id_marker(id_marker.take())
+                .send()
+                .await
+                .map_err(|e| self.error(prefix, e))?;
+            uploads.extend(out.uploads().iter().filter_map(|u| {
+                Some(OpenUpload {
+                    key: u.key()?.to_owned(),
+                    id: u.upload_id()?.to_owned(),
+                    started: u
+                        .initiated()
+                        .and_then(|t| SystemTime::try_from(*t).ok())
+                        .unwrap_or(SystemTime::UNIX_EPOCH),
+                })
+            }));
+            match (out.is_truncated(), out.next_key_marker()) {
+                (Some(true), Some(next)) => {
+                    key_marker = Some(next.to_owned());
+                    id_marker = out.next_upload_id_marker().map(str::to_owned);
+                }
+                _ => return Ok(uploads),
+            }
+        }
     }
 
     /// The parts of an open multipart upload, in order: (number, etag, size).
     async fn parts(&self, key: &str, upload_id: &str) -> Result<Vec<Part>> {
+        let mut pages = self
+            .client
+            .list_parts()
+            .bucket(&self.bucket)
+            .key(key)
+            .upload_id(upload_id)
+            .into_paginator()
+            .send();
         let mut parts = Vec::new();
-        let mut marker: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_parts()
-                .bucket(&self.bucket)
-                .key(key)
-                .upload_id(upload_id)
-                .set_part_number_marker(marker.clone())
-                .send()
-                .await
-                .map_err(|e| self.error(key, e))?;
-            for p in out.parts() {
-                if let (Some(number), Some(etag)) = (p.part_number(), p.e_tag()) {
-                    parts.push(Part {
-                        number,
-                        etag: etag.to_owned(),
-                        size: p.size().unwrap_or(0).max(0) as u64,
-                    });
-                }
-            }
-            match (out.is_truncated(), out.next_part_number_marker()) {
-                (Some(true), Some(next)) => marker = Some(next.to_owned()),
-                _ => break,
-            }
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(key, e))?;
+            parts.extend(page.parts().iter().filter_map(|p| {
+                Some(Part {
+                    number: p.part_number()?,
+                    etag: p.e_tag()?.to_owned(),
+                    size: p.size().unwrap_or(0).max(0) as u64,
+                })
+            }));
         }
         parts.sort_by_key(|p| p.number);
         Ok(parts)
@@ -427,32 +443,38 @@ impl Inner {
 
     /// Every key at or below `key` (as a file, or as a directory).
     async fn keys_below(&self, key: &str) -> Result<Vec<String>> {
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(key)
+            .into_paginator()
+            .send();
         let mut keys = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = self
-                .client
-                .list_objects_v2()
-                .bucket(&self.bucket)
-                .prefix(key)
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| self.error(key, e))?;
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.error(key, e))?;
             keys.extend(
-                out.contents()
+                page.contents()
                     .iter()
                     .filter_map(|o| o.key())
                     .filter(|k| *k == key || k.starts_with(&format!("{key}/")))
                     .map(str::to_owned),
             );
-            match (out.is_truncated(), out.next_continuation_token()) {
-                (Some(true), Some(next)) => token = Some(next.to_owned()),
-                _ => break,
-            }
         }
         Ok(keys)
     }
+}
+
+/// Open multipart uploads asked for per page: S3's default and maximum,
+/// stated because some servers (MinIO) default to more.
+const UPLOADS_PER_PAGE: i32 = 1000;
+
+/// An open multipart upload.
+#[derive(Debug)]
+struct OpenUpload {
+    key: String,
+    id: String,
+    started: SystemTime,
 }
 
 /// A part of a multipart upload.
@@ -597,28 +619,22 @@ impl StorageDriver for S3Driver {
         } else {
             format!("{key}/")
         };
+        let mut pages = s
+            .client
+            .list_objects_v2()
+            .bucket(&s.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
         let mut names = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let out = s
-                .client
-                .list_objects_v2()
-                .bucket(&s.bucket)
-                .prefix(&prefix)
-                .delimiter("/")
-                .set_continuation_token(token.clone())
-                .send()
-                .await
-                .map_err(|e| s.error(path, e))?;
-            for dir in out.common_prefixes().iter().filter_map(|p| p.prefix()) {
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| s.error(path, e))?;
+            for dir in page.common_prefixes().iter().filter_map(|p| p.prefix()) {
                 names.push(dir[prefix.len()..].trim_end_matches('/').to_owned());
             }
-            for file in out.contents().iter().filter_map(|o| o.key()) {
+            for file in page.contents().iter().filter_map(|o| o.key()) {
                 names.push(file[prefix.len()..].to_owned());
-            }
-            match (out.is_truncated(), out.next_continuation_token()) {
-                (Some(true), Some(next)) => token = Some(next.to_owned()),
-                _ => break,
             }
         }
         names.retain(|n| !n.is_empty());
@@ -651,20 +667,10 @@ impl StorageDriver for S3Driver {
         let key = s.key(path);
         let keys = s.keys_below(&key).await?;
         // Open multipart uploads below the path (an upload's unfinished data).
-        let uploads = s
-            .client
-            .list_multipart_uploads()
-            .bucket(&s.bucket)
-            .prefix(&key)
-            .send()
-            .await
-            .map_err(|e| s.error(path, e))?;
         let mut aborted = 0;
-        for u in uploads.uploads() {
-            if let (Some(k), Some(id)) = (u.key(), u.upload_id())
-                && (k == key || k.starts_with(&format!("{key}/")))
-            {
-                s.abort_upload(k, id).await?;
+        for u in s.uploads_below(&key).await? {
+            if u.key == key || u.key.starts_with(&format!("{key}/")) {
+                s.abort_upload(&u.key, &u.id).await?;
                 aborted += 1;
             }
         }
