@@ -1023,9 +1023,11 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
 
     node.apply(&s3_namespace("hosts"));
     let mut registry = s3_registry(cluster, "hosts", HOSTS_PORT, false);
+    let cache_root = node.dir().join("nodecache");
     registry.push_str(&format!(
-        "  mirrors:\n  - host: docker.io\n  containerd:\n    hostsDir: {}\n    registryName: berth.local\n",
-        hosts_dir.display()
+        "  mirrors:\n  - host: docker.io\n  containerd:\n    hostsDir: {}\n    registryName: berth.local\n  nodeCache:\n    size: 64Mi\n    path: {}\n",
+        hosts_dir.display(),
+        cache_root.display()
     ));
     node.apply(&registry);
     let ready = node.wait(
@@ -1049,6 +1051,14 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
     assert_eq!(
         ready["metadata"]["finalizers"],
         serde_json::json!(["berth.dev/containerd-hosts"])
+    );
+    // The node cache's directory, per Registry, given to the registry's user.
+    let cache =
+        std::fs::metadata(cache_root.join("hosts/hosts")).expect("the node cache directory");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&cache),
+        65532,
+        "prepared for the registry's user"
     );
     for host in ["docker.io", "berth.local"] {
         let written = std::fs::read_to_string(hosts_dir.join(host).join("hosts.toml"))
