@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
 use schemars::JsonSchema;
@@ -28,9 +29,14 @@ use serde::{Deserialize, Serialize};
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Nodes","type":"string","description":"Nodes with a ready registry / nodes that should run one","jsonPath":".status.nodes"}"#,
     printcolumn = r#"{"name":"Storage","type":"string","jsonPath":".status.storage"}"#,
+    printcolumn = r#"{"name":"Configured","type":"integer","description":"Nodes whose containerd pulls through this Registry","jsonPath":".status.configuredNodes"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "!has(self.nodeCache) || !has(self.storage.filesystem)",
+    "message": "nodeCache needs remote storage (storage.s3, storage.azure or storage.gcs): filesystem storage is already on the node or a volume"
+}]))]
 pub struct RegistrySpec {
     /// Container image of berth-registry. Unset (or empty) means the image
     /// the operator is configured with (its `--registry-image` flag), so
@@ -102,6 +108,180 @@ pub struct RegistrySpec {
     /// Verbosity of the registry's logs.
     #[serde(default)]
     pub log_level: LogLevel,
+
+    /// Upstream registries this Registry pulls through: a request that
+    /// containerd sends for an image of `host` (it names it in the `ns`
+    /// query parameter) is served from the Registry's cache, filled from the
+    /// upstream on a miss. At most one entry per host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["host"]))]
+    #[schemars(length(max = 64))]
+    pub mirrors: Vec<Mirror>,
+
+    /// Point every selected node's containerd at the registry pod on that
+    /// node: an init container of each registry pod writes containerd's
+    /// `hosts.toml` for every mirror (and `registryName`) into the node's
+    /// hosts directory, keeping what other tools wrote there. Removing this
+    /// field, or deleting the Registry, restores the directory on every node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub containerd: Option<Containerd>,
+
+    /// Keep the blobs each node serves on that node's disk, in front of
+    /// remote storage (`s3`, `azure` or `gcs` only): a blob is fetched from
+    /// the bucket once per node. Manifests and tags still come from the
+    /// bucket, so a push through any node is seen on every node at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_cache: Option<NodeCache>,
+}
+
+/// An upstream registry pulled through.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Mirror {
+    /// The registry's host, with its port when not the default, as image
+    /// names spell it (`docker.io`, `ghcr.io`, `registry.example.com:5000`),
+    /// or `_default` for every host without an entry of its own. No scheme,
+    /// no path.
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^(_default|[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?)$"
+        )
+    )]
+    pub host: String,
+
+    /// The upstream's URL, `http://` or `https://` (for example
+    /// `https://registry-1.docker.io`). Unset means `https://<host>`
+    /// (`docker.io` means `https://registry-1.docker.io`); for `_default`,
+    /// the host each request names. containerd falls back to it when the
+    /// node's registry cannot answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = r"^https?://[^\s/]+(/\S*)?$"))]
+    pub url: Option<String>,
+
+    /// Name of a `kubernetes.io/basic-auth` Secret in the Registry's
+    /// namespace (keys `username` and `password`) to log in to the upstream
+    /// with. Mounted read-only; a rotated password is used without a restart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub credentials_secret: Option<String>,
+
+    /// How long a cached tag is served before it is resolved upstream again
+    /// (for example `30s`, `1m`, `1h`); unset means one minute. While the
+    /// upstream is down, cached tags are served regardless.
+    #[serde(default, rename = "tagTTL", skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^([0-9]+(s|m|h))+$"))]
+    pub tag_ttl: Option<String>,
+}
+
+/// The node's containerd configuration.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "self.hostsDir == oldSelf.hostsDir",
+    "message": "containerd.hostsDir cannot be changed: remove spec.containerd, wait until status.configuredNodes is gone, then set it again"
+}]))]
+pub struct Containerd {
+    /// containerd's hosts directory on every node: the directory its
+    /// `config_path` names (containerd 1.6 and 1.7: under
+    /// `plugins."io.containerd.grpc.v1.cri".registry`; 2.x: under
+    /// `plugins."io.containerd.cri.v1.images".registry`). It must be the
+    /// only directory there: containerd 2.1 and later ignore mirrors when
+    /// `config_path` lists two.
+    #[serde(default = "default_hosts_dir")]
+    #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/[^:]*$"))]
+    pub hosts_dir: String,
+
+    /// A name under which pods refer to images pushed to this Registry
+    /// (`berth.local/app:1`): containerd resolves it at the node's registry
+    /// pod. Unset means only the mirrors are configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 253),
+        regex(
+            pattern = r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*(:[0-9]{1,5})?$"
+        )
+    )]
+    pub registry_name: Option<String>,
+}
+
+fn default_hosts_dir() -> String {
+    "/etc/containerd/certs.d".to_owned()
+}
+
+/// A bounded blob cache on each node's disk.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeCache {
+    /// The most the cache holds on each node (for example `10Gi`); the least
+    /// recently used blobs are evicted when it fills up.
+    pub size: Quantity,
+
+    /// The directory on each node below which caches live (created if
+    /// missing); this Registry's cache is `<path>/<namespace>/<name>`.
+    #[serde(default = "default_cache_path")]
+    #[schemars(length(min = 2, max = 4096), regex(pattern = r"^/"))]
+    pub path: String,
+}
+
+fn default_cache_path() -> String {
+    "/var/lib/berth/cache".to_owned()
+}
+
+impl NodeCache {
+    /// `size` in bytes; `None` when it is no quantity, or a fraction of a byte.
+    pub fn max_bytes(&self) -> Option<u64> {
+        quantity_bytes(&self.size.0)
+    }
+}
+
+/// A Kubernetes quantity (`10Gi`, `500M`, `1e9`, `1.5Gi`) as a whole
+/// number of bytes; `None` for anything else, a negative or fractional
+/// result, or one that overflows.
+fn quantity_bytes(quantity: &str) -> Option<u64> {
+    let quantity = quantity.trim();
+    let split = quantity
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+'))
+        .unwrap_or(quantity.len());
+    let (number, suffix) = quantity.split_at(split);
+    let (multiplier, divisor): (u128, u128) = match suffix {
+        "" => (1, 1),
+        "Ki" => (1 << 10, 1),
+        "Mi" => (1 << 20, 1),
+        "Gi" => (1 << 30, 1),
+        "Ti" => (1 << 40, 1),
+        "Pi" => (1 << 50, 1),
+        "Ei" => (1 << 60, 1),
+        "m" => (1, 1000),
+        "k" => (1_000, 1),
+        "M" => (1_000_000, 1),
+        "G" => (1_000_000_000, 1),
+        "T" => (1_000_000_000_000, 1),
+        "P" => (1_000_000_000_000_000, 1),
+        "E" => (1_000_000_000_000_000_000, 1),
+        exponent => {
+            let power: u32 = exponent.strip_prefix(['e', 'E'])?.parse().ok()?;
+            (10u128.checked_pow(power)?, 1)
+        }
+    };
+    let number = number.strip_prefix('+').unwrap_or(number);
+    let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+    if whole.is_empty() && fraction.is_empty()
+        || !whole
+            .bytes()
+            .chain(fraction.bytes())
+            .all(|b| b.is_ascii_digit())
+        || fraction.len() > 18
+    {
+        return None;
+    }
+    let scale = 10u128.pow(fraction.len() as u32);
+    let digits: u128 = format!("{whole}{fraction}").parse().ok()?;
+    let numerator = digits.checked_mul(multiplier)?;
+    let denominator = scale * divisor;
+    (numerator % denominator == 0)
+        .then(|| numerator / denominator)
+        .and_then(|bytes| u64::try_from(bytes).ok())
 }
 
 /// When the kubelet pulls the image.
@@ -475,6 +655,12 @@ pub struct RegistryStatus {
     /// `InServer`), as the node's registry pod reports it; by node name.
     #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "nodeGC")]
     pub node_gc: Vec<NodeGcResult>,
+
+    /// With `spec.containerd`: the nodes whose containerd hosts files this
+    /// Registry wrote (registry pods whose `containerd-hosts` init container
+    /// succeeded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub configured_nodes: Option<i32>,
 }
 
 /// The last garbage collection that a node's registry pod ran itself.
@@ -514,6 +700,11 @@ pub const HTPASSWD_KEY: &str = "htpasswd";
 pub const S3_ACCESS_KEY: &str = "accessKey";
 /// The key of the S3 secret access key in the credentials Secret.
 pub const S3_SECRET_KEY: &str = "secretKey";
+
+/// The key of the user name in a mirror's `kubernetes.io/basic-auth` Secret.
+pub const MIRROR_USERNAME_KEY: &str = "username";
+/// The key of the password in a mirror's `kubernetes.io/basic-auth` Secret.
+pub const MIRROR_PASSWORD_KEY: &str = "password";
 
 /// The key of the Azure account key in the credentials Secret.
 pub const AZURE_ACCOUNT_KEY: &str = "accountKey";
@@ -597,6 +788,19 @@ impl RegistrySpec {
                 read_at_start: true,
             });
         }
+        for name in self
+            .mirrors
+            .iter()
+            .filter_map(|m| m.credentials_secret.as_deref())
+        {
+            refs.push(SecretRef {
+                field: "spec.mirrors[].credentialsSecret",
+                name,
+                keys: &[MIRROR_USERNAME_KEY, MIRROR_PASSWORD_KEY],
+                // Mounted files, re-read when used.
+                read_at_start: false,
+            });
+        }
         refs
     }
 
@@ -614,6 +818,11 @@ impl RegistrySpec {
             .filesystem
             .as_ref()
             .is_some_and(|fs| fs.host_path.is_some())
+    }
+
+    /// The node's hosts directory when the Registry configures containerd.
+    pub fn hosts_dir(&self) -> Option<&str> {
+        self.containerd.as_ref().map(|c| c.hosts_dir.as_str())
     }
 
     /// The storage kind as the status and printer column show it.
@@ -676,6 +885,50 @@ mod tests {
         assert_eq!(spec("").image_or("default:1"), "default:1");
         assert_eq!(spec("  ").image_or("default:1"), "default:1");
         assert_eq!(spec("mine:2").image_or("default:1"), "mine:2");
+    }
+
+    #[test]
+    fn quantities_become_bytes() {
+        for (quantity, bytes) in [
+            ("10Gi", Some(10 << 30)),
+            ("1.5Ki", Some(1536)),
+            ("500M", Some(500_000_000)),
+            ("1e3", Some(1000)),
+            ("4096", Some(4096)),
+            ("+1k", Some(1000)),
+            ("1.5", None),
+            ("100m", None),
+            ("", None),
+            ("Gi", None),
+            ("-1Gi", None),
+            ("10GB", None),
+            ("16Ei", None),
+        ] {
+            assert_eq!(quantity_bytes(quantity), bytes, "{quantity}");
+        }
+    }
+
+    #[test]
+    fn mirror_and_node_fields_read_and_default() {
+        let spec: RegistrySpec = serde_json::from_value(serde_json::json!({
+            "storage": {"s3": {"bucket": "images"}},
+            "mirrors": [{"host": "docker.io", "tagTTL": "30s", "credentialsSecret": "hub"}],
+            "containerd": {},
+            "nodeCache": {"size": "1Gi"},
+        }))
+        .unwrap();
+        assert_eq!(spec.mirrors[0].tag_ttl.as_deref(), Some("30s"));
+        assert_eq!(spec.hosts_dir(), Some("/etc/containerd/certs.d"));
+        let cache = spec.node_cache.as_ref().unwrap();
+        assert_eq!(
+            (cache.path.as_str(), cache.max_bytes()),
+            ("/var/lib/berth/cache", Some(1 << 30))
+        );
+        let secret = spec.secret_refs()[0];
+        assert_eq!(
+            (secret.name, secret.keys, secret.read_at_start),
+            ("hub", &["username", "password"][..], false)
+        );
     }
 
     #[test]

@@ -69,8 +69,13 @@ const fn watched(
 /// permission granted for nothing.
 pub const RBAC: &[Rule] = &[
     // The controller's primary watch; reconcile::still_wanted reads the
-    // Registry before each apply.
-    watched("berth.dev", "registries", &["get", "list", "watch"]),
+    // Registry before each apply; reconcile::cleanup patches its metadata
+    // (the containerd-hosts finalizer and the hosts directory annotation).
+    watched(
+        "berth.dev",
+        "registries",
+        &["get", "list", "patch", "watch"],
+    ),
     // reconcile::patch_status (server-side apply of the status subresource).
     watched("berth.dev", "registries/status", &["patch"]),
     // Owned objects: watched by the controller, read by reconcile::taken_name
@@ -88,10 +93,13 @@ pub const RBAC: &[Rule] = &[
         &["create", "get", "list", "patch", "watch"],
     ),
     watched("", "services", &["create", "get", "list", "patch", "watch"]),
+    // DaemonSets are also deleted by reconcile::cleanup: the registry
+    // DaemonSet of a deleted Registry before its nodes are cleaned, and the
+    // cleanup DaemonSet once they are.
     watched(
         "apps",
         "daemonsets",
-        &["create", "get", "list", "patch", "watch"],
+        &["create", "delete", "get", "list", "patch", "watch"],
     ),
     // Also read and deleted by reconcile::delete_owned_cron_job.
     watched(

@@ -4,9 +4,14 @@
 //! missing or not ready, why) -> delete configs no pod uses -> patch
 //! Registry status.
 //!
-//! A Registry being deleted is left to the garbage collector; one that does
-//! not fit the Rust types (see [`crate::decoded`]) only gets a status and an
-//! Event saying why.
+//! A Registry being deleted is left to the garbage collector, after its
+//! nodes are cleaned of the containerd hosts files it wrote (see
+//! [`cleanup`]); one that does not fit the Rust types (see
+//! [`crate::decoded`]) only gets a status and an Event saying why.
+
+mod cleanup;
+
+pub use cleanup::{HOSTS_DIR_ANNOTATION, HOSTS_FINALIZER};
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -116,15 +121,26 @@ pub fn error_policy(registry: Arc<Decoded<Registry>>, error: &Error, ctx: Arc<Co
 }
 
 async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, Error> {
+    let namespace = registry
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(registry.name_any()))?;
     if is_being_deleted(registry) {
+        if cleanup::holds_finalizer(registry) {
+            return cleanup::after_deletion(registry, ctx, &namespace).await;
+        }
         // The garbage collector deletes the owned objects (in the
         // foreground, while the Registry waits for them); applying them
         // again would only re-create what it just deleted.
         return Ok(Action::await_change());
     }
-    let namespace = registry
-        .namespace()
-        .ok_or_else(|| Error::NoNamespace(registry.name_any()))?;
+    if let Some(hosts_dir) = registry.spec.hosts_dir()
+        && cleanup::recorded_dir(registry).is_none()
+    {
+        // No registry pod may write to the nodes before the Registry holds
+        // the finalizer that cleans up after them.
+        cleanup::claim(registry, &ctx.client, &namespace, hosts_dir).await?;
+        return Ok(Action::await_change());
+    }
     let now = Time(Timestamp::now());
     let checked = match validate(registry) {
         Ok(()) => secrets_hash(registry, &ctx.client, &namespace).await?,
@@ -153,8 +169,15 @@ async fn reconcile_inner(registry: &Registry, ctx: &Context) -> Result<Action, E
             prune_config_maps(registry, &ctx.client, &namespace, &config_map).await?;
             let last_gc = last_gc(registry, &ctx.client, &namespace).await?;
             let node_gc = node_gc(registry, &ctx.client, &namespace).await?;
-            let status = status::applied(registry, rollout, trouble, last_gc, node_gc, &now);
-            let requeue = if is_true(&status, READY) {
+            let mut status = status::applied(registry, rollout, trouble, last_gc, node_gc, &now);
+            if registry.spec.containerd.is_some() {
+                let pods = registry_pods(registry, &ctx.client, &namespace).await?;
+                status.configured_nodes = Some(status::configured_nodes(&pods));
+            }
+            let cleaning = cleanup::live(registry, ctx, &namespace, rollout).await?;
+            let requeue = if let Some(poll) = cleaning {
+                poll
+            } else if is_true(&status, READY) {
                 // Pick up each node's next in-server collection soon after it runs.
                 next_in_server_gc(registry).map_or(RESYNC, |wait| RESYNC.min(wait + GC_MARGIN))
             } else {
@@ -219,6 +242,17 @@ fn validate(registry: &Registry) -> Result<(), Blocked> {
             reason: "InvalidSpec",
             message: format!(
                 "metadata.name: {name:?} is longer than {MAX_NAME_LEN} characters (its GC CronJob is <name>-gc)"
+            ),
+        });
+    }
+    if let Some(cache) = &registry.spec.node_cache
+        && cache.max_bytes().is_none_or(|bytes| bytes == 0)
+    {
+        return Err(Blocked {
+            reason: "InvalidSpec",
+            message: format!(
+                "spec.nodeCache.size: {:?} is not a positive whole number of bytes",
+                cache.size.0
             ),
         });
     }
@@ -832,6 +866,15 @@ mod tests {
                 .starts_with("spec.gc.schedule")
         );
         assert_eq!(validate(&s3_registry()), Ok(()));
+
+        let mut registry = s3_registry();
+        registry.spec.node_cache = serde_json::from_value(serde_json::json!({"size": "1.5"})).ok();
+        let blocked = validate(&registry).unwrap_err();
+        assert!(
+            blocked.message.starts_with("spec.nodeCache.size"),
+            "{}",
+            blocked.message
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use kube::ResourceExt;
 use serde::Deserialize;
 
 use crate::crd::{GcResult, NodeGcResult, Registry, RegistryStatus};
-use crate::resources::{collects_in_server, endpoint, runs_cron_job};
+use crate::resources::{HOSTS_INIT_CONTAINER, collects_in_server, endpoint, runs_cron_job};
 
 /// Condition type: every desired node runs an updated, ready pod.
 pub const READY: &str = "Ready";
@@ -120,6 +120,9 @@ pub fn pod_trouble(
             });
         }
     }
+    if let Some(trouble) = pods.iter().find_map(hosts_failure) {
+        return Some(trouble);
+    }
     pods.iter().find_map(|pod| {
         let status = pod.status.as_ref()?;
         let containers = status.init_container_statuses.iter().flatten();
@@ -143,6 +146,92 @@ pub fn pod_trouble(
         })
     })
 }
+
+/// The `containerd-hosts` init container's status in `pod`.
+fn hosts_status(pod: &Pod) -> Option<&ContainerStatus> {
+    let statuses = pod.status.as_ref()?.init_container_statuses.as_ref()?;
+    statuses.iter().find(|c| c.name == HOSTS_INIT_CONTAINER)
+}
+
+/// Why the pod's `containerd-hosts` init container failed, naming the node
+/// and the writer's termination message, unless it has succeeded since.
+fn hosts_failure(pod: &Pod) -> Option<PodTrouble> {
+    let status = hosts_status(pod)?;
+    let current = status.state.as_ref().and_then(|s| s.terminated.as_ref());
+    if current.is_some_and(|t| t.exit_code == 0) {
+        return None;
+    }
+    let last = status
+        .last_state
+        .as_ref()
+        .and_then(|s| s.terminated.as_ref());
+    let failed = current.or(last).filter(|t| t.exit_code != 0)?;
+    let node = pod.spec.as_ref().and_then(|s| s.node_name.as_deref());
+    let message = failed.message.as_deref().map_or("", str::trim);
+    Some(PodTrouble {
+        reason: "NodeConfigurationFailed",
+        message: format!(
+            "node {}: pod {}: {HOSTS_INIT_CONTAINER} exited with code {}: {}",
+            node.unwrap_or("(unscheduled)"),
+            pod.name_any(),
+            failed.exit_code,
+            last_line(message)
+        ),
+    })
+}
+
+/// The nodes whose registry pod wrote the containerd hosts files: pods
+/// whose `containerd-hosts` init container exited 0.
+pub fn configured_nodes(pods: &[Pod]) -> i32 {
+    let configured = pods.iter().filter(|pod| {
+        hosts_status(pod)
+            .and_then(|c| c.state.as_ref()?.terminated.as_ref())
+            .is_some_and(|t| t.exit_code == 0)
+    });
+    i32::try_from(configured.count()).unwrap_or(i32::MAX)
+}
+
+/// The status of a Registry whose nodes are being cleaned of its
+/// containerd hosts files: not ready (and, when `deleting`, not serving),
+/// with `progress` saying how far the cleanup DaemonSet has come.
+pub fn cleaning(registry: &Registry, progress: &str, now: &Time) -> RegistryStatus {
+    let mut status = previous(registry).cloned().unwrap_or_default();
+    status.observed_generation = registry.metadata.generation;
+    status.conditions = Vec::new();
+    let message = format!("removing the containerd hosts files from the nodes: {progress}");
+    let before = before(registry);
+    set(
+        &mut status,
+        before,
+        READY,
+        false,
+        CLEANING_NODES,
+        &message,
+        now,
+    );
+    set(
+        &mut status,
+        before,
+        PROGRESSING,
+        true,
+        CLEANING_NODES,
+        &message,
+        now,
+    );
+    set(
+        &mut status,
+        before,
+        DEGRADED,
+        false,
+        CLEANING_NODES,
+        "",
+        now,
+    );
+    status
+}
+
+/// The reason of the conditions while the nodes are cleaned.
+pub const CLEANING_NODES: &str = "CleaningNodes";
 
 /// When an Event last happened, as far as it says.
 fn event_time(event: &Event) -> Option<k8s_openapi::jiff::Timestamp> {
@@ -308,6 +397,7 @@ pub fn blocked(registry: &Registry, blocked: &Blocked, now: &Time) -> RegistrySt
         status.updated_nodes = previous.updated_nodes;
         status.nodes = previous.nodes.clone();
         status.last_gc = previous.last_gc.clone();
+        status.configured_nodes = previous.configured_nodes;
     }
     set(
         &mut status,
@@ -730,6 +820,67 @@ mod tests {
             "pods exist, so old FailedCreate events do not count"
         );
         assert_eq!(pod_trouble("cache", rollout, &[], &[]), None);
+    }
+
+    fn hosts_pod(name: &str, node: &str, state: serde_json::Value, last: serde_json::Value) -> Pod {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name},
+            "spec": {"nodeName": node, "containers": []},
+            "status": {"initContainerStatuses": [{
+                "name": "containerd-hosts", "image": "x", "imageID": "", "ready": false,
+                "restartCount": 1, "state": state, "lastState": last,
+            }]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn configured_nodes_count_and_a_failed_writer_is_named() {
+        let done = hosts_pod(
+            "cache-a",
+            "a",
+            serde_json::json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+            serde_json::json!({}),
+        );
+        let crashing = hosts_pod(
+            "cache-b",
+            "b",
+            serde_json::json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off"}}),
+            serde_json::json!({"terminated": {"exitCode": 1,
+                "message": "/host/containerd-hosts/docker.io/hosts.toml: written by infra/other\n"}}),
+        );
+        let running = hosts_pod(
+            "cache-c",
+            "c",
+            serde_json::json!({"running": {}}),
+            serde_json::json!({}),
+        );
+        let pods = [done, crashing, running];
+        assert_eq!(configured_nodes(&pods), 1);
+        let rollout = Rollout {
+            desired: 3,
+            scheduled: 3,
+            ..Rollout::default()
+        };
+        assert_eq!(
+            pod_trouble("cache", rollout, &[], &pods),
+            Some(PodTrouble {
+                reason: "NodeConfigurationFailed",
+                message: "node b: pod cache-b: containerd-hosts exited with code 1: /host/containerd-hosts/docker.io/hosts.toml: written by infra/other".to_owned(),
+            }),
+            "more specific than the CrashLoopBackOff it is in"
+        );
+        let status = cleaning(&s3_registry(), "1 of 2 nodes clean", &at(5));
+        let ready = condition(&status, READY);
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", "CleaningNodes")
+        );
+        assert!(
+            ready.message.ends_with("1 of 2 nodes clean"),
+            "{}",
+            ready.message
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@ use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -156,6 +156,39 @@ async fn crd_is_accepted_and_invalid_registries_are_rejected() {
         (
             json!({"storage": {"s3": {"bucket": "images"}}, "gc": {"gracePeriod": "forever"}}),
             "spec.gc.gracePeriod in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "mirrors": [{"host": "https://docker.io"}]}),
+            "spec.mirrors[0].host in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "mirrors": [{"host": "ghcr.io/owner"}]}),
+            "spec.mirrors[0].host in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "mirrors": [{"host": "-bad.example"}]}),
+            "spec.mirrors[0].host in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}},
+                   "mirrors": [{"host": "docker.io"}, {"host": "docker.io", "url": "https://mirror.example"}]}),
+            "spec.mirrors[1]: Duplicate value",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "mirrors": [{"host": "quay.io", "url": "ftp://quay.io"}]}),
+            "spec.mirrors[0].url in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "containerd": {"hostsDir": "certs.d"}}),
+            "spec.containerd.hostsDir in body should match",
+        ),
+        (
+            json!({"storage": {"s3": {"bucket": "images"}}, "containerd": {"registryName": "http://berth.local"}}),
+            "spec.containerd.registryName in body should match",
+        ),
+        (
+            json!({"storage": {"filesystem": {"hostPath": "/data"}}, "nodeCache": {"size": "1Gi"}}),
+            "nodeCache needs remote storage",
         ),
     ];
     // Invalid objects go through the untyped API: they do not fit the Rust types either.
@@ -505,6 +538,370 @@ async fn status_follows_the_daemon_set() {
         before,
         "status writes loop"
     );
+}
+
+/// Plays the kubelet for a registry pod of the Registry `registry` on
+/// `node`: creates the pod and reports its `containerd-hosts` init
+/// container as `state` (with `last_state`).
+async fn hosts_pod(
+    client: &Client,
+    ns: &str,
+    registry: &str,
+    node: &str,
+    state: serde_json::Value,
+    last_state: serde_json::Value,
+) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let name = format!("{registry}-{node}");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": name, "labels": {
+            "app.kubernetes.io/instance": registry, "app.kubernetes.io/component": "registry"}},
+        "spec": {"nodeName": node, "serviceAccountName": registry, "automountServiceAccountToken": false,
+                 "containers": [{"name": "registry", "image": "berth"}]},
+    }))
+    .expect("a Pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("create Pod");
+    let status = json!({"status": {"initContainerStatuses": [{
+        "name": "containerd-hosts", "image": "berth", "imageID": "", "ready": false,
+        "restartCount": 1, "state": state, "lastState": last_state}]}});
+    pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
+        .await
+        .expect("patch Pod status");
+}
+
+/// A Registry that configures containerd holds a finalizer; written nodes
+/// are counted and a failed writer named. Deleted, it waits until its
+/// registry DaemonSet is gone, then until every pod of the cleanup
+/// DaemonSet is Ready. There is no kubelet and no DaemonSet controller
+/// here: the test reports pod and DaemonSet status as they would.
+#[tokio::test]
+async fn a_deleted_containerd_registry_cleans_its_nodes_before_it_goes() {
+    let plane = ControlPlane::shared().await;
+    let controller_manager = plane.start_controller_manager().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("hosts").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({
+        "storage": {"s3": {"bucket": "images"}},
+        "mirrors": [{"host": "docker.io"}, {"host": "_default"}],
+        "containerd": {"registryName": "berth.local"},
+        "nodeCache": {"size": "2Gi"},
+    });
+    registries
+        .create(&PostParams::default(), &registry("hosts", spec))
+        .await
+        .expect("a Registry with mirrors, containerd and a node cache is valid");
+
+    let ds = eventually("the registry DaemonSet", || async {
+        daemon_sets.get_opt("hosts").await.ok().flatten()
+    })
+    .await;
+    let held = registries.get("hosts").await.expect("get");
+    assert!(
+        held.finalizers()
+            .contains(&"berth.dev/containerd-hosts".to_owned()),
+        "the finalizer is there before any pod could write: {:?}",
+        held.finalizers()
+    );
+    assert_eq!(
+        held.annotations()
+            .get("berth.dev/containerd-hosts-dir")
+            .map(String::as_str),
+        Some("/etc/containerd/certs.d")
+    );
+    let pod = ds.spec.as_ref().and_then(|s| s.template.spec.as_ref());
+    let init: Vec<String> = pod
+        .and_then(|p| p.init_containers.as_ref())
+        .into_iter()
+        .flatten()
+        .map(|c| c.name.clone())
+        .collect();
+    assert_eq!(init, ["prepare-node-cache", "containerd-hosts"]);
+
+    // Two nodes: one written, one whose writer fails.
+    let generation = ds.metadata.generation.expect("generation");
+    let report = json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": 2,
+        "currentNumberScheduled": 2, "numberMisscheduled": 0, "numberReady": 1,
+        "updatedNumberScheduled": 2, "numberAvailable": 1}});
+    daemon_sets
+        .patch_status("hosts", &PatchParams::default(), &Patch::Merge(&report))
+        .await
+        .expect("patch DaemonSet status");
+    hosts_pod(
+        &client,
+        &ns,
+        "hosts",
+        "node-a",
+        json!({"terminated": {"exitCode": 0, "reason": "Completed"}}),
+        json!({}),
+    )
+    .await;
+    hosts_pod(
+        &client,
+        &ns,
+        "hosts",
+        "node-b",
+        json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 10s"}}),
+        json!({"terminated": {"exitCode": 1, "reason": "Error",
+            "message": "/host/containerd-hosts/docker.io/hosts.toml: written by other/registry
+"}}),
+    )
+    .await;
+    let (_, message) = ready_with_reason(&registries, "hosts", "NodeConfigurationFailed").await;
+    assert!(
+        message.starts_with("node node-b: pod hosts-node-b: containerd-hosts exited with code 1: /host/containerd-hosts/docker.io/hosts.toml: written by other/registry"),
+        "{message}"
+    );
+    let configured = eventually("configuredNodes", || async {
+        registries.get("hosts").await.ok()?.status?.configured_nodes
+    })
+    .await;
+    assert_eq!(configured, 1);
+
+    registries
+        .delete("hosts", &DeleteParams::default())
+        .await
+        .expect("delete");
+    let cleanup = eventually("the cleanup DaemonSet", || async {
+        daemon_sets
+            .get_opt("hosts-containerd-cleanup")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    assert!(
+        matches!(daemon_sets.get_opt("hosts").await, Ok(None)),
+        "the cleanup starts only once the registry DaemonSet is gone"
+    );
+    assert_eq!(cleanup.metadata.owner_references, None);
+    let pod = cleanup
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.clone())
+        .expect("a pod template");
+    let hold = pod.containers[0].args.clone().unwrap_or_default();
+    assert_eq!(
+        hold,
+        [
+            "containerd-hosts",
+            "remove",
+            "--hosts-dir",
+            "/host/containerd-hosts",
+            "--owner",
+            &format!("{ns}/hosts"),
+            "--hold"
+        ]
+    );
+    let (status, _) = ready_with_reason(&registries, "hosts", "CleaningNodes").await;
+    assert_eq!(status, "False");
+
+    // One of two nodes clean: the Registry stays.
+    let generation = cleanup.metadata.generation.expect("generation");
+    let report = |ready: i32| {
+        json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": 2,
+            "currentNumberScheduled": 2, "numberMisscheduled": 0, "numberReady": ready,
+            "updatedNumberScheduled": 2, "numberAvailable": ready}})
+    };
+    daemon_sets
+        .patch_status(
+            "hosts-containerd-cleanup",
+            &PatchParams::default(),
+            &Patch::Merge(&report(1)),
+        )
+        .await
+        .expect("patch DaemonSet status");
+    let (_, _, message) = eventually("progress", || async {
+        condition(&registries, "hosts", "Ready")
+            .await
+            .filter(|(_, _, m)| m.contains("1 of 2 nodes clean"))
+    })
+    .await;
+    assert!(message.contains("hosts-containerd-cleanup"), "{message}");
+    assert!(
+        registries.get_opt("hosts").await.expect("get").is_some(),
+        "a node is not clean yet"
+    );
+
+    daemon_sets
+        .patch_status(
+            "hosts-containerd-cleanup",
+            &PatchParams::default(),
+            &Patch::Merge(&report(2)),
+        )
+        .await
+        .expect("patch DaemonSet status");
+    eventually_within("the Registry is gone", Duration::from_secs(60), || async {
+        matches!(registries.get_opt("hosts").await, Ok(None)).then_some(())
+    })
+    .await;
+    event_with_reason(&client, &ns, "NodesCleaned").await;
+    eventually_within(
+        "the cleanup DaemonSet is gone",
+        Duration::from_secs(60),
+        || async {
+            matches!(
+                daemon_sets.get_opt("hosts-containerd-cleanup").await,
+                Ok(None)
+            )
+            .then_some(())
+        },
+    )
+    .await;
+    drop(controller_manager);
+}
+
+/// A namespace being deleted takes no new object, so the cleanup
+/// DaemonSet cannot run there: the Registry lets go (saying so in the
+/// operator's log) rather than hold its namespace forever.
+#[tokio::test]
+async fn a_containerd_registry_does_not_hold_up_its_namespaces_deletion() {
+    let plane = ControlPlane::shared().await;
+    let controller_manager = plane.start_controller_manager().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("hostsns").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}, "containerd": {}});
+    registries
+        .create(&PostParams::default(), &registry("held", spec))
+        .await
+        .expect("create Registry");
+    eventually("the finalizer", || async {
+        let registry = registries.get("held").await.ok()?;
+        (!registry.finalizers().is_empty()).then_some(())
+    })
+    .await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("delete the namespace");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while !matches!(namespaces.get_opt(&ns).await, Ok(None)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the namespace is still there\n{}",
+            controller_manager.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// Reports the DaemonSet `name` as the DaemonSet controller would once
+/// its current template runs on `ready` of `desired` nodes; returns the
+/// generation reported.
+async fn report_daemon_set(api: &Api<DaemonSet>, name: &str, desired: i32, ready: i32) -> i64 {
+    let generation = api
+        .get(name)
+        .await
+        .expect("get DaemonSet")
+        .metadata
+        .generation
+        .expect("generation");
+    let report = json!({"status": {"observedGeneration": generation, "desiredNumberScheduled": desired,
+        "currentNumberScheduled": desired, "numberMisscheduled": 0, "numberReady": ready,
+        "updatedNumberScheduled": desired, "numberAvailable": ready}});
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(&report))
+        .await
+        .expect("patch DaemonSet status");
+    generation
+}
+
+/// Removing `spec.containerd` from a live Registry cleans its nodes once
+/// the rollout has replaced the pods that wrote, then releases the
+/// finalizer; the Registry stays. (No DaemonSet controller here: the test
+/// reports DaemonSet status as it would.)
+#[tokio::test]
+async fn removing_containerd_from_a_live_registry_cleans_its_nodes() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("unhosts").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+    let spec = json!({"storage": {"s3": {"bucket": "images"}}, "containerd": {"hostsDir": "/etc/k8s/certs.d"}});
+    registries
+        .create(&PostParams::default(), &registry("live", spec))
+        .await
+        .expect("create Registry");
+    let written = eventually("the registry DaemonSet", || async {
+        daemon_sets.get_opt("live").await.ok().flatten()
+    })
+    .await;
+    report_daemon_set(&daemon_sets, "live", 1, 1).await;
+    ready_with_reason(&registries, "live", "AllNodesReady").await;
+
+    registries
+        .patch(
+            "live",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"containerd": null}})),
+        )
+        .await
+        .expect("remove spec.containerd");
+    let rolled = eventually("a template without the hosts writer", || async {
+        let ds = daemon_sets.get("live").await.ok()?;
+        (ds.metadata.generation != written.metadata.generation).then_some(ds)
+    })
+    .await;
+    let init = rolled
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.init_containers);
+    assert_eq!(init, None);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        matches!(
+            daemon_sets.get_opt("live-containerd-cleanup").await,
+            Ok(None)
+        ),
+        "no cleanup while a pod of the writing template may still start"
+    );
+    report_daemon_set(&daemon_sets, "live", 1, 1).await;
+    let cleanup = eventually("the cleanup DaemonSet", || async {
+        daemon_sets
+            .get_opt("live-containerd-cleanup")
+            .await
+            .ok()
+            .flatten()
+    })
+    .await;
+    let volume = cleanup
+        .spec
+        .and_then(|s| s.template.spec)
+        .and_then(|p| p.volumes)
+        .and_then(|v| v.into_iter().next())
+        .and_then(|v| v.host_path)
+        .map(|h| h.path);
+    assert_eq!(
+        volume.as_deref(),
+        Some("/etc/k8s/certs.d"),
+        "the recorded directory is cleaned"
+    );
+    report_daemon_set(&daemon_sets, "live-containerd-cleanup", 1, 1).await;
+    let released = eventually("the finalizer released", || async {
+        let registry = registries.get("live").await.ok()?;
+        registry.finalizers().is_empty().then_some(registry)
+    })
+    .await;
+    assert!(
+        !released
+            .annotations()
+            .contains_key("berth.dev/containerd-hosts-dir")
+    );
+    eventually("the cleanup DaemonSet is gone", || async {
+        matches!(
+            daemon_sets.get_opt("live-containerd-cleanup").await,
+            Ok(None)
+        )
+        .then_some(())
+    })
+    .await;
 }
 
 /// A spec change gives the pods a new config ConfigMap, and rotating the

@@ -70,6 +70,10 @@ const TESTS: &[Test] = &[
         a_deleted_operator_pod_hands_over_the_lease,
     ),
     (
+        "containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_dir",
+        containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_dir,
+    ),
+    (
         "a_deleted_registry_leaves_the_nodes_content",
         a_deleted_registry_leaves_the_nodes_content,
     ),
@@ -90,6 +94,7 @@ const TESTS: &[Test] = &[
 /// Host ports of the tests' Registries (the README's own uses 5000).
 const SHARED_PORT: u16 = 5002;
 const SECURE_PORT: u16 = 5003;
+const HOSTS_PORT: u16 = 5004;
 /// The bucket the S3 Registries share (each below its own root directory).
 const BUCKET: &str = "node-images";
 
@@ -965,6 +970,142 @@ fn a_deleted_operator_pod_hands_over_the_lease(cluster: &Cluster) {
         r#"{"spec":{"logLevel":"info"}}"#,
     ]);
     wait_ready(node, "shared", "shared");
+}
+
+/// Every file and directory below `dir`, by path relative to it: its mode
+/// and, for a file, its content.
+fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, (u32, Option<Vec<u8>>)> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut entries = std::collections::BTreeMap::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).expect("read_dir") {
+            let path = entry.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("metadata");
+            let content = if meta.is_dir() {
+                pending.push(path.clone());
+                None
+            } else {
+                Some(std::fs::read(&path).expect("read"))
+            };
+            let relative = path.strip_prefix(dir).expect("below dir").to_path_buf();
+            entries.insert(relative, (meta.permissions().mode(), content));
+        }
+    }
+    entries
+}
+
+/// A Registry with `spec.containerd` (the test node's hosts directory,
+/// the name `berth.local`) and a mirror: its init container writes the
+/// hosts files next to another tool's, a pod whose image is
+/// `berth.local/...` starts from what was pushed to the Registry, and
+/// deleting the Registry leaves the hosts directory exactly as it was.
+fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_dir(
+    cluster: &Cluster,
+) {
+    use std::os::unix::fs::PermissionsExt;
+    let node = &cluster.node;
+    let hosts_dir = node.dir().join("containerd/certs.d");
+    // Another tool's configuration for the mirrored host, and one for a
+    // host Berth does not touch.
+    for (host, mode) in [("docker.io", 0o600), ("other.example", 0o644)] {
+        let dir = hosts_dir.join(host);
+        std::fs::create_dir_all(&dir).expect("create host dir");
+        let file = dir.join("hosts.toml");
+        std::fs::write(
+            &file,
+            format!("server = \"https://{host}\"\n# written by another tool\n"),
+        )
+        .expect("write hosts.toml");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    }
+    let before = snapshot(&hosts_dir);
+
+    node.apply(&s3_namespace("hosts"));
+    let mut registry = s3_registry(cluster, "hosts", HOSTS_PORT, false);
+    let cache_root = node.dir().join("nodecache");
+    registry.push_str(&format!(
+        "  mirrors:\n  - host: docker.io\n  containerd:\n    hostsDir: {}\n    registryName: berth.local\n  nodeCache:\n    size: 64Mi\n    path: {}\n",
+        hosts_dir.display(),
+        cache_root.display()
+    ));
+    node.apply(&registry);
+    let ready = node.wait(
+        "the hosts files written and the Registry Ready",
+        Duration::from_secs(180),
+        || {
+            let registry = node.get(&["-n", "hosts", "registry", "hosts"])?;
+            let status = &registry["status"];
+            let ready = status["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?;
+            assert_ne!(
+                ready["reason"], "NodeConfigurationFailed",
+                "the hosts writer failed: {}",
+                ready["message"]
+            );
+            (ready["status"] == "True" && status["configuredNodes"] == 1).then_some(registry)
+        },
+    );
+    assert_eq!(
+        ready["metadata"]["finalizers"],
+        serde_json::json!(["berth.dev/containerd-hosts"])
+    );
+    // The node cache's directory, per Registry, given to the registry's user.
+    let cache =
+        std::fs::metadata(cache_root.join("hosts/hosts")).expect("the node cache directory");
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&cache),
+        65532,
+        "prepared for the registry's user"
+    );
+    for host in ["docker.io", "berth.local"] {
+        let written = std::fs::read_to_string(hosts_dir.join(host).join("hosts.toml"))
+            .unwrap_or_else(|e| panic!("{host}/hosts.toml: {e}"));
+        assert!(
+            written.contains(&format!("http://{NODE_IP}:{HOSTS_PORT}"))
+                && written.contains("capabilities = [\"pull\", \"resolve\"]"),
+            "{host}/hosts.toml points at the node's registry:\n{written}"
+        );
+    }
+    assert_eq!(
+        std::fs::read_to_string(hosts_dir.join("other.example/hosts.toml")).ok(),
+        Some("server = \"https://other.example\"\n# written by another tool\n".to_owned()),
+        "another tool's host is left alone"
+    );
+
+    push_busybox(node, &format!("127.0.0.1:{HOSTS_PORT}/team/tools:1"), None);
+    run_pod(
+        node,
+        "hosts",
+        "by-name",
+        "berth.local/team/tools:1",
+        "pulled by the Registry's name",
+    );
+
+    node.kubectl(&[
+        "-n",
+        "hosts",
+        "delete",
+        "registry",
+        "hosts",
+        "--wait=true",
+        "--timeout=180s",
+    ]);
+    assert_eq!(
+        snapshot(&hosts_dir),
+        before,
+        "the hosts directory is as it was before the Registry"
+    );
+    let left = node
+        .get(&["-n", "hosts", "daemonsets"])
+        .expect("daemonsets");
+    assert_eq!(left["items"], serde_json::json!([]), "no DaemonSet is left");
+    for host in ["docker.io", "other.example"] {
+        std::fs::remove_dir_all(hosts_dir.join(host)).expect("remove the other tool's files");
+    }
+    node.kubectl(&["delete", "namespace", "hosts", "--wait=false"]);
 }
 
 /// Deleting a Registry removes its pods and leaves what they stored on the

@@ -18,9 +18,10 @@ use std::str::FromStr;
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::{Value, json};
 
+use super::pod::mirror_credentials_dir;
 use super::{
-    AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, GCS_DIR, TLS_DIR, component_labels, hash_of,
-    metadata, object_name,
+    AUTH_DIR, CONFIG_KEY, CONTAINER_PORT, DATA_DIR, GCS_DIR, NODE_CACHE_DIR, TLS_DIR,
+    component_labels, hash_of, metadata, object_name,
 };
 use crate::crd::{
     ExposureMode, GCS_KEY_FILE, HTPASSWD_KEY, Registry, TLS_CERT_KEY, TLS_KEY_KEY,
@@ -130,10 +131,52 @@ pub fn config_file(registry: &Registry) -> String {
             berth["gcdryrun"] = json!(gc.dry_run);
         }
     }
+    if !spec.mirrors.is_empty() {
+        berth["mirrors"] = mirrors(registry);
+    }
+    if let Some(cache) = &spec.node_cache {
+        berth["nodecache"] = json!({
+            "path": NODE_CACHE_DIR,
+            // The operator blocks a size that is no whole number of bytes
+            // before it renders anything.
+            "maxbytes": cache.max_bytes().unwrap_or_default(),
+            "highwatermark": NODE_CACHE_HIGH_WATERMARK,
+            "lowwatermark": NODE_CACHE_LOW_WATERMARK,
+        });
+    }
     if berth.as_object().is_some_and(|b| !b.is_empty()) {
         config["berth"] = berth;
     }
     render(&config)
+}
+
+/// Percent of the node cache's size above which it evicts.
+const NODE_CACHE_HIGH_WATERMARK: u8 = 90;
+/// Percent of the node cache's size eviction stops below.
+const NODE_CACHE_LOW_WATERMARK: u8 = 80;
+
+/// `berth.mirrors`: one entry per `spec.mirrors` item, its credentials the
+/// mounted Secret's directory (never the Secret's content).
+fn mirrors(registry: &Registry) -> Value {
+    let entries = registry
+        .spec
+        .mirrors
+        .iter()
+        .enumerate()
+        .map(|(index, mirror)| {
+            let mut entry = json!({ "host": mirror.host });
+            if let Some(url) = &mirror.url {
+                entry["remoteurl"] = json!(url);
+            }
+            if mirror.credentials_secret.is_some() {
+                entry["credentialsdir"] = json!(mirror_credentials_dir(index));
+            }
+            if let Some(ttl) = &mirror.tag_ttl {
+                entry["tagttl"] = json!(ttl);
+            }
+            entry
+        });
+    Value::Array(entries.collect())
 }
 
 fn render(config: &Value) -> String {
@@ -259,6 +302,34 @@ mod tests {
         assert_eq!(open["storage"]["delete"]["enabled"], true);
         let with_auth = parsed(&s3_registry());
         assert!(with_auth["berth"].get("writenetworks").is_none());
+    }
+
+    #[test]
+    fn mirrors_and_node_cache_render_without_secrets() {
+        let config = parsed(&registry(json!({
+            "storage": {"s3": {"bucket": "images"}},
+            "mirrors": [
+                {"host": "docker.io", "tagTTL": "30s"},
+                {"host": "registry.example.com:5000", "url": "https://r.example.com",
+                 "credentialsSecret": "example-login"},
+            ],
+            "nodeCache": {"size": "10Gi", "path": "/var/lib/berth/cache"},
+        })));
+        assert_eq!(
+            config["berth"]["mirrors"],
+            json!([
+                {"host": "docker.io", "tagttl": "30s"},
+                {"host": "registry.example.com:5000", "remoteurl": "https://r.example.com",
+                 "credentialsdir": "/etc/berth/mirrors/1"},
+            ])
+        );
+        assert_eq!(
+            config["berth"]["nodecache"],
+            json!({"path": "/var/cache/berth", "maxbytes": 10_737_418_240u64,
+                   "highwatermark": 90, "lowwatermark": 80})
+        );
+        assert!(!config_file(&s3_registry()).contains("mirrors"));
+        assert!(!config_file(&s3_registry()).contains("nodecache"));
     }
 
     #[test]

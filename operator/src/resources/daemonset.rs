@@ -4,15 +4,20 @@ use k8s_openapi::api::apps::v1::{
     DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy, RollingUpdateDaemonSet,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerPort, HTTPGetAction, PodSpec, PodTemplateSpec, Probe,
+    Container, ContainerPort, HTTPGetAction, HostPathVolumeSource, PodSpec, PodTemplateSpec, Probe,
+    Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use kube::ResourceExt;
+
 use super::configmap::listen_port;
-use super::pod::{pod_spec, registry_container};
+use super::containerd::hosts_init_container;
+use super::pod::{mount, pod_spec, prepare_host_path, registry_container};
 use super::{
-    CONFIG_DIR, CONFIG_KEY, SECRETS_HASH_ANNOTATION, component_labels, metadata, object_name,
+    CONFIG_DIR, CONFIG_KEY, NODE_CACHE_DIR, SECRETS_HASH_ANNOTATION, component_labels, metadata,
+    object_name,
 };
 use crate::crd::{ExposureMode, Registry};
 
@@ -35,12 +40,13 @@ pub fn daemon_set(
         max_surge: Some(IntOrString::Int(0)),
         max_unavailable: Some(IntOrString::Int(1)),
     };
-    let pod = pod_spec(
+    let mut pod = pod_spec(
         registry,
         image,
         config_map,
         vec![serving_container(registry, image)],
     );
+    add_node_parts(registry, image, &mut pod);
 
     DaemonSet {
         metadata: metadata(registry, object_name(registry)),
@@ -69,6 +75,57 @@ pub fn daemon_set(
         }),
         ..DaemonSet::default()
     }
+}
+
+/// What only the registry pods have, as they run on the node itself: the
+/// node cache's hostPath (prepared for the registry's user as filesystem
+/// storage is) and the init container writing containerd's hosts files.
+/// GC pods have neither: they reach storage, never a node's disk.
+fn add_node_parts(registry: &Registry, image: &str, pod: &mut PodSpec) {
+    let mut init = pod.init_containers.take().unwrap_or_default();
+    let volumes = pod.volumes.get_or_insert_with(Vec::new);
+    if let Some(path) = node_cache_host_path(registry) {
+        init.push(prepare_host_path(
+            registry,
+            image,
+            "prepare-node-cache",
+            NODE_CACHE_VOLUME,
+            NODE_CACHE_DIR,
+        ));
+        volumes.push(Volume {
+            name: NODE_CACHE_VOLUME.to_owned(),
+            host_path: Some(HostPathVolumeSource {
+                path,
+                type_: Some("DirectoryOrCreate".to_owned()),
+            }),
+            ..Volume::default()
+        });
+        for container in &mut pod.containers {
+            let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
+            mounts.push(mount(NODE_CACHE_VOLUME, NODE_CACHE_DIR, false));
+        }
+    }
+    if let Some((container, volume)) = hosts_init_container(registry, image) {
+        init.push(container);
+        volumes.push(volume);
+    }
+    pod.init_containers = (!init.is_empty()).then_some(init);
+}
+
+/// The volume of the node cache.
+const NODE_CACHE_VOLUME: &str = "node-cache";
+
+/// The node directory of this Registry's node cache:
+/// `<spec.nodeCache.path>/<namespace>/<name>`, so that Registries sharing
+/// a root never share a cache.
+fn node_cache_host_path(registry: &Registry) -> Option<String> {
+    let cache = registry.spec.node_cache.as_ref()?;
+    Some(format!(
+        "{}/{}/{}",
+        cache.path.trim_end_matches('/'),
+        registry.namespace().unwrap_or_default(),
+        registry.name_any()
+    ))
 }
 
 /// `berth-registry serve`, with its port on the node and its probes.
@@ -239,6 +296,67 @@ mod tests {
         assert_eq!(
             mounts,
             ["/etc/berth", "/tmp", "/etc/berth/tls", "/etc/berth/auth"]
+        );
+    }
+
+    #[test]
+    fn node_cache_and_hosts_writer_run_before_the_registry() {
+        let registry = registry(serde_json::json!({
+            "storage": {"s3": {"bucket": "images"}},
+            "mirrors": [{"host": "ghcr.io", "credentialsSecret": "ghcr"}],
+            "containerd": {"registryName": "berth.local"},
+            "nodeCache": {"size": "10Gi", "path": "/var/lib/berth/cache/"},
+        }));
+        let ds = daemon_set(&registry, IMAGE, "cache-config-0123456789", "abc");
+        let (pod, container) = pod(&ds);
+        let init: Vec<_> = pod
+            .init_containers
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect();
+        assert_eq!(init, ["prepare-node-cache", "containerd-hosts"]);
+        let prepare = &pod.init_containers.as_ref().unwrap()[0];
+        assert_eq!(
+            prepare.args.as_ref().unwrap(),
+            &["prepare-storage", "--owner=65532:65532", "/var/cache/berth"]
+        );
+        let volume = |name: &str| {
+            pod.volumes
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            volume("node-cache").host_path.unwrap().path,
+            "/var/lib/berth/cache/infra/cache"
+        );
+        assert_eq!(
+            volume("mirror-0").secret.unwrap().secret_name.as_deref(),
+            Some("ghcr")
+        );
+        let mounts: Vec<_> = container
+            .volume_mounts
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|m| (m.mount_path.as_str(), m.read_only))
+            .collect();
+        assert!(
+            mounts.contains(&("/var/cache/berth", Some(false))),
+            "{mounts:?}"
+        );
+        assert!(
+            mounts.contains(&("/etc/berth/mirrors/0", Some(true))),
+            "{mounts:?}"
+        );
+        assert!(
+            !mounts.contains(&("/host/containerd-hosts", Some(false))),
+            "only the init container reaches the hosts directory"
         );
     }
 

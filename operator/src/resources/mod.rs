@@ -3,6 +3,7 @@
 //! unit-tested without a cluster.
 
 mod configmap;
+mod containerd;
 mod cronjob;
 mod daemonset;
 mod pod;
@@ -19,6 +20,9 @@ use kube::{Resource, ResourceExt};
 
 pub use configmap::{
     CONFIG_COMPONENT, collects_in_server, config_file, config_map, is_cron_schedule, listen_port,
+};
+pub use containerd::{
+    CLEANUP_COMPONENT, HOSTS_INIT_CONTAINER, cleanup_daemon_set, cleanup_name, owner,
 };
 pub use cronjob::{cron_job, cron_job_name, runs_cron_job};
 pub use daemonset::daemon_set;
@@ -51,6 +55,12 @@ pub const AUTH_DIR: &str = "/etc/berth/auth";
 pub const DATA_DIR: &str = "/var/lib/registry";
 /// Where a GCS service account key file is mounted.
 pub const GCS_DIR: &str = "/etc/berth/gcs";
+/// Where the Secret of `spec.mirrors[i]` is mounted: `<MIRRORS_DIR>/<i>`.
+pub const MIRRORS_DIR: &str = "/etc/berth/mirrors";
+/// Where the node cache's hostPath is mounted in the registry container.
+pub const NODE_CACHE_DIR: &str = "/var/cache/berth";
+/// Where the node's containerd hosts directory is mounted.
+pub const HOSTS_DIR: &str = "/host/containerd-hosts";
 /// The port the registry listens on inside its pod with hostPort exposure.
 pub const CONTAINER_PORT: i32 = 5000;
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{
     SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 
-use super::{AUTH_DIR, CONFIG_DIR, DATA_DIR, GCS_DIR, TLS_DIR, object_name};
+use super::{AUTH_DIR, CONFIG_DIR, DATA_DIR, GCS_DIR, MIRRORS_DIR, TLS_DIR, object_name};
 use crate::crd::{AZURE_ACCOUNT_KEY, Registry, S3_ACCESS_KEY, S3_SECRET_KEY};
 
 /// The user and group the registry runs as (the image's nonroot user).
@@ -76,37 +76,56 @@ pub fn registry_container(
 }
 
 /// For hostPath storage, the init container that gives the directory to the
-/// registry's user: kubelet creates a missing hostPath as root, mode 0755,
-/// and `fsGroup` does not apply to hostPath. It runs as root with only
-/// `CAP_CHOWN`, and does nothing once the directory is the registry's.
+/// registry's user (see [`prepare_host_path`]).
 fn prepare_storage(registry: &Registry, image: &str) -> Option<Vec<Container>> {
     registry.spec.node_local_storage().then(|| {
-        let owner = format!("{RUN_AS}:{RUN_AS}");
-        vec![Container {
-            name: "prepare-storage".to_owned(),
-            image: Some(image.to_owned()),
-            image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
-            args: Some(vec![
-                "prepare-storage".to_owned(),
-                format!("--owner={owner}"),
-                DATA_DIR.to_owned(),
-            ]),
-            security_context: Some(SecurityContext {
-                run_as_user: Some(0),
-                run_as_group: Some(0),
-                run_as_non_root: Some(false),
-                allow_privilege_escalation: Some(false),
-                read_only_root_filesystem: Some(true),
-                capabilities: Some(Capabilities {
-                    drop: Some(vec!["ALL".to_owned()]),
-                    add: Some(vec!["CHOWN".to_owned()]),
-                }),
-                ..SecurityContext::default()
-            }),
-            volume_mounts: Some(vec![mount("data", DATA_DIR, false)]),
-            ..Container::default()
-        }]
+        vec![prepare_host_path(
+            registry,
+            image,
+            "prepare-storage",
+            "data",
+            DATA_DIR,
+        )]
     })
+}
+
+/// An init container `name` that gives the hostPath volume `volume`,
+/// mounted at `dir`, to the registry's user: kubelet creates a missing
+/// hostPath as root, mode 0755, and `fsGroup` does not apply to hostPath.
+/// It runs as root with only `CAP_CHOWN`, and does nothing once the
+/// directory is the registry's.
+pub fn prepare_host_path(
+    registry: &Registry,
+    image: &str,
+    name: &str,
+    volume: &str,
+    dir: &str,
+) -> Container {
+    let owner = format!("{RUN_AS}:{RUN_AS}");
+    Container {
+        name: name.to_owned(),
+        image: Some(image.to_owned()),
+        image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
+        args: Some(vec![
+            "prepare-storage".to_owned(),
+            format!("--owner={owner}"),
+            dir.to_owned(),
+        ]),
+        security_context: Some(SecurityContext {
+            run_as_user: Some(0),
+            run_as_group: Some(0),
+            run_as_non_root: Some(false),
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".to_owned()]),
+                add: Some(vec!["CHOWN".to_owned()]),
+            }),
+            ..SecurityContext::default()
+        }),
+        volume_mounts: Some(vec![mount(volume, dir, false)]),
+        ..Container::default()
+    }
 }
 
 /// Non-root, read-only root filesystem, no capabilities, no escalation.
@@ -168,7 +187,8 @@ fn gcs_secret(registry: &Registry) -> Option<&str> {
         .as_deref()
 }
 
-fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
+/// A volume mount of `name` at `path`.
+pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     VolumeMount {
         name: name.to_owned(),
         mount_path: path.to_owned(),
@@ -196,7 +216,26 @@ fn volume_mounts(registry: &Registry) -> Vec<VolumeMount> {
     if gcs_secret(registry).is_some() {
         mounts.push(mount("gcs-key", GCS_DIR, true));
     }
+    for (index, _) in mirror_secrets(registry) {
+        mounts.push(mount(
+            &format!("mirror-{index}"),
+            &mirror_credentials_dir(index),
+            true,
+        ));
+    }
     mounts
+}
+
+/// The mirrors that log in upstream, by their index in `spec.mirrors`,
+/// with their Secret's name.
+fn mirror_secrets(registry: &Registry) -> impl Iterator<Item = (usize, &str)> {
+    let mirrors = registry.spec.mirrors.iter().enumerate();
+    mirrors.filter_map(|(index, mirror)| Some((index, mirror.credentials_secret.as_deref()?)))
+}
+
+/// Where the Secret of `spec.mirrors[index]` is mounted.
+pub fn mirror_credentials_dir(index: usize) -> String {
+    format!("{MIRRORS_DIR}/{index}")
 }
 
 /// The volumes behind [`volume_mounts`]; the config is the ConfigMap `config_map`.
@@ -255,6 +294,9 @@ fn volumes(registry: &Registry, config_map: &str) -> Vec<Volume> {
     }
     if let Some(name) = gcs_secret(registry) {
         volumes.push(secret("gcs-key", name));
+    }
+    for (index, name) in mirror_secrets(registry) {
+        volumes.push(secret(&format!("mirror-{index}"), name));
     }
     volumes
 }
