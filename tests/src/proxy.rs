@@ -20,7 +20,13 @@ pub struct TcpProxy {
 impl TcpProxy {
     /// Forwards connections to `127.0.0.1:<target>` from a free loopback port.
     pub fn start(target: u16) -> TcpProxy {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
+        TcpProxy::start_on("127.0.0.1", target)
+    }
+
+    /// Forwards connections to `127.0.0.1:<target>` from a free port on
+    /// the local address `ip` (to show a loopback server on a bridge).
+    pub fn start_on(ip: &str, target: u16) -> TcpProxy {
+        let listener = TcpListener::bind((ip, 0)).expect("bind a local port");
         let port = listener.local_addr().expect("local address").port();
         let cut = Arc::new(AtomicBool::new(false));
         let flag = cut.clone();

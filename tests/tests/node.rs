@@ -21,7 +21,9 @@ use berth_tests::certs::{CertifiedKey, TestCa};
 use berth_tests::images::OciLayout;
 use berth_tests::minio::{self, Minio};
 use berth_tests::node::{MachineState, NODE_IP, Node, images_dir, undo_earlier_run};
+use berth_tests::proxy::TcpProxy;
 use berth_tests::readme;
+use berth_tests::registry::{BerthRegistry, RegistryOptions};
 use serde_json::Value;
 
 /// What the tests share: the node, and an S3 server on the node's address
@@ -1020,12 +1022,26 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
         std::fs::set_permissions(&file, std::fs::Permissions::from_mode(mode)).expect("chmod");
     }
     let before = snapshot(&hosts_dir);
+    // An "upstream" public registry: a berth-registry process on loopback,
+    // shown on the node's bridge address, holding busybox.
+    let mut upstream = BerthRegistry::start(RegistryOptions::new());
+    let upstream_port = upstream.addr().rsplit(':').next().map(str::to_owned);
+    let upstream_port: u16 = upstream_port
+        .and_then(|p| p.parse().ok())
+        .expect("the upstream's port");
+    let on_bridge = TcpProxy::start_on(NODE_IP, upstream_port);
+    push_busybox(
+        node,
+        &format!("{}/library/busybox:1", upstream.addr()),
+        None,
+    );
 
     node.apply(&s3_namespace("hosts"));
     let mut registry = s3_registry(cluster, "hosts", HOSTS_PORT, false);
     let cache_root = node.dir().join("nodecache");
     registry.push_str(&format!(
-        "  mirrors:\n  - host: docker.io\n  containerd:\n    hostsDir: {}\n    registryName: berth.local\n  nodeCache:\n    size: 64Mi\n    path: {}\n",
+        "  mirrors:\n  - host: docker.io\n  - host: upstream.test\n    url: http://{NODE_IP}:{}\n    tagTTL: 1s\n  containerd:\n    hostsDir: {}\n    registryName: berth.local\n  nodeCache:\n    size: 64Mi\n    path: {}\n",
+        on_bridge.port(),
         hosts_dir.display(),
         cache_root.display()
     ));
@@ -1060,7 +1076,7 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
         65532,
         "prepared for the registry's user"
     );
-    for host in ["docker.io", "berth.local"] {
+    for host in ["docker.io", "upstream.test", "berth.local"] {
         let written = std::fs::read_to_string(hosts_dir.join(host).join("hosts.toml"))
             .unwrap_or_else(|e| panic!("{host}/hosts.toml: {e}"));
         assert!(
@@ -1082,6 +1098,44 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
         "by-name",
         "berth.local/team/tools:1",
         "pulled by the Registry's name",
+    );
+
+    // The mirrored upstream: a pod pulls busybox through the node's
+    // registry; then the upstream goes away, the node forgets the image,
+    // and a second pod still starts, from the node registry's cache.
+    let mirrored = "upstream.test/library/busybox:1";
+    run_pod(
+        node,
+        "hosts",
+        "mirrored",
+        mirrored,
+        "pulled through the mirror",
+    );
+    upstream.kill();
+    node.kubectl(&[
+        "-n",
+        "hosts",
+        "delete",
+        "pod",
+        "mirrored",
+        "--ignore-not-found",
+        "--wait=true",
+    ]);
+    node.run(&format!(
+        "crictl --runtime-endpoint unix:///run/containerd/containerd.sock rmi {mirrored}"
+    ));
+    std::thread::sleep(Duration::from_millis(1500)); // past the tag's TTL
+    let started = Instant::now();
+    run_pod(
+        node,
+        "hosts",
+        "upstream-gone",
+        mirrored,
+        "pulled with the upstream stopped",
+    );
+    println!(
+        "a pod of {mirrored} started {:.1?} after it was asked for, with the upstream stopped",
+        started.elapsed()
     );
 
     node.kubectl(&[
