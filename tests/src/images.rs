@@ -383,6 +383,47 @@ pub fn single_image_layout(
     (layout, manifest)
 }
 
+/// A layout at `dir` holding the image `tag` of `base` with one more layer
+/// on top (a file of `size` random bytes), tagged `tag`: a new image whose
+/// other layers a node may already hold. Returns the layout and the
+/// manifest's descriptor.
+pub fn image_on_top(
+    base: &OciLayout,
+    tag: &str,
+    dir: &Path,
+    size: usize,
+) -> (OciLayout, Descriptor) {
+    let layout = OciLayout::create(dir);
+    let json = |digest: &str| -> Value {
+        serde_json::from_slice(&base.read_blob(digest)).expect("a JSON blob")
+    };
+    let mut manifest = json(&base.tagged(tag).digest);
+    let mut config = json(manifest["config"]["digest"].as_str().expect("a config"));
+    for layer in manifest["layers"].as_array().expect("layers") {
+        let digest = layer["digest"].as_str().expect("a layer digest");
+        fs::copy(base.blob_path(digest), layout.blob_path(digest)).expect("copy a layer");
+    }
+    let extra = random_layer("berth-tests-on-top.bin", size);
+    let extra_descriptor = layout.write_blob(OCI_LAYER_GZIP, &extra.compressed);
+    config["rootfs"]["diff_ids"]
+        .as_array_mut()
+        .expect("diff_ids")
+        .push(json!(extra.diff_id));
+    let config_type = manifest["config"]["mediaType"]
+        .as_str()
+        .unwrap_or(OCI_CONFIG)
+        .to_owned();
+    let config = layout.write_blob(&config_type, &serde_json::to_vec(&config).expect("JSON"));
+    manifest["config"] = config.to_json();
+    manifest["layers"]
+        .as_array_mut()
+        .expect("layers")
+        .push(extra_descriptor.to_json());
+    let manifest = layout.write_blob(OCI_MANIFEST, &serde_json::to_vec(&manifest).expect("JSON"));
+    layout.tag(&manifest, tag);
+    (layout, manifest)
+}
+
 /// A layout at `dir` holding an OCI index over two images, linux/amd64 and
 /// linux/arm64, each with layers of `layer_sizes`, the index tagged `tag`.
 /// Returns the layout and the index descriptor.

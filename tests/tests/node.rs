@@ -18,12 +18,14 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use berth_tests::certs::{CertifiedKey, TestCa};
-use berth_tests::images::OciLayout;
+use berth_tests::containerd::snapshot;
+use berth_tests::images::{OciLayout, image_on_top};
 use berth_tests::minio::{self, Minio};
 use berth_tests::node::{MachineState, NODE_IP, Node, images_dir, undo_earlier_run};
 use berth_tests::proxy::TcpProxy;
 use berth_tests::readme;
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
+use berth_tests::skopeo::{Skopeo, docker_ref};
 use serde_json::Value;
 
 /// What the tests share: the node, and an S3 server on the node's address
@@ -974,29 +976,6 @@ fn a_deleted_operator_pod_hands_over_the_lease(cluster: &Cluster) {
     wait_ready(node, "shared", "shared");
 }
 
-/// Every file and directory below `dir`, by path relative to it: its mode
-/// and, for a file, its content.
-fn snapshot(dir: &Path) -> std::collections::BTreeMap<std::path::PathBuf, (u32, Option<Vec<u8>>)> {
-    use std::os::unix::fs::PermissionsExt;
-    let mut entries = std::collections::BTreeMap::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(current) = pending.pop() {
-        for entry in std::fs::read_dir(&current).expect("read_dir") {
-            let path = entry.expect("entry").path();
-            let meta = std::fs::symlink_metadata(&path).expect("metadata");
-            let content = if meta.is_dir() {
-                pending.push(path.clone());
-                None
-            } else {
-                Some(std::fs::read(&path).expect("read"))
-            };
-            let relative = path.strip_prefix(dir).expect("below dir").to_path_buf();
-            entries.insert(relative, (meta.permissions().mode(), content));
-        }
-    }
-    entries
-}
-
 /// A Registry with `spec.containerd` (the test node's hosts directory,
 /// the name `berth.local`) and a mirror: its init container writes the
 /// hosts files next to another tool's, a pod whose image is
@@ -1023,17 +1002,25 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
     }
     let before = snapshot(&hosts_dir);
     // An "upstream" public registry: a berth-registry process on loopback,
-    // shown on the node's bridge address, holding busybox.
+    // shown on the node's bridge address, holding busybox with a layer of
+    // its own on top (the node holds busybox's layers from other pods, and
+    // containerd fetches only what it lacks).
     let mut upstream = BerthRegistry::start(RegistryOptions::new());
     let upstream_port = upstream.addr().rsplit(':').next().map(str::to_owned);
     let upstream_port: u16 = upstream_port
         .and_then(|p| p.parse().ok())
         .expect("the upstream's port");
     let on_bridge = TcpProxy::start_on(NODE_IP, upstream_port);
-    push_busybox(
-        node,
-        &format!("{}/library/busybox:1", upstream.addr()),
-        None,
+    let work = tempfile::tempdir().expect("temporary directory");
+    let (on_top, _) = image_on_top(
+        &OciLayout::open(&images_dir().join("busybox")),
+        "1",
+        &work.path().join("on-top"),
+        64 * 1024,
+    );
+    Skopeo::new().copy(
+        &on_top.reference("1"),
+        &docker_ref(&upstream.addr(), "library/busybox", "1"),
     );
 
     node.apply(&s3_namespace("hosts"));
