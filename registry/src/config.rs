@@ -608,6 +608,9 @@ pub struct Berth {
     /// Largest manifest accepted on push, in bytes (default 4 MiB).
     #[serde(default = "default_manifest_max_bytes")]
     pub manifestmaxbytes: u64,
+    /// Bytes of manifests kept in memory by digest, for GETs (default 16 MiB; 0 turns it off).
+    #[serde(default = "default_manifest_cache_bytes")]
+    pub manifestcachebytes: u64,
     /// With `auth`, let clients without credentials pull (GET and HEAD).
     #[serde(default)]
     pub anonymouspull: bool,
@@ -740,6 +743,7 @@ impl Default for Berth {
     fn default() -> Self {
         Berth {
             manifestmaxbytes: default_manifest_max_bytes(),
+            manifestcachebytes: default_manifest_cache_bytes(),
             anonymouspull: false,
             writenetworks: None,
             notificationqueuesize: default_queue_size(),
@@ -774,6 +778,10 @@ fn default_queue_size() -> usize {
 
 fn default_manifest_max_bytes() -> u64 {
     4 * 1024 * 1024
+}
+
+fn default_manifest_cache_bytes() -> u64 {
+    crate::service::Options::default().manifest_cache_bytes
 }
 
 /// Settings resolved and checked, ready to run with.

@@ -101,6 +101,7 @@ async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
         read_only: storage.maintenance.readonly.enabled,
         manifest_max_bytes: settings.config.berth.manifestmaxbytes,
         gc_grace_period: settings.gc_grace_period,
+        manifest_cache_bytes: settings.config.berth.manifestcachebytes,
     };
     let driver: Arc<dyn StorageDriver> = match &settings.storage {
         StorageSettings::Filesystem { root } => Arc::new(FilesystemDriver::new(root)),

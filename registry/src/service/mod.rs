@@ -7,6 +7,7 @@
 mod blobs;
 mod catalog;
 mod inventory;
+mod manifest_cache;
 mod manifests;
 mod referrers;
 mod touch;
@@ -43,6 +44,8 @@ pub struct Options {
     pub manifest_max_bytes: u64,
     /// Garbage collection's grace period; touches are refreshed every quarter of it.
     pub gc_grace_period: Duration,
+    /// Bytes of manifests kept in memory by digest (0: none).
+    pub manifest_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -52,6 +55,7 @@ impl Default for Options {
             read_only: false,
             manifest_max_bytes: 4 * 1024 * 1024,
             gc_grace_period: Duration::from_secs(3600),
+            manifest_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -62,6 +66,7 @@ pub struct Registry {
     options: Options,
     uploads: uploads::Sessions,
     touches: touch::Touches,
+    manifest_cache: manifest_cache::ManifestCache,
     node_cache: Option<Arc<NodeCache>>,
 }
 
@@ -69,11 +74,13 @@ impl Registry {
     /// A registry over `storage`.
     pub fn new(storage: Arc<dyn StorageDriver>, options: Options) -> Self {
         let touches = touch::Touches::new(options.gc_grace_period / 4);
+        let manifest_cache = manifest_cache::ManifestCache::new(options.manifest_cache_bytes);
         Registry {
             storage,
             options,
             uploads: uploads::Sessions::default(),
             touches,
+            manifest_cache,
             node_cache: None,
         }
     }
