@@ -781,7 +781,7 @@ fn default_manifest_max_bytes() -> u64 {
 }
 
 fn default_manifest_cache_bytes() -> u64 {
-    crate::service::Options::default().manifest_cache_bytes
+    16 * 1024 * 1024
 }
 
 /// Settings resolved and checked, ready to run with.

@@ -101,7 +101,6 @@ async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
         read_only: storage.maintenance.readonly.enabled,
         manifest_max_bytes: settings.config.berth.manifestmaxbytes,
         gc_grace_period: settings.gc_grace_period,
-        manifest_cache_bytes: settings.config.berth.manifestcachebytes,
     };
     let driver: Arc<dyn StorageDriver> = match &settings.storage {
         StorageSettings::Filesystem { root } => Arc::new(FilesystemDriver::new(root)),
@@ -110,6 +109,7 @@ async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
         StorageSettings::Gcs(gcs) => Arc::new(GcsDriver::new(gcs)),
     };
     Registry::new(Arc::new(Instrumented::new(driver, metrics)), options)
+        .with_manifest_cache(settings.config.berth.manifestcachebytes)
 }
 
 /// Where the data lives, for the start-up log line.

@@ -347,10 +347,10 @@ mod tests {
             Arc::new(FilesystemDriver::new(dir)),
             Options {
                 delete_enabled: true,
-                manifest_cache_bytes: cache_bytes,
                 ..Options::default()
             },
         )
+        .with_manifest_cache(cache_bytes)
     }
 
     /// An empty OCI index: a valid manifest that needs no blobs.

@@ -44,8 +44,6 @@ pub struct Options {
     pub manifest_max_bytes: u64,
     /// Garbage collection's grace period; touches are refreshed every quarter of it.
     pub gc_grace_period: Duration,
-    /// Bytes of manifests kept in memory by digest (0: none).
-    pub manifest_cache_bytes: u64,
 }
 
 impl Default for Options {
@@ -55,7 +53,6 @@ impl Default for Options {
             read_only: false,
             manifest_max_bytes: 4 * 1024 * 1024,
             gc_grace_period: Duration::from_secs(3600),
-            manifest_cache_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -74,15 +71,21 @@ impl Registry {
     /// A registry over `storage`.
     pub fn new(storage: Arc<dyn StorageDriver>, options: Options) -> Self {
         let touches = touch::Touches::new(options.gc_grace_period / 4);
-        let manifest_cache = manifest_cache::ManifestCache::new(options.manifest_cache_bytes);
         Registry {
             storage,
             options,
             uploads: uploads::Sessions::default(),
             touches,
-            manifest_cache,
+            manifest_cache: manifest_cache::ManifestCache::new(0),
             node_cache: None,
         }
+    }
+
+    /// This registry keeping up to `max_bytes` of manifests in memory by
+    /// digest (see `manifest_cache`); without it, none are kept.
+    pub fn with_manifest_cache(mut self, max_bytes: u64) -> Self {
+        self.manifest_cache = manifest_cache::ManifestCache::new(max_bytes);
+        self
     }
 
     /// This registry serving blob GETs through `cache`, on the node's disk.
