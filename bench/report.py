@@ -73,7 +73,7 @@ def versions(b):
     ]
     if a.dist3:
         rows.append(("Distribution v3", first_line(sh([a.dist3, "--version"])) + " (built from the Go module proxy, pinned v3.1.2)"))
-    rows.append(("zot", a.zot_status or "not run"))
+    rows.append(("zot", a.zot_version if a.zot else f"not run: {a.zot_missing}"))
     rows += [
         ("nginx", first_line(sh([a.nginx, "-v"]))),
         ("MinIO", first_line(sh([a.minio, "--version"])) + " (pinned in scripts/tools.sh)" if a.minio else "not run"),
@@ -133,71 +133,72 @@ def table(b, driver):
     return "\n".join(lines)
 
 
+# The speed targets: (driver, figure, [(peer, bound)]). A peer is a server id
+# among that driver's registries (for nodecache, "berthfs" is Berth on the
+# filesystem driver) or "ceiling"; for a figure where higher is better Berth/peer must be at least
+# the bound, where lower is better at most the bound ("below" is a bound of 1).
+# Judged on the median of the per-round ratios.
+TARGETS = [
+    ("fs", "manifest_tag_rps", [("dist28", 10), ("zot", 2), ("ceiling", 0.5)]),
+    ("fs", "manifest_tag_p99", [("dist28", 1), ("zot", 1), ("ceiling", 1)]),
+    ("fs", "manifest_digest_rps", [("dist28", 10), ("zot", 2), ("ceiling", 0.5)]),
+    ("fs", "manifest_digest_p99", [("dist28", 1), ("zot", 1), ("ceiling", 1)]),
+    ("fs", "blob_4m", [("ceiling", 1.0)]),
+    ("fs", "blob_64m", [("ceiling", 1.0)]),
+    ("fs", "push_skopeo_1", [("dist28", 1.5), ("zot", 1.2)]),
+    ("fs", "push_skopeo_4", [("dist28", 1.5), ("zot", 1.2)]),
+    ("fs", "push_chunked_1", [("dist28", 1.5), ("zot", 1.2)]),
+    ("fs", "push_chunked_4", [("dist28", 1.5), ("zot", 1.2)]),
+    ("fs", "peak_rss", [("dist28", 0.15), ("zot", 0.5)]),
+    ("s3", "manifest_tag_rps", [("dist3", 2)]),
+    ("s3", "manifest_digest_rps", [("dist3", 2)]),
+    ("s3", "blob_4m", [("ceiling", 0.9)]),
+    ("s3", "blob_64m", [("ceiling", 0.9)]),
+    ("s3", "push_skopeo_4", [("dist3", 1.5)]),
+    ("s3", "push_chunked_4", [("dist3", 1.5)]),
+    ("nodecache", "nodecache_warm_64m", [("berthfs", 0.9)]),
+    ("nodecache", "nodecache_cold_64m", [("ceiling", 0.8)]),
+]
+
+
 def targets(b):
-    """The issue's targets, on the fs driver against Distribution 2.8."""
-    res = b.results.get("fs", {})
+    """A table of the targets, one row per figure and peer."""
+    head = ["Driver", "Figure", "Target", "Berth", "Other", "Ratio of medians", "Per round: median (range)",
+            "Verdict"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for driver, fig, bounds in TARGETS:
+        res = b.results.get(driver, {}).get(fig)
+        if not res:
+            continue
+        label, unit, better = FIGURE_INFO[fig]
+        berth = res.get(f"berth-{driver}", [])
+        for peer, bound in bounds:
+            who = peer if peer == "ceiling" else next((r.key for r in b.regs[driver] if r.id == peer), None)
+            other = res.get(who)
+            if other is None:
+                continue
+            name = ceiling_label(driver, fig) if peer == "ceiling" else server_label(b, driver, who)
+            per_round = [r for r in (ratio(x, y) for x, y in zip(berth, other)) if r is not None]
+            judged = median(per_round)
+            if better == "higher":
+                goal = f"≥{bound:g}x {name}"
+                ok = judged is not None and judged >= bound
+            elif bound == 1:
+                goal = f"below {name}"
+                ok = judged is not None and judged < 1
+            else:
+                goal = f"≤{bound:g}x {name}"
+                ok = judged is not None and judged <= bound
+            spread = f"{fmt_ratio(judged)} ({fmt_ratio(min(per_round))}–{fmt_ratio(max(per_round))})" if per_round else "n/a"
+            verdict = "n/a" if judged is None else ("met" if ok else "**missed**")
+            lines.append("| " + " | ".join([
+                driver, label, goal, f"{fmt(median(berth))} {unit}", f"{fmt(median(other))} {unit}",
+                fmt_ratio(ratio(median(berth), median(other))), spread, verdict]) + " |")
+    return "\n".join(lines)
 
-    def rounds(fig, who):
-        return res.get(fig, {}).get(who, [])
 
-    def m(fig, who):
-        return median(rounds(fig, who))
-
-    def paired(fig, who, other):
-        """Median over the rounds of who/other within each round."""
-        return median([ratio(a, b) for a, b in zip(rounds(fig, who), rounds(fig, other))])
-
-    B, D = "berth-fs", "dist28-fs"
-    out = []
-
-    def line(ok, text):
-        verdict = "n/a" if ok is None else ("met" if ok else "**missed**")
-        out.append(f"- {verdict}: {text}")
-        return ok
-
-    for kind in ("tag", "digest"):
-        fig = f"manifest_{kind}_rps"
-        rb, rd = m(fig, B), m(fig, D)
-        pb, pd = m(f"manifest_{kind}_p99", B), m(f"manifest_{kind}_p99", D)
-        r, pr = ratio(rb, rd), paired(fig, B, D)
-        ok = None if pr is None or pb is None or pd is None else (pr >= 5 and pb < pd)
-        line(ok, f"manifest GET by {kind} ≥5x req/s with lower p99: {fmt(rb)} vs {fmt(rd)} req/s = "
-                 f"{fmt_ratio(r)}, per round {fmt_ratio(pr)}; p99 {fmt(pb)} vs {fmt(pd)} ms")
-    for fig, size in (("blob_4m", "4 MiB"), ("blob_64m", "64 MiB")):
-        vb, vd, vn = m(fig, B), m(fig, D), m(fig, "ceiling")
-        r, rn = ratio(vb, vd), ratio(vb, vn)
-        pr, prn = paired(fig, B, D), paired(fig, B, "ceiling")
-        ok = None if pr is None or prn is None else (pr >= 1.5 and prn >= 0.9)
-        line(ok, f"blob GET {size} ≥1.5x and within 10% of nginx sendfile: {fmt(vb)} vs {fmt(vd)} MiB/s = "
-                 f"{fmt_ratio(r)}, per round {fmt_ratio(pr)}; nginx {fmt(vn)} MiB/s, Berth at {fmt_ratio(rn)} "
-                 f"of it, per round {fmt_ratio(prn)}")
-    for fig in ("push_skopeo_1", "push_skopeo_4", "push_chunked_1", "push_chunked_4"):
-        vb, vd = m(fig, B), m(fig, D)
-        r, pr = ratio(vb, vd), paired(fig, B, D)
-        line(None if pr is None else pr >= 1.2, f"push ≥1.2x, {FIGURE_INFO[fig][0].split(', ', 1)[1]}: "
-                 f"{fmt(vb)} vs {fmt(vd)} MiB/s = {fmt_ratio(r)}, per round {fmt_ratio(pr)} "
-                 f"(disk ceiling {fmt(m(fig, 'ceiling'))} MiB/s)")
-    node = b.results.get("nodecache", {})
-
-    def node_paired(fig, who, other):
-        per_round = zip(node.get(fig, {}).get(who, []), node.get(fig, {}).get(other, []))
-        return median([ratio(a, b) for a, b in per_round])
-
-    N = "berth-nodecache"
-    for fig, other, goal, text in (
-        ("nodecache_warm_64m", "berthfs-fs", 0.9, "warm pull through the node cache ≥0.9x the same blob on the filesystem driver"),
-        ("nodecache_cold_64m", "ceiling", 0.8, "cold pull through the node cache ≥0.8x a direct MinIO GET of the same bytes"),
-    ):
-        vals = node.get(fig, {})
-        vn, vo = median(vals.get(N, [])), median(vals.get(other, []))
-        pr = node_paired(fig, N, other)
-        line(None if pr is None else pr >= goal, f"{text}: {fmt(vn)} vs {fmt(vo)} MiB/s = {fmt_ratio(ratio(vn, vo))}, "
-                                                  f"per round {fmt_ratio(pr)}")
-    vb, vd = m("peak_rss", B), m("peak_rss", D)
-    r, pr = ratio(vb, vd), paired("peak_rss", B, D)
-    line(None if pr is None else pr <= 1 / 3, f"peak RSS ≤ 1/3 under the mixed load: {fmt(vb)} vs {fmt(vd)} MiB = "
-                                             f"{fmt_ratio(r)}, per round {fmt_ratio(pr)}")
-    return "\n".join(out)
+def server_label(b, driver, key):
+    return next(r.label for r in b.regs[driver] if r.key == key)
 
 
 def per_round(b):
@@ -225,7 +226,7 @@ def write(b):
     a = b.args
     load = sh(["cat", "/proc/loadavg"])
     doc = []
-    doc.append(f"# Benchmark: Berth vs CNCF Distribution, {day}\n")
+    doc.append(f"# Benchmark: Berth vs CNCF Distribution and zot, {day}\n")
     doc.append(
         f"Run by `{a.command_line or 'bench/run.sh'}` from {b.started:%Y-%m-%d %H:%M} to {b.finished:%H:%M} "
         f"({(b.finished - b.started).seconds // 60} min): {a.rounds} interleaved round{'s' if a.rounds != 1 else ''}, "
@@ -238,8 +239,8 @@ def write(b):
     )
     doc.append("Ratios are Berth divided by the other. For req/s and MiB/s higher is better; for p99 latency "
                "and RSS lower is better, so a ratio below 1 favours Berth there.\n")
-    if a.zot_status:
-        doc.append(f"zot is not in this run: {a.zot_status}\n")
+    if not a.zot:
+        doc.append(f"zot is not in this run: {a.zot_missing}\n")
 
     doc.append("## Machine\n")
     doc += [f"- {k}: {v}" for k, v in machine()]
@@ -252,11 +253,10 @@ def write(b):
         doc.append(table(b, driver))
         doc.append("")
     doc.append("## Targets\n")
-    doc.append("Against Distribution 2.8 on the filesystem driver, and for the node cache against the filesystem "
-               "driver (warm) and MinIO (cold). Each line gives the ratio of the medians "
-               "(as in the tables) and the median of the per-round ratios (\"per round\"); a target is judged on "
-               "the latter, which compares two servers measured within seconds of each other, so that the "
-               "machine's drift from one round to the next cancels out.\n")
+    doc.append("Each row gives the ratio of the medians (as in the tables) and the per-round ratios: their "
+               "median and range. A target is judged on the median of the per-round ratios, which compares two "
+               "servers measured within seconds of each other, so that the machine's drift from one round to the "
+               "next cancels out.\n")
     doc.append(targets(b))
     doc.append("")
 
@@ -265,10 +265,12 @@ def write(b):
 
     doc.append("## Workload\n")
     doc.append(
-        "All servers get the same `config.yml` (the `registry:2` image's stock file: info logging with access "
-        "logs, `storage.cache.blobdescriptor: inmemory`, health checks), plus `storage.delete.enabled`, "
-        "`storage.redirect.disable: true` (clients get the bytes from the registry, not a pre-signed URL), and "
-        "the storage under test. Servers run with an empty environment but PATH and HOME. Same images and "
+        "Berth and both Distributions get the same `config.yml` (the `registry:2` image's stock file: info "
+        "logging with access logs, `storage.cache.blobdescriptor: inmemory`, health checks), plus "
+        "`storage.delete.enabled`, `storage.redirect.disable: true` (clients get the bytes from the registry, "
+        "not a pre-signed URL), and the storage under test. zot gets its own `config.json`: no garbage "
+        "collection, no deduplication, the storage under test, and error logging (zot then writes no access "
+        "log, which favours it). Servers run with an empty environment but PATH and HOME. Same images and "
         "clients for all, generated by `bench/gen_images.py` with seed "
         f"`{img['spec']['seed']}`: layers are random bytes in gzip streams of stored blocks (incompressible, "
         "valid gzip).\n"
@@ -316,10 +318,11 @@ def write(b):
     doc.append("```\n")
     doc.append("With 4 clients, 4 such push commands run at once: `push-0` to `push-3` into `bench/push-0` to "
                "`bench/push-3`. Each server start writes its own config file; apart from the port and the "
-               "storage location they are all this one:\n")
-    for driver, text in b.configs.items():
-        doc.append(f"{DRIVER_TITLES[driver]}:\n")
-        doc.append("```yaml")
+               "storage location they are all one of these: `config.yml` for Berth and both Distributions, "
+               "`config.json` for zot.\n")
+    for (name, driver), text in sorted(b.configs.items(), key=lambda kv: (kv[0][1], kv[0][0] != "config.yml")):
+        doc.append(f"`{name}`, {DRIVER_TITLES[driver]}:\n")
+        doc.append("```yaml" if name.endswith(".yml") else "```json")
         doc.append(text.rstrip("\n"))
         doc.append("```\n")
     if b.notes:

@@ -610,6 +610,9 @@ pub struct Berth {
     /// Largest manifest accepted on push, in bytes (default 4 MiB).
     #[serde(default = "default_manifest_max_bytes")]
     pub manifestmaxbytes: u64,
+    /// Bytes of manifests kept in memory by digest, for GETs (default 16 MiB; 0 turns it off).
+    #[serde(default = "default_manifest_cache_bytes")]
+    pub manifestcachebytes: u64,
     /// With `auth`, let clients without credentials pull (GET and HEAD).
     #[serde(default)]
     pub anonymouspull: bool,
@@ -748,6 +751,7 @@ impl Default for Berth {
     fn default() -> Self {
         Berth {
             manifestmaxbytes: default_manifest_max_bytes(),
+            manifestcachebytes: default_manifest_cache_bytes(),
             anonymouspull: false,
             writenetworks: None,
             notificationqueuesize: default_queue_size(),
@@ -784,6 +788,10 @@ fn default_queue_size() -> usize {
 
 fn default_manifest_max_bytes() -> u64 {
     4 * 1024 * 1024
+}
+
+fn default_manifest_cache_bytes() -> u64 {
+    16 * 1024 * 1024
 }
 
 /// Settings resolved and checked, ready to run with.

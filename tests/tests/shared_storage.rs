@@ -1,13 +1,17 @@
 //! Many instances, one backend: two berth-registry processes over the same
 //! filesystem root. An upload session started on one continues on the
-//! other, and concurrent pushes of the same content through both succeed
-//! and leave it intact.
+//! other, concurrent pushes of the same content through both succeed
+//! and leave it intact, and a manifest deleted through one is gone from the
+//! other at once, although the other keeps manifests in memory.
 
 use std::thread;
 
-use berth_tests::http::assert_status;
+use berth_tests::http::{assert_error, assert_status};
 use berth_tests::images::{OciLayout, assert_same_image, random_bytes, single_image_layout};
-use berth_tests::oci::{location_path, sha256_digest, start_upload, with_query};
+use berth_tests::oci::{
+    Descriptor, OCI_CONFIG, OCI_LAYER_GZIP, OCI_MANIFEST, get_manifest, image_manifest,
+    location_path, push_blob, put_manifest, sha256_digest, start_upload, with_query,
+};
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 use berth_tests::storage::verify_blobs;
@@ -104,4 +108,47 @@ fn concurrent_pushes_through_two_instances() {
         bad.is_empty(),
         "stored blobs that do not match their path: {bad:#?}"
     );
+}
+
+#[test]
+fn a_manifest_deleted_through_one_instance_is_gone_from_the_other_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let options = RegistryOptions::new()
+        .root(root.path())
+        .delete_enabled(true);
+    let a = BerthRegistry::start(options.clone());
+    let b = BerthRegistry::start(options);
+    let (a, b) = (a.client(), b.client());
+    let repo = "shared/delete";
+    let config = br#"{"architecture":"amd64","os":"linux"}"#;
+    let layer = random_bytes(64 * KIB);
+    push_blob(&a, repo, config);
+    push_blob(&a, repo, &layer);
+    let manifest = image_manifest(
+        &Descriptor::of(OCI_CONFIG, config),
+        &[Descriptor::of(OCI_LAYER_GZIP, &layer)],
+    );
+    let digest = sha256_digest(&manifest);
+    let reply = put_manifest(&a, repo, "v1", OCI_MANIFEST, &manifest);
+    assert_status(&reply, 201, "PUT the manifest through A");
+
+    // B serves it, by digest and by tag, and so holds its bytes in memory.
+    for reference in [digest.as_str(), "v1"] {
+        let reply = get_manifest(&b, repo, reference);
+        assert_status(&reply, 200, &format!("GET {reference} through B"));
+        assert_eq!(reply.body, manifest);
+    }
+
+    // Deleted through A: B answers MANIFEST_UNKNOWN from then on.
+    let reply = a.delete(&format!("/v2/{repo}/manifests/{digest}"));
+    assert_status(&reply, 202, "DELETE the manifest through A");
+    for reference in [digest.as_str(), "v1"] {
+        let what = format!("GET {reference} through B after the delete");
+        assert_error(
+            &get_manifest(&b, repo, reference),
+            404,
+            "MANIFEST_UNKNOWN",
+            &what,
+        );
+    }
 }

@@ -113,6 +113,7 @@ async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
         StorageSettings::Gcs(gcs) => Arc::new(GcsDriver::new(gcs)),
     };
     Registry::new(Arc::new(Instrumented::new(driver, metrics)), options)
+        .with_manifest_cache(settings.config.berth.manifestcachebytes)
 }
 
 /// Where the data lives, for the start-up log line.

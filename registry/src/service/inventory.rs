@@ -153,6 +153,7 @@ impl Registry {
     /// Deletes a blob's data and its touch record.
     pub(crate) async fn delete_blob(&self, digest: &Digest) -> Result<()> {
         self.delete_if_exists(&layout::blob_dir(digest)).await?;
+        self.manifest_cache.remove(digest);
         self.delete_if_exists(&layout::touch(digest)).await
     }
 
@@ -165,6 +166,7 @@ impl Registry {
     ) -> Result<()> {
         self.delete_if_exists(&layout::revision_dir(repo, digest))
             .await?;
+        self.manifest_cache.remove(digest);
         if let Some(subject) = subject {
             self.remove_referrer(repo, subject, digest).await?;
         }

@@ -15,6 +15,7 @@ use crate::manifest::{self, Descriptor, Manifest};
 use crate::names::{Reference, RepoName, Tag};
 
 use super::Registry;
+use super::manifest_cache::CachedManifest;
 
 /// A manifest read from a repository.
 #[derive(Debug, Clone)]
@@ -96,15 +97,31 @@ impl Registry {
             })
     }
 
-    /// Reads a manifest by tag or digest.
+    /// Reads a manifest by tag or digest. The tag and the repository's link
+    /// are always read from storage; the bytes may come from the manifest
+    /// cache (see `manifest_cache`).
     pub async fn manifest_get(
         &self,
         repo: &RepoName,
         reference: &Reference,
     ) -> Result<ManifestRead> {
         let digest = self.resolve(repo, reference).await?;
+        if let Some(cached) = self.manifest_cache.get(&digest) {
+            return Ok(ManifestRead {
+                digest,
+                media_type: cached.media_type,
+                content: cached.content,
+            });
+        }
         let content = self.read_manifest_blob(repo, &digest).await?;
         let media_type = manifest::served_media_type(&content);
+        self.manifest_cache.insert(
+            &digest,
+            CachedManifest {
+                content: content.clone(),
+                media_type: media_type.clone(),
+            },
+        );
         Ok(ManifestRead {
             digest,
             media_type,
@@ -233,6 +250,7 @@ impl Registry {
                 };
                 self.delete_if_exists(&layout::revision_dir(repo, &digest))
                     .await?;
+                self.manifest_cache.remove(&digest);
                 for tag in self.tags_pointing_at(repo, &digest).await? {
                     self.delete_if_exists(&layout::tag_dir(repo, &tag)).await?;
                 }
@@ -321,5 +339,110 @@ mod tests {
                 Ok(())
             },
         );
+    }
+
+    /// A registry over a fresh directory, deletes on, with a manifest cache of `cache_bytes`.
+    fn registry_with_cache(dir: &std::path::Path, cache_bytes: u64) -> Registry {
+        Registry::new(
+            Arc::new(FilesystemDriver::new(dir)),
+            Options {
+                delete_enabled: true,
+                ..Options::default()
+            },
+        )
+        .with_manifest_cache(cache_bytes)
+    }
+
+    /// An empty OCI index: a valid manifest that needs no blobs.
+    fn empty_index(annotation: &str) -> Bytes {
+        Bytes::from(format!(
+            r#"{{"schemaVersion":2,"mediaType":"{}","manifests":[],"annotations":{{"n":"{annotation}"}}}}"#,
+            manifest::OCI_INDEX
+        ))
+    }
+
+    #[tokio::test]
+    async fn manifest_bytes_come_from_the_cache_but_links_and_tags_from_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry_with_cache(dir.path(), 1 << 20);
+        let repo = RepoName::parse("cache/test").unwrap();
+        let tag = Reference::Tag(Tag::parse("latest").unwrap());
+        let first = empty_index("1");
+        let pushed = registry
+            .manifest_put(&repo, &tag, Some(manifest::OCI_INDEX), first.clone())
+            .await
+            .unwrap();
+        let by_digest = Reference::Digest(pushed.digest.clone());
+        let read = registry.manifest_get(&repo, &by_digest).await.unwrap();
+        assert_eq!(read.content, first);
+        assert_eq!(read.media_type, manifest::OCI_INDEX);
+
+        // The bytes are gone from storage, yet served: they come from the cache.
+        let storage = registry.storage().clone();
+        storage
+            .delete(&layout::blob_dir(&pushed.digest))
+            .await
+            .unwrap();
+        let read = registry.manifest_get(&repo, &by_digest).await.unwrap();
+        assert_eq!(read.content, first);
+        assert_eq!(read.media_type, manifest::OCI_INDEX);
+        assert_eq!(
+            registry.manifest_get(&repo, &tag).await.unwrap().content,
+            first
+        );
+
+        // Another instance sharing the storage moves the tag: seen at once.
+        let second = empty_index("2");
+        let other = registry_with_cache(dir.path(), 1 << 20);
+        let moved = other
+            .manifest_put(&repo, &tag, Some(manifest::OCI_INDEX), second.clone())
+            .await
+            .unwrap();
+        assert_eq!(
+            registry.manifest_get(&repo, &tag).await.unwrap().content,
+            second
+        );
+
+        // Another instance unlinks the first manifest: seen at once, although
+        // its bytes are still in this instance's cache.
+        storage
+            .delete(&layout::revision_dir(&repo, &pushed.digest))
+            .await
+            .unwrap();
+        let err = registry.manifest_get(&repo, &by_digest).await.unwrap_err();
+        assert_eq!(err.code, Code::ManifestUnknown);
+
+        // A delete on this instance: unknown as soon as it returns.
+        let second_digest = Reference::Digest(moved.digest.clone());
+        registry.manifest_get(&repo, &second_digest).await.unwrap();
+        registry
+            .manifest_delete(&repo, &second_digest)
+            .await
+            .unwrap();
+        for reference in [&second_digest, &tag] {
+            let err = registry.manifest_get(&repo, reference).await.unwrap_err();
+            assert_eq!(err.code, Code::ManifestUnknown);
+        }
+    }
+
+    #[tokio::test]
+    async fn without_the_cache_every_read_goes_to_storage() {
+        let dir = tempfile::tempdir().unwrap();
+        let registry = registry_with_cache(dir.path(), 0);
+        let repo = RepoName::parse("cache/off").unwrap();
+        let tag = Reference::Tag(Tag::parse("latest").unwrap());
+        let pushed = registry
+            .manifest_put(&repo, &tag, Some(manifest::OCI_INDEX), empty_index("1"))
+            .await
+            .unwrap();
+        let by_digest = Reference::Digest(pushed.digest.clone());
+        registry.manifest_get(&repo, &by_digest).await.unwrap();
+        registry
+            .storage()
+            .delete(&layout::blob_dir(&pushed.digest))
+            .await
+            .unwrap();
+        let err = registry.manifest_get(&repo, &by_digest).await.unwrap_err();
+        assert_eq!(err.code, Code::ManifestUnknown);
     }
 }

@@ -7,6 +7,7 @@
 mod blobs;
 mod catalog;
 mod inventory;
+mod manifest_cache;
 mod manifests;
 mod mirror;
 mod referrers;
@@ -63,6 +64,7 @@ pub struct Registry {
     options: Options,
     uploads: uploads::Sessions,
     touches: touch::Touches,
+    manifest_cache: manifest_cache::ManifestCache,
     node_cache: Option<Arc<NodeCache>>,
 }
 
@@ -75,8 +77,16 @@ impl Registry {
             options,
             uploads: uploads::Sessions::default(),
             touches,
+            manifest_cache: manifest_cache::ManifestCache::new(0),
             node_cache: None,
         }
+    }
+
+    /// This registry keeping up to `max_bytes` of manifests in memory by
+    /// digest (see `manifest_cache`); without it, none are kept.
+    pub fn with_manifest_cache(mut self, max_bytes: u64) -> Self {
+        self.manifest_cache = manifest_cache::ManifestCache::new(max_bytes);
+        self
     }
 
     /// This registry serving blob GETs through `cache`, on the node's disk.
