@@ -20,6 +20,6 @@ pub mod status;
 use kube::CustomResourceExt;
 
 /// The CRD as YAML, exactly as `crdgen` prints it and `crds/registry.yaml` holds it.
-pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    serde_yaml::to_string(&crd::Registry::crd())
+pub fn crd_yaml() -> Result<String, serde_norway::Error> {
+    serde_norway::to_string(&crd::Registry::crd())
 }

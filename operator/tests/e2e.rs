@@ -365,25 +365,25 @@ impl Node {
 
     /// `text` with every string value that is a mounted path moved here.
     fn rewrite_yaml(&self, resolved: &Resolved, text: &[u8]) -> Vec<u8> {
-        fn walk(value: &mut serde_yaml::Value, rewrite: &dyn Fn(&str) -> Option<PathBuf>) {
+        fn walk(value: &mut serde_norway::Value, rewrite: &dyn Fn(&str) -> Option<PathBuf>) {
             match value {
-                serde_yaml::Value::String(text) => {
+                serde_norway::Value::String(text) => {
                     if let Some(path) = rewrite(text) {
                         *text = path.display().to_string();
                     }
                 }
-                serde_yaml::Value::Sequence(items) => {
+                serde_norway::Value::Sequence(items) => {
                     items.iter_mut().for_each(|v| walk(v, rewrite))
                 }
-                serde_yaml::Value::Mapping(map) => {
+                serde_norway::Value::Mapping(map) => {
                     map.iter_mut().for_each(|(_, v)| walk(v, rewrite))
                 }
-                serde_yaml::Value::Tagged(tagged) => walk(&mut tagged.value, rewrite),
+                serde_norway::Value::Tagged(tagged) => walk(&mut tagged.value, rewrite),
                 _ => {}
             }
         }
-        let original: serde_yaml::Value =
-            serde_yaml::from_slice(text).expect("the config file is YAML");
+        let original: serde_norway::Value =
+            serde_norway::from_slice(text).expect("the config file is YAML");
         let mut value = original.clone();
         walk(&mut value, &|path| self.host(resolved, path));
         // Nothing but the prefixes changed: taking them off gives the original.
@@ -393,7 +393,7 @@ impl Node {
             Some(Path::new("/").join(inside))
         });
         assert_eq!(restored, original, "only mounted paths are rewritten");
-        serde_yaml::to_string(&value)
+        serde_norway::to_string(&value)
             .expect("YAML serializes")
             .into_bytes()
     }

@@ -150,7 +150,7 @@ fn render(release: &str, namespace: &str, args: &[&str], kube_version: Option<&s
 
 /// The documents of a multi-document YAML stream (empty ones left out).
 fn documents(yaml: &str) -> Vec<Value> {
-    serde_yaml::Deserializer::from_str(yaml)
+    serde_norway::Deserializer::from_str(yaml)
         .map(|doc| Value::deserialize(doc).expect("a YAML document"))
         .filter(|v| !v.is_null())
         .collect()
@@ -227,7 +227,7 @@ async fn apply_one(client: &Client, object: &Value) -> DynamicObject {
                 "the API server refused {} {}: {e}\n{}",
                 kind(object),
                 name(object),
-                serde_yaml::to_string(object).unwrap_or_default()
+                serde_norway::to_string(object).unwrap_or_default()
             )
         })
 }
@@ -325,9 +325,10 @@ spec:
 
 #[test]
 fn chart_lints_and_renders_for_default_and_example_values() {
-    let meta: Value =
-        serde_yaml::from_str(&fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"))
-            .expect("Chart.yaml parses");
+    let meta: Value = serde_norway::from_str(
+        &fs::read_to_string(chart().join("Chart.yaml")).expect("Chart.yaml"),
+    )
+    .expect("Chart.yaml parses");
     assert_eq!(
         meta["appVersion"],
         env!("CARGO_PKG_VERSION"),
@@ -661,7 +662,7 @@ fn chart_crd_is_the_generated_crd() {
     );
     let objects = render(RELEASE, RELEASE_NAMESPACE, &[], None);
     let rendered = one(&objects, "CustomResourceDefinition");
-    let expected: Value = serde_yaml::from_str(&generated).expect("CRD YAML");
+    let expected: Value = serde_norway::from_str(&generated).expect("CRD YAML");
     assert_eq!(rendered, &expected);
 }
 

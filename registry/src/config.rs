@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use serde::Deserialize;
-use serde_yaml::Value;
+use serde_norway::Value;
 
 use crate::gc::schedule::Schedule;
 use crate::networks::Network;
@@ -949,7 +949,7 @@ impl Config {
         origin: &str,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Settings, ConfigError> {
-        let mut tree: Value = serde_yaml::from_str(text).map_err(|e| ConfigError::Syntax {
+        let mut tree: Value = serde_norway::from_str(text).map_err(|e| ConfigError::Syntax {
             path: origin.to_owned(),
             message: e.to_string(),
         })?;
@@ -1476,7 +1476,7 @@ fn apply_env(
         if keys.iter().any(String::is_empty) {
             return Err(invalid(&var, "malformed override variable"));
         }
-        let value: Value = serde_yaml::from_str(&raw).unwrap_or(Value::String(raw.clone()));
+        let value: Value = serde_norway::from_str(&raw).unwrap_or(Value::String(raw.clone()));
         let value = if value.is_null() {
             Value::String(raw)
         } else {
@@ -2308,11 +2308,11 @@ mod tests {
             SOME,
             (edits, overrides),
             |(edits, overrides)| {
-                let mut tree: Value = serde_yaml::from_str(BASIC).unwrap();
+                let mut tree: Value = serde_norway::from_str(BASIC).unwrap();
                 for (key, value) in &edits {
                     set(&mut tree, key, value.clone());
                 }
-                let text = serde_yaml::to_string(&tree).unwrap();
+                let text = serde_norway::to_string(&tree).unwrap();
                 let env: Vec<(String, String)> = overrides
                     .iter()
                     .map(|(key, value)| {

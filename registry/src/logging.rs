@@ -28,10 +28,10 @@ pub fn static_fields(log: &Log) -> String {
     log.fields
         .iter()
         .map(|(k, v)| match v {
-            serde_yaml::Value::String(s) => format!("{k}={s}"),
+            serde_norway::Value::String(s) => format!("{k}={s}"),
             other => format!(
                 "{k}={}",
-                serde_yaml::to_string(other).unwrap_or_default().trim()
+                serde_norway::to_string(other).unwrap_or_default().trim()
             ),
         })
         .collect::<Vec<_>>()

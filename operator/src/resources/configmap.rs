@@ -180,7 +180,7 @@ fn mirrors(registry: &Registry) -> Value {
 }
 
 fn render(config: &Value) -> String {
-    serde_yaml::to_string(config).expect("a JSON value serializes to YAML")
+    serde_norway::to_string(config).expect("a JSON value serializes to YAML")
 }
 
 /// Whether each registry pod collects its own node's garbage (hostPath
@@ -207,7 +207,7 @@ mod tests {
     use super::*;
 
     fn parsed(registry: &Registry) -> Value {
-        serde_yaml::from_str(&config_file(registry)).unwrap()
+        serde_norway::from_str(&config_file(registry)).unwrap()
     }
 
     #[test]

@@ -277,7 +277,7 @@ impl ControlPlane {
     async fn install_crd(&self) {
         let text = include_str!("../../../crds/registry.yaml");
         let crd: CustomResourceDefinition =
-            serde_yaml::from_str(text).expect("crds/registry.yaml parses");
+            serde_norway::from_str(text).expect("crds/registry.yaml parses");
         let api: Api<CustomResourceDefinition> = Api::all(self.client().await);
         let name = "registries.berth.dev";
         api.patch(
