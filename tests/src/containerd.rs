@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::images::OciLayout;
+use crate::oci::Descriptor;
 use crate::process::{ServerProcess, StartError};
 
 /// Debian's containerd (`make tools` installs the package).
@@ -128,6 +130,24 @@ impl Containerd {
                 String::from_utf8_lossy(&output.stdout),
                 String::from_utf8_lossy(&output.stderr)
             ),
+        }
+    }
+
+    /// Asserts that containerd holds `reference` as exactly the image
+    /// `manifest` of `layout`: the same manifest digest, every blob byte
+    /// for byte.
+    pub fn assert_holds(&self, reference: &str, layout: &OciLayout, manifest: &Descriptor) {
+        assert_eq!(
+            self.image_digest(reference).as_deref(),
+            Some(manifest.digest.as_str()),
+            "containerd's image {reference}"
+        );
+        let reachable = layout.reachable_from(manifest);
+        for digest in reachable.manifests.iter().chain(&reachable.blobs) {
+            assert!(
+                self.content(digest) == layout.read_blob(digest),
+                "containerd's {digest} differs from the layout's bytes"
+            );
         }
     }
 

@@ -52,28 +52,6 @@ fn describe(out: &Output) -> String {
     )
 }
 
-/// Asserts that containerd pulled `reference` as exactly the image of
-/// `layout`: the same manifest digest, every blob byte for byte.
-fn assert_pulled(
-    containerd: &Containerd,
-    reference: &str,
-    layout: &OciLayout,
-    manifest: &Descriptor,
-) {
-    assert_eq!(
-        containerd.image_digest(reference).as_deref(),
-        Some(manifest.digest.as_str()),
-        "containerd's image {reference}"
-    );
-    let reachable = layout.reachable_from(manifest);
-    for digest in reachable.manifests.iter().chain(&reachable.blobs) {
-        assert!(
-            containerd.content(digest) == layout.read_blob(digest),
-            "containerd's {digest} differs from the pushed bytes"
-        );
-    }
-}
-
 #[test]
 fn an_image_pushed_to_the_registry_pulls_by_the_registrys_own_name() {
     let work = tempfile::tempdir().unwrap();
@@ -109,7 +87,7 @@ fn an_image_pushed_to_the_registry_pulls_by_the_registrys_own_name() {
         "pull of {reference} through the registry's own name: {:?}",
         pull.elapsed
     );
-    assert_pulled(&containerd, &reference, &layout, &manifest);
+    containerd.assert_holds(&reference, &layout, &manifest);
 }
 
 #[test]
@@ -141,7 +119,7 @@ fn a_mirror_pulls_from_the_node_instance_and_falls_back_to_the_server_when_it_is
     let containerd = Containerd::start();
     let pull = containerd.pull(&hosts, &reference);
     assert!(pull.ok, "through the node instance: {}", pull.output);
-    assert_pulled(&containerd, &reference, &layout, &manifest);
+    containerd.assert_holds(&reference, &layout, &manifest);
     println!("pull through the node instance: {:?}", pull.elapsed);
 
     // Node instance down, server up: containerd moves on to the server.
@@ -162,7 +140,7 @@ fn a_mirror_pulls_from_the_node_instance_and_falls_back_to_the_server_when_it_is
     let containerd = Containerd::start();
     let pull = containerd.pull(&hosts, &reference);
     assert!(pull.ok, "fallback to the server: {}", pull.output);
-    assert_pulled(&containerd, &reference, &layout, &manifest);
+    containerd.assert_holds(&reference, &layout, &manifest);
     println!(
         "pull with the node instance down (fallback to server): {:?}",
         pull.elapsed
@@ -289,7 +267,7 @@ fn another_tools_hosts_file_is_kept_and_restored_exactly() {
     let reference = format!("upstream.test/{REPO}:{TAG}");
     let pull = containerd.pull(&hosts, &reference);
     assert!(pull.ok, "{}", pull.output);
-    assert_pulled(&containerd, &reference, &layout, &manifest);
+    containerd.assert_holds(&reference, &layout, &manifest);
 }
 
 /// Runs the writer in a private mount namespace where each of `read_only`
@@ -530,7 +508,7 @@ fn a_ca_certificate_in_the_host_directory_stays_trusted_for_the_server() {
     assert!(written.contains("ca = [\"ca.crt\"]"), "{written}");
     let pull = containerd.pull(&hosts, &reference);
     assert!(pull.ok, "{}", pull.output);
-    assert_pulled(&containerd, &reference, &layout, &manifest);
+    containerd.assert_holds(&reference, &layout, &manifest);
     run_ok(&[
         "remove",
         "--hosts-dir",

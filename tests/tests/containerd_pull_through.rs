@@ -76,27 +76,6 @@ fn push(
     (layout, manifest)
 }
 
-/// Asserts that `containerd` holds `reference` as exactly the image of `layout`.
-fn assert_pulled(
-    containerd: &Containerd,
-    reference: &str,
-    layout: &OciLayout,
-    manifest: &Descriptor,
-) {
-    assert_eq!(
-        containerd.image_digest(reference).as_deref(),
-        Some(manifest.digest.as_str()),
-        "containerd's image {reference}"
-    );
-    let reachable = layout.reachable_from(manifest);
-    for digest in reachable.manifests.iter().chain(&reachable.blobs) {
-        assert!(
-            containerd.content(digest) == layout.read_blob(digest),
-            "containerd's {digest} differs from the upstream's bytes"
-        );
-    }
-}
-
 /// Requests for `kind` (blob or manifest) the node sent to the upstream.
 fn upstream_requests(node: &Client, kind: &str) -> f64 {
     scrape(node).sum(
@@ -142,7 +121,7 @@ fn an_upstream_image_pulls_through_the_node_instance_and_survives_the_upstream()
         "ctr pull through the node instance: {}",
         pull.output
     );
-    assert_pulled(&containerd, &reference, &app, &app_manifest);
+    containerd.assert_holds(&reference, &app, &app_manifest);
     let fetched = upstream_requests(&node.client(), "blob");
     assert!(
         fetched >= 3.0,
@@ -164,7 +143,7 @@ fn an_upstream_image_pulls_through_the_node_instance_and_survives_the_upstream()
         "cached image with the upstream gone: {}",
         again.output
     );
-    assert_pulled(&fresh, &reference, &app, &app_manifest);
+    fresh.assert_holds(&reference, &app, &app_manifest);
     assert_eq!(
         upstream_requests(&node.client(), "blob"),
         fetched,
@@ -227,7 +206,7 @@ fn eight_nodes_pulling_one_uncached_64_mib_layer_cost_the_upstream_one_get() {
     });
     for (i, pull) in pulls.iter().enumerate() {
         assert!(pull.ok, "pull {i}: {}", pull.output);
-        assert_pulled(&runtimes[i], &reference, &big, &big_manifest);
+        runtimes[i].assert_holds(&reference, &big, &big_manifest);
     }
     let gets = blob_gets(&upstream.client()) - before;
     let slowest = pulls.iter().map(|p| p.elapsed).max().unwrap_or_default();

@@ -14,13 +14,13 @@
 
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, DaemonSetUpdateStrategy};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, PodTemplateSpec, SeccompProfile, SecurityContext, Volume,
+    Container, EnvVar, EnvVarSource, HostPathVolumeSource, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, PodTemplateSpec, SeccompProfile, Volume,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
-use super::pod::mount;
+use super::pod::{mount, root_container};
 use super::{HOSTS_DIR, component_labels, labels};
 use crate::crd::Registry;
 
@@ -96,25 +96,9 @@ pub fn hosts_init_container(registry: &Registry, image: &str) -> Option<(Contain
 /// capabilities, the node's hosts directory mounted at [`HOSTS_DIR`].
 fn hosts_container(registry: &Registry, image: &str, name: &str, args: Vec<String>) -> Container {
     Container {
-        name: name.to_owned(),
-        image: Some(image.to_owned()),
-        image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
-        args: Some(args),
-        security_context: Some(SecurityContext {
-            run_as_user: Some(0),
-            run_as_group: Some(0),
-            run_as_non_root: Some(false),
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".to_owned()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        }),
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         volume_mounts: Some(vec![mount(HOSTS_VOLUME, HOSTS_DIR, false)]),
-        ..Container::default()
+        ..root_container(registry, image, name, args, &[])
     }
 }
 

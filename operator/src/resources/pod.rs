@@ -102,15 +102,32 @@ pub fn prepare_host_path(
     dir: &str,
 ) -> Container {
     let owner = format!("{RUN_AS}:{RUN_AS}");
+    let args = vec![
+        "prepare-storage".to_owned(),
+        format!("--owner={owner}"),
+        dir.to_owned(),
+    ];
+    Container {
+        volume_mounts: Some(vec![mount(volume, dir, false)]),
+        ..root_container(registry, image, name, args, &["CHOWN"])
+    }
+}
+
+/// A berth-registry container `name` running `args` as root for a task on
+/// the node's files, with no capabilities but `add`, a read-only root
+/// filesystem and no privilege escalation.
+pub fn root_container(
+    registry: &Registry,
+    image: &str,
+    name: &str,
+    args: Vec<String>,
+    add: &[&str],
+) -> Container {
     Container {
         name: name.to_owned(),
         image: Some(image.to_owned()),
         image_pull_policy: Some(registry.spec.image_pull_policy.as_str().to_owned()),
-        args: Some(vec![
-            "prepare-storage".to_owned(),
-            format!("--owner={owner}"),
-            dir.to_owned(),
-        ]),
+        args: Some(args),
         security_context: Some(SecurityContext {
             run_as_user: Some(0),
             run_as_group: Some(0),
@@ -119,11 +136,10 @@ pub fn prepare_host_path(
             read_only_root_filesystem: Some(true),
             capabilities: Some(Capabilities {
                 drop: Some(vec!["ALL".to_owned()]),
-                add: Some(vec!["CHOWN".to_owned()]),
+                add: (!add.is_empty()).then(|| add.iter().map(|c| (*c).to_owned()).collect()),
             }),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![mount(volume, dir, false)]),
         ..Container::default()
     }
 }
