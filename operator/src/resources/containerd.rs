@@ -20,7 +20,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use kube::ResourceExt;
 
-use super::pod::{mount, root_container};
+use super::pod::{mount, placed_on_nodes, root_container};
 use super::{HOSTS_DIR, component_labels, labels};
 use crate::crd::Registry;
 
@@ -126,7 +126,6 @@ pub fn cleanup_name(registry: &Registry) -> String {
 /// up after is being deleted, and the garbage collector would delete it
 /// along; the operator deletes it once every pod is Ready.
 pub fn cleanup_daemon_set(registry: &Registry, image: &str, hosts_dir: &str) -> DaemonSet {
-    let spec = &registry.spec;
     let selector = component_labels(registry, CLEANUP_COMPONENT);
     let remove = |hold: bool| {
         let mut args = vec![
@@ -143,12 +142,6 @@ pub fn cleanup_daemon_set(registry: &Registry, image: &str, hosts_dir: &str) -> 
         args
     };
     let pod = PodSpec {
-        automount_service_account_token: Some(false),
-        enable_service_links: Some(false),
-        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
-        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-        affinity: spec.affinity.clone(),
-        priority_class_name: spec.priority_class_name.clone(),
         security_context: Some(PodSecurityContext {
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".to_owned(),
@@ -166,7 +159,7 @@ pub fn cleanup_daemon_set(registry: &Registry, image: &str, hosts_dir: &str) -> 
         )]),
         containers: vec![hosts_container(registry, image, "hold", remove(true))],
         volumes: Some(vec![hosts_volume(hosts_dir)]),
-        ..PodSpec::default()
+        ..placed_on_nodes(registry)
     };
     DaemonSet {
         metadata: ObjectMeta {

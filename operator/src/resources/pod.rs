@@ -24,17 +24,8 @@ pub fn pod_spec(
     config_map: &str,
     containers: Vec<Container>,
 ) -> PodSpec {
-    let spec = &registry.spec;
     PodSpec {
         service_account_name: Some(object_name(registry)),
-        automount_service_account_token: Some(false),
-        // Service links would inject REGISTRY_* variables, which the
-        // registry reads as config overrides.
-        enable_service_links: Some(false),
-        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
-        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-        affinity: spec.affinity.clone(),
-        priority_class_name: spec.priority_class_name.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
             run_as_user: Some(RUN_AS),
@@ -49,6 +40,23 @@ pub fn pod_spec(
         init_containers: prepare_storage(registry, image),
         containers,
         volumes: Some(volumes(registry, config_map)),
+        ..placed_on_nodes(registry)
+    }
+}
+
+/// The parts of a pod spec every pod of a Registry shares, whatever it
+/// runs: on the nodes the Registry selects (node selector, tolerations,
+/// affinity, priority class), without an API token or service links
+/// (which would inject REGISTRY_* variables, read as config overrides).
+pub fn placed_on_nodes(registry: &Registry) -> PodSpec {
+    let spec = &registry.spec;
+    PodSpec {
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        affinity: spec.affinity.clone(),
+        priority_class_name: spec.priority_class_name.clone(),
         ..PodSpec::default()
     }
 }
