@@ -32,18 +32,20 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures_util::{StreamExt, stream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::digest::{Digest, Hasher};
 use crate::storage::ByteStream;
+use crate::storage::read_buffers::{CHUNK, ReadBuffers};
 
 /// Most arrived pieces of a source written to the spool file at once.
 const BATCH: usize = 32;
 
-/// Most bytes one read of the spool file hands a reader.
-const CHUNK: usize = 512 * 1024;
+/// Most pieces of a source received ahead of the spool writer (a piece is a
+/// few KiB to a few hundred).
+const PIECES: usize = 64;
 
 /// What a source gives a fill: the blob's size and its bytes.
 pub struct Source {
@@ -91,6 +93,8 @@ pub struct Fills {
     running: Mutex<HashMap<Digest, Arc<Fill>>>,
     /// Distinguishes spool files of successive fills of one digest.
     serial: AtomicU64,
+    /// The buffers readers read the spool files into.
+    buffers: Arc<ReadBuffers>,
 }
 
 /// A blob streamed from a fill.
@@ -119,6 +123,7 @@ impl Fills {
             dir,
             running: Mutex::new(HashMap::new()),
             serial: AtomicU64::new(0),
+            buffers: Arc::new(ReadBuffers::default()),
         })
     }
 
@@ -193,7 +198,7 @@ impl Fills {
         };
         Ok(FillRead {
             size,
-            body: follow(fill.file.clone(), progress, size),
+            body: follow(fill.file.clone(), self.buffers.clone(), progress, size),
             started,
         })
     }
@@ -205,9 +210,14 @@ impl Fills {
 
 /// Streams the spool `file` from its start, never past what the fill has
 /// written, until `size` bytes are read and verified.
-fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> ByteStream {
+fn follow(
+    file: Arc<File>,
+    buffers: Arc<ReadBuffers>,
+    progress: watch::Receiver<Progress>,
+    size: u64,
+) -> ByteStream {
     let chunks = stream::try_unfold((0u64, progress), move |(at, mut progress)| {
-        let file = file.clone();
+        let (file, buffers) = (file.clone(), buffers.clone());
         async move {
             if at == size {
                 // Every byte is sent; the stream ends cleanly only once the
@@ -233,13 +243,9 @@ fn follow(file: Arc<File>, progress: watch::Receiver<Progress>, size: u64) -> By
                 }
             };
             let want = (available - at).min(CHUNK as u64) as usize;
-            let chunk = tokio::task::spawn_blocking(move || {
-                let mut buffer = BytesMut::zeroed(want);
-                file.read_exact_at(&mut buffer, at)?;
-                Ok::<Bytes, io::Error>(buffer.freeze())
-            })
-            .await
-            .map_err(io::Error::other)??;
+            let chunk = tokio::task::spawn_blocking(move || buffers.read(&file, at, want))
+                .await
+                .map_err(io::Error::other)??;
             if at + want as u64 == size {
                 // The last chunk waits for the digest: a client that counts
                 // bytes (Content-Length) must not get a whole body of bad ones.
@@ -308,51 +314,35 @@ impl Run {
     }
 
     /// Writes the source into the spool file, returning its verified size.
+    ///
+    /// Receiving, hashing and writing overlap: this task takes the source's
+    /// pieces off the connection and hands them over a bounded channel to a
+    /// blocking thread, which hashes and writes them. Done in turn on one
+    /// thread, hashing alone kept the connection idle for a third of a fill.
     async fn copy(&self, open: impl Future<Output = io::Result<Source>>) -> io::Result<u64> {
         let Source { size, body } = open.await?;
         self.progress
             .send_replace(Progress::Writing { size, written: 0 });
-        let mut hasher = Hasher::new(self.digest.algorithm());
-        let mut written = 0u64;
-        // A source's body comes in pieces of a few KiB; the pieces that have
-        // already arrived go to the spool in one blocking write, which also
-        // wakes the readers once instead of once per piece.
-        let mut batches = body.ready_chunks(BATCH);
-        while let Some(batch) = batches.next().await {
-            let chunks = batch.into_iter().collect::<io::Result<Vec<Bytes>>>()?;
-            let len: u64 = chunks.iter().map(|c| c.len() as u64).sum();
-            if written + len > size {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("the source sent more than the {size} bytes it announced"),
-                ));
-            }
-            for chunk in &chunks {
-                hasher.update(chunk);
-            }
-            let file = self.file.clone();
-            let at = written;
-            tokio::task::spawn_blocking(move || {
-                let mut at = at;
-                for chunk in &chunks {
-                    file.write_all_at(chunk, at)?;
-                    at += chunk.len() as u64;
-                }
-                Ok::<(), io::Error>(())
-            })
-            .await
-            .map_err(io::Error::other)??;
-            written += len;
-            self.progress
-                .send_replace(Progress::Writing { size, written });
-        }
+        let (pieces, arrived) = mpsc::channel(PIECES);
+        let spool = Spool {
+            file: self.file.clone(),
+            size,
+            progress: self.progress.clone(),
+            hasher: Hasher::new(self.digest.algorithm()),
+        };
+        let writer = tokio::task::spawn_blocking(move || spool.write(arrived));
+        let received = receive(body, pieces).await;
+        // The writer ends once the pieces stop; it is awaited even when the
+        // source failed, so no progress is reported after this returns.
+        let written = writer.await.map_err(io::Error::other)?;
+        received?;
+        let (written, actual) = written?;
         if written != size {
             return Err(io::Error::new(
                 io::ErrorKind::UnexpectedEof,
                 format!("the source ended after {written} of {size} bytes"),
             ));
         }
-        let actual = hasher.finish();
         if actual != self.digest {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
@@ -363,6 +353,59 @@ impl Run {
             ));
         }
         Ok(size)
+    }
+}
+
+/// Passes the source's pieces to the spool writer until the source ends,
+/// fails, or the writer stops taking them (it failed: its error says why).
+async fn receive(mut body: ByteStream, pieces: mpsc::Sender<Bytes>) -> io::Result<()> {
+    while let Some(piece) = body.next().await {
+        if pieces.send(piece?).await.is_err() {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The blocking side of a fill: hashes and writes the pieces it is handed.
+struct Spool {
+    file: Arc<File>,
+    /// The size the source announced.
+    size: u64,
+    progress: watch::Sender<Progress>,
+    hasher: Hasher,
+}
+
+impl Spool {
+    /// Hashes and writes every piece that arrives, reporting progress after
+    /// each batch; returns how many bytes were written and their digest.
+    fn write(mut self, mut arrived: mpsc::Receiver<Bytes>) -> io::Result<(u64, Digest)> {
+        let mut written = 0u64;
+        let mut batch = Vec::with_capacity(BATCH);
+        // The pieces that have already arrived go to the spool in one batch,
+        // which also wakes the readers once instead of once per piece.
+        while arrived.blocking_recv_many(&mut batch, BATCH) > 0 {
+            let len: u64 = batch.iter().map(|piece| piece.len() as u64).sum();
+            if written + len > self.size {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the source sent more than the {} bytes it announced",
+                        self.size
+                    ),
+                ));
+            }
+            for piece in batch.drain(..) {
+                self.hasher.update(&piece);
+                self.file.write_all_at(&piece, written)?;
+                written += piece.len() as u64;
+            }
+            self.progress.send_replace(Progress::Writing {
+                size: self.size,
+                written,
+            });
+        }
+        Ok((written, self.hasher.finish()))
     }
 }
 
