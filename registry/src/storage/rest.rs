@@ -22,7 +22,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use rand::Rng;
+use rand::RngExt;
 
 use super::ByteStream;
 
