@@ -21,11 +21,18 @@ struct Outcome {
     outcome: &'static str,
 }
 
+/// Labels of the failure counter: [`crate::reconcile::Error::metric_label`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Failure {
+    error: &'static str,
+}
+
 /// The operator's metrics; cheap to clone (the values are shared).
 #[derive(Clone)]
 pub struct Metrics {
     registry: Arc<Registry>,
     reconciles: Family<Outcome, Counter>,
+    failures: Family<Failure, Counter>,
     duration: Histogram,
     leader: Gauge,
 }
@@ -38,6 +45,12 @@ impl Default for Metrics {
             "reconciles",
             "Reconciles of Registries, by outcome (ok or error)",
             reconciles.clone(),
+        );
+        let failures = Family::<Failure, Counter>::default();
+        registry.register(
+            "reconcile_failures",
+            "Failed reconciles of Registries, by kind of error",
+            failures.clone(),
         );
         let duration = Histogram::new(exponential_buckets(0.01, 2.0, 12));
         registry.register(
@@ -54,6 +67,7 @@ impl Default for Metrics {
         Metrics {
             registry: Arc::new(registry),
             reconciles,
+            failures,
             duration,
             leader,
         }
@@ -61,13 +75,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    /// Counts one reconcile.
-    pub fn reconciled(&self, ok: bool, took: Duration) {
+    /// Counts one reconcile, failed with the error labelled `failure` if
+    /// any.
+    pub fn reconciled(&self, failure: Option<&'static str>, took: Duration) {
         self.reconciles
             .get_or_create(&Outcome {
-                outcome: if ok { "ok" } else { "error" },
+                outcome: if failure.is_none() { "ok" } else { "error" },
             })
             .inc();
+        if let Some(error) = failure {
+            self.failures.get_or_create(&Failure { error }).inc();
+        }
         self.duration.observe(took.as_secs_f64());
     }
 
@@ -123,8 +141,8 @@ mod tests {
     #[test]
     fn counts_reconciles() {
         let metrics = Metrics::default();
-        metrics.reconciled(true, Duration::from_millis(20));
-        metrics.reconciled(false, Duration::from_millis(20));
+        metrics.reconciled(None, Duration::from_millis(20));
+        metrics.reconciled(Some("api_error"), Duration::from_millis(20));
         metrics.set_leader(true);
         let text = metrics.render();
         assert!(
@@ -133,6 +151,10 @@ mod tests {
         );
         assert!(
             text.contains(r#"berth_operator_reconciles_total{outcome="error"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"berth_operator_reconcile_failures_total{error="api_error"} 1"#),
             "{text}"
         );
         assert!(

@@ -82,6 +82,20 @@ impl Error {
         let action = action.into();
         move |source| Error::Kube { action, source }
     }
+
+    /// A short, stable name of the kind of failure: the `error` label of
+    /// the failure counter (never the message, which would make one series
+    /// per object).
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube {
+                source: kube::Error::Api(_),
+                ..
+            } => "api_error",
+            Error::Kube { .. } => "api_request",
+            Error::NoNamespace(_) => "no_namespace",
+        }
+    }
 }
 
 /// Reconciles one Registry, counting the outcome.
@@ -96,7 +110,10 @@ pub async fn reconcile(
             report_undecodable(undecodable, registry.object_ref(&()), &ctx).await
         }
     };
-    ctx.metrics.reconciled(result.is_ok(), started.elapsed());
+    ctx.metrics.reconciled(
+        result.as_ref().err().map(Error::metric_label),
+        started.elapsed(),
+    );
     result
 }
 
@@ -844,6 +861,16 @@ async fn publish_changes(
 mod tests {
     use super::*;
     use crate::resources::fixtures::*;
+
+    #[test]
+    fn errors_have_a_metric_label_per_kind() {
+        let api = Error::kube("patch")(kube::Error::Api(Box::default()));
+        let request = Error::kube("get")(kube::Error::Discovery(
+            kube::error::DiscoveryError::MissingKind("x".to_owned()),
+        ));
+        let labels = [api, request, Error::NoNamespace("r".to_owned())].map(|e| e.metric_label());
+        assert_eq!(labels, ["api_error", "api_request", "no_namespace"]);
+    }
 
     #[test]
     fn long_names_and_bad_schedules_are_blocked() {
