@@ -131,8 +131,12 @@ impl Code {
 }
 
 /// A registry error: a code, and a detail for the client.
+///
+/// Its text (for logs, the GC report and the operator's `status.lastGC`)
+/// also names the storage failure behind it; the client's error body does
+/// not.
 #[derive(Debug, thiserror::Error)]
-#[error("{}: {detail}", code.as_str())]
+#[error("{}: {detail}{}", code.as_str(), cause.as_ref().map(|c| format!(": {c}")).unwrap_or_default())]
 pub struct RegistryError {
     /// The OCI error code.
     pub code: Code,
@@ -141,6 +145,9 @@ pub struct RegistryError {
     /// The HTTP status of the answer: the code's, unless the spec names
     /// another for the case (413 for a manifest over the size limit).
     pub status: StatusCode,
+    /// The storage failure behind an `Unknown` error, if that is what it is
+    /// (in the text, so not also a `source`: a chain would print it twice).
+    pub cause: Option<StorageError>,
 }
 
 impl RegistryError {
@@ -150,6 +157,7 @@ impl RegistryError {
             code,
             detail: detail.into(),
             status: code.status(),
+            cause: None,
         }
     }
 
@@ -165,6 +173,35 @@ pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
 impl From<StorageError> for RegistryError {
     fn from(e: StorageError) -> Self {
         tracing::error!(error = %e, "storage error");
-        RegistryError::new(Code::Unknown, "storage error")
+        RegistryError {
+            cause: Some(e),
+            ..RegistryError::new(Code::Unknown, "storage error")
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn a_storage_failure_is_named_in_the_text_but_not_told_to_clients() {
+        let cause = StorageError::Io {
+            path: "blobs/sha256/ab/data".to_owned(),
+            source: std::io::Error::other("connection refused"),
+        };
+        let error = RegistryError::from(cause);
+        assert_eq!(
+            error.to_string(),
+            "UNKNOWN: storage error: blobs/sha256/ab/data: connection refused"
+        );
+        let body = error.into_response().into_body().collect().await;
+        let body = String::from_utf8_lossy(&body.expect("a body").to_bytes()).into_owned();
+        assert!(
+            body.contains("UNKNOWN") && !body.contains("refused"),
+            "{body}"
+        );
     }
 }

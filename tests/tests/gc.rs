@@ -141,10 +141,10 @@ impl Setup {
     }
 }
 
-/// Runs `berth-registry gc` against the registry's config and returns its report.
-fn gc(registry: &BerthRegistry, args: &[&str]) -> Value {
+/// Runs `berth-registry gc` against the registry's config.
+fn gc_output(registry: &BerthRegistry, args: &[&str]) -> std::process::Output {
     let home = tempfile::tempdir().expect("temporary home");
-    let out = Command::new(registry::binary())
+    Command::new(registry::binary())
         .arg("gc")
         .arg("--config")
         .arg(registry.config_path())
@@ -154,7 +154,12 @@ fn gc(registry: &BerthRegistry, args: &[&str]) -> Value {
         .env("PATH", berth_tests::tools::child_path())
         .env("HOME", home.path())
         .output()
-        .expect("run berth-registry gc");
+        .expect("run berth-registry gc")
+}
+
+/// Runs `berth-registry gc` against the registry's config and returns its report.
+fn gc(registry: &BerthRegistry, args: &[&str]) -> Value {
+    let out = gc_output(registry, args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -740,6 +745,26 @@ fn fs_a_collection_killed_mid_sweep_leaves_a_consistent_registry() {
 #[test]
 fn s3_a_collection_killed_mid_sweep_leaves_a_consistent_registry() {
     a_collection_killed_mid_sweep_leaves_a_consistent_registry(Driver::S3);
+}
+
+/// A collection whose storage stops answering fails with the storage's own
+/// message (which the CronJob's report and `status.lastGC` carry), not only
+/// `UNKNOWN: storage error`.
+#[test]
+fn s3_a_collection_that_cannot_reach_its_storage_names_the_failure() {
+    let mut setup = Setup::start(Driver::S3);
+    setup.store = None; // stops MinIO
+    let out = gc_output(&setup.registry, &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "gc succeeded without storage: {stderr}"
+    );
+    assert!(
+        stderr.contains("garbage collection failed: UNKNOWN: storage error: ")
+            && stderr.contains("bucket gc-tests: "),
+        "{stderr}"
+    );
 }
 
 fn a_collection_killed_mid_sweep_leaves_a_consistent_registry(driver: Driver) {

@@ -104,7 +104,15 @@ impl LastReport {
 pub enum GcError {
     /// Storage failed; the registry is consistent, run again.
     #[error("garbage collection failed: {0}")]
-    Storage(#[from] RegistryError),
+    Storage(RegistryError),
+}
+
+// Not `#[from]`: that would make the error its source too, and a report of
+// the chain would name the storage failure twice.
+impl From<RegistryError> for GcError {
+    fn from(e: RegistryError) -> Self {
+        GcError::Storage(e)
+    }
 }
 
 /// Whether content last touched or written at `times` counts as in use:
