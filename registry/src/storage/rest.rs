@@ -22,6 +22,7 @@ use hyper::body::Incoming;
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use rand::RngExt;
 
 use super::ByteStream;
@@ -227,18 +228,24 @@ pub fn stream(response: Response<Incoming>) -> ByteStream {
     )
 }
 
+/// Characters a URL carries as they are (RFC 3986's unreserved ones).
+const UNRESERVED: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+/// [`UNRESERVED`] and `/`, for keys kept as paths.
+const UNRESERVED_AND_SLASH: &AsciiSet = &UNRESERVED.remove(b'/');
+
 /// Percent-encodes `text` for a URL: everything but unreserved characters,
 /// and `/` too unless `keep_slash`.
 pub fn encode(text: &str, keep_slash: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) || (keep_slash && b == b'/') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    let set = if keep_slash {
+        UNRESERVED_AND_SLASH
+    } else {
+        UNRESERVED
+    };
+    utf8_percent_encode(text, set).to_string()
 }
 
 /// The key of a driver path below `root` (a prefix without slashes at
