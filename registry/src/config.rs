@@ -663,7 +663,7 @@ pub struct Berth {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeCache {
-    /// The cache directory (created if missing).
+    /// The cache directory (created if missing when the server opens the cache).
     pub path: PathBuf,
     /// The most bytes the cache holds.
     pub maxbytes: u64,
@@ -686,7 +686,7 @@ fn default_low_watermark() -> u64 {
 /// The node cache's settings, checked: watermarks in bytes.
 #[derive(Debug, Clone)]
 pub struct NodeCacheSettings {
-    /// The cache directory, which exists.
+    /// The cache directory, created when the cache is opened.
     pub path: PathBuf,
     /// The bound, `berth.nodecache.maxbytes`.
     pub max_bytes: u64,
@@ -698,7 +698,7 @@ pub struct NodeCacheSettings {
 
 impl NodeCache {
     /// Checks the section against the storage driver it would sit in
-    /// front of, and creates the directory.
+    /// front of.
     fn settle(&self, storage: &StorageSettings) -> Result<NodeCacheSettings, ConfigError> {
         if matches!(storage, StorageSettings::Filesystem { .. }) {
             return Err(invalid(
@@ -727,12 +727,6 @@ impl NodeCache {
                 ),
             ));
         }
-        std::fs::create_dir_all(&self.path).map_err(|e| {
-            invalid(
-                "berth.nodecache.path",
-                format!("cannot create {}: {e}", self.path.display()),
-            )
-        })?;
         let percent = |p: u64| (u128::from(self.maxbytes) * u128::from(p) / 100) as u64;
         Ok(NodeCacheSettings {
             path: self.path.clone(),
@@ -2013,7 +2007,7 @@ mod tests {
             (cache.max_bytes, cache.high_bytes, cache.low_bytes),
             (1000, 900, 800)
         );
-        assert!(path.is_dir());
+        assert!(!path.exists(), "checking the config creates nothing");
         assert!(parse(s3, &[]).unwrap().node_cache.is_none());
         let err = error(&format!("{BASIC}{}", section("")), &[]);
         assert!(err.starts_with("berth.nodecache:"), "{err}");
@@ -2035,16 +2029,6 @@ mod tests {
             section("").replace("maxbytes: 1000", "maxbytes: 0")
         );
         assert!(error(&zero, &[]).starts_with("berth.nodecache.maxbytes"));
-        std::fs::write(dir.path().join("file"), b"").unwrap();
-        let blocked = format!(
-            "{s3}berth:\n  nodecache:\n    path: {}\n    maxbytes: 1000\n",
-            dir.path().join("file/cache").display()
-        );
-        let err = error(&blocked, &[]);
-        assert!(
-            err.starts_with("berth.nodecache.path: cannot create"),
-            "{err}"
-        );
     }
 
     #[test]
