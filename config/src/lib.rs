@@ -1,13 +1,43 @@
 //! What `berth-registry` and `berth-operator` exchange, typed once for both.
 //!
-//! The operator writes what the registry reads, and reads what the registry
-//! writes; a type defined on each side would let the two drift apart with
-//! nothing to notice. This crate holds those types, and depends on nothing
-//! heavier than serde, so the operator need not build the registry's server.
+//! The operator writes the registry's configuration file and reads the
+//! reports of its garbage collections; types defined on each side would let
+//! the two drift apart with nothing to notice. This crate holds those types
+//! and the checks a configuration must pass, so the operator can check what
+//! it renders with the function the registry runs on the file. It depends
+//! on no async runtime or HTTP server.
 //!
-//! - [`gc_report`]: the report of a garbage collection, which the registry
-//!   writes and the operator puts into a Registry's status.
+//! - [`schema`]: the file's types, which both read and write it.
+//! - [`env`]: the `REGISTRY_*` environment overrides.
+//! - [`check`]: reading a file and checking it into [`Settings`].
+//! - [`settings`]: the checked values the registry runs with.
+//! - [`pull_through`]: `proxy` and `berth.mirrors`, checked.
+//! - [`schedule`], [`network`], [`service_account`]: values the checks parse.
+//! - [`error`]: the error naming the key at fault.
+//! - [`gc_report`]: the report of a garbage collection.
 
+pub mod check;
+pub mod env;
+pub mod error;
 pub mod gc_report;
+pub mod network;
+pub mod pull_through;
+pub mod schedule;
+pub mod schema;
+pub mod service_account;
+pub mod settings;
 
+pub use check::parse_duration;
+pub use env::CONFIGURATION_PATH_ENV;
+pub use error::ConfigError;
 pub use gc_report::GcReport;
+pub use pull_through::{
+    DEFAULT_MIRROR, PullThrough, UpstreamCredentials, UpstreamSettings, default_upstream_url,
+    is_registry_host,
+};
+pub use schema::*;
+pub use service_account::ServiceAccountKey;
+pub use settings::*;
+
+#[cfg(test)]
+mod tests;

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::gc::schedule::Schedule;
+use crate::config::schedule::Schedule;
 use crate::gc::{GcOptions, LastReport, Report};
 use crate::layout;
 use crate::metrics::Metrics;

@@ -12,7 +12,6 @@
 //! kept image, and the next run finishes the job.
 
 mod mark;
-pub mod schedule;
 mod sweep;
 
 use std::sync::{Mutex, PoisonError};
