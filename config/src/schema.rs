@@ -823,3 +823,80 @@ fn is_false(b: &bool) -> bool {
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
 }
+
+impl Filesystem {
+    /// The filesystem driver rooted at `rootdirectory`.
+    pub fn new(rootdirectory: impl Into<PathBuf>) -> Filesystem {
+        Filesystem {
+            rootdirectory: rootdirectory.into(),
+            maxthreads: None,
+        }
+    }
+}
+
+impl S3 {
+    /// The S3 driver for `bucket` in `region`, every other key at its default.
+    pub fn new(bucket: impl Into<String>, region: impl Into<String>) -> S3 {
+        S3 {
+            bucket: bucket.into(),
+            region: Some(region.into()),
+            regionendpoint: None,
+            forcepathstyle: false,
+            accesskey: None,
+            secretkey: None,
+            rootdirectory: None,
+            secure: true,
+            skipverify: false,
+            v4auth: true,
+            chunksize: None,
+            encrypt: false,
+            keyid: None,
+            storageclass: None,
+        }
+    }
+}
+
+impl Azure {
+    /// The Azure driver for `container` of `accountname`, every other key
+    /// at its default.
+    pub fn new(accountname: impl Into<String>, container: impl Into<String>) -> Azure {
+        Azure {
+            accountname: accountname.into(),
+            accountkey: None,
+            container: container.into(),
+            realm: None,
+            serviceurl: None,
+            rootdirectory: None,
+            credentials: None,
+            copy_status_poll_max_retry: None,
+            copy_status_poll_delay: None,
+        }
+    }
+}
+
+impl Gcs {
+    /// The GCS driver for `bucket`, every other key at its default.
+    pub fn new(bucket: impl Into<String>) -> Gcs {
+        Gcs {
+            bucket: bucket.into(),
+            keyfile: None,
+            credentials: None,
+            rootdirectory: None,
+            chunksize: None,
+            endpoint: None,
+            useragent: None,
+            maxconcurrency: None,
+        }
+    }
+}
+
+impl Config {
+    /// A file of Distribution's format version (`0.1`), every section at
+    /// its default.
+    pub fn versioned() -> Config {
+        Config {
+            version: Some(Value::Number(0.1.into())),
+            ..Config::default()
+        }
+    }
+}
