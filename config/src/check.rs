@@ -13,6 +13,7 @@ use std::time::Duration;
 use base64::Engine;
 use serde_norway::Value;
 
+use crate::duration::GoDuration;
 use crate::env::apply_env;
 use crate::error::{ConfigError, invalid};
 use crate::network::Network;
@@ -140,7 +141,7 @@ impl Config {
         let endpoints = self.endpoints()?;
         let headers = header_map("http.headers", &self.http.headers)?;
         let drain_timeout = match &self.http.draintimeout {
-            Some(d) => parse_duration("http.draintimeout", d)?,
+            Some(d) => d.0,
             None => Duration::from_secs(30),
         };
         if let Some(tls) = &self.http.tls {
@@ -163,10 +164,10 @@ impl Config {
         let storage = self.storage_settings()?;
         let purging = &self.storage.maintenance.uploadpurging;
         let purge = if purging.enabled {
-            let age = parse_duration("storage.maintenance.uploadpurging.age", &purging.age)?;
+            let age = purging.age.0;
             let interval = positive_duration(
                 "storage.maintenance.uploadpurging.interval",
-                &purging.interval,
+                purging.interval,
             )?;
             Some((age, interval))
         } else {
@@ -184,7 +185,7 @@ impl Config {
                 "must be greater than zero",
             ));
         }
-        let gc_grace_period = parse_duration("berth.gcgraceperiod", &self.berth.gcgraceperiod)?;
+        let gc_grace_period = self.berth.gcgraceperiod.0;
         let gc_schedule = self.gc_schedule()?;
         let connection_limits = self.connection_limits()?;
         let write_networks = self
@@ -235,7 +236,7 @@ impl Config {
                 .map_err(|e| invalid("berth.gcschedule", e)),
             (None, Some(interval)) => Ok(Some(Schedule::Every(positive_duration(
                 "berth.gcinterval",
-                interval,
+                *interval,
             )?))),
             (None, None) => Ok(None),
         }
@@ -248,8 +249,8 @@ impl Config {
         }
         Ok(ConnectionLimits {
             max_connections: self.berth.maxconnections,
-            idle_timeout: positive_duration("berth.idletimeout", &self.berth.idletimeout)?,
-            stall_timeout: positive_duration("berth.stalltimeout", &self.berth.stalltimeout)?,
+            idle_timeout: positive_duration("berth.idletimeout", self.berth.idletimeout)?,
+            stall_timeout: positive_duration("berth.stalltimeout", self.berth.stalltimeout)?,
         })
     }
 
@@ -325,11 +326,11 @@ impl Config {
                 continue;
             }
             let timeout = match &e.timeout {
-                Some(t) => parse_duration(&key("timeout"), t)?,
+                Some(t) => t.0,
                 None => Duration::from_secs(5),
             };
             let backoff = match &e.backoff {
-                Some(b) => parse_duration(&key("backoff"), b)?,
+                Some(b) => b.0,
                 None => Duration::from_secs(1),
             };
             if timeout.is_zero() {
@@ -527,12 +528,6 @@ fn parse_addr(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid(key, format!("{addr:?} is not a host:port address")))
 }
 
-/// Parses Go-style durations such as `10s`, `1h30m`, `168h`.
-pub fn parse_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    humantime::parse_duration(text)
-        .map_err(|e| invalid(key, format!("{text:?} is not a duration: {e}")))
-}
-
 /// A map of header names to lists of values (`http.headers`, an endpoint's
 /// `headers`) as an HTTP header map; `key` names it in errors.
 fn header_map(
@@ -553,13 +548,12 @@ fn header_map(
     Ok(map)
 }
 
-/// [`parse_duration`], refusing zero.
-pub(crate) fn positive_duration(key: &str, text: &str) -> Result<Duration, ConfigError> {
-    let duration = parse_duration(key, text)?;
-    if duration.is_zero() {
+/// A duration given under `key`, refusing zero.
+pub(crate) fn positive_duration(key: &str, duration: GoDuration) -> Result<Duration, ConfigError> {
+    if duration.0.is_zero() {
         return Err(invalid(key, "must be greater than zero"));
     }
-    Ok(duration)
+    Ok(duration.0)
 }
 
 fn check_readable(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {

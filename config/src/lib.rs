@@ -12,11 +12,13 @@
 //! - [`check`]: reading a file and checking it into [`Settings`].
 //! - [`settings`]: the checked values the registry runs with.
 //! - [`pull_through`]: `proxy` and `berth.mirrors`, checked.
-//! - [`schedule`], [`network`], [`service_account`]: values the checks parse.
+//! - [`duration`], [`schedule`], [`network`], [`service_account`]: values
+//!   the file holds.
 //! - [`error`]: the error naming the key at fault.
 //! - [`gc_report`]: the report of a garbage collection.
 
 pub mod check;
+pub mod duration;
 pub mod env;
 pub mod error;
 pub mod gc_report;
@@ -27,7 +29,7 @@ pub mod schema;
 pub mod service_account;
 pub mod settings;
 
-pub use check::parse_duration;
+pub use duration::GoDuration;
 pub use env::CONFIGURATION_PATH_ENV;
 pub use error::ConfigError;
 pub use gc_report::GcReport;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::check::{http_url, parse_duration, positive_duration};
+use crate::check::{http_url, positive_duration};
 use crate::error::{ConfigError, invalid};
 use crate::schema::Config;
 
@@ -96,7 +96,7 @@ pub fn is_registry_host(host: &str) -> bool {
 impl Config {
     /// `proxy`, `berth.mirrors` and `berth.spooldir`, checked.
     pub(crate) fn pull_through(&self, port: u16) -> Result<PullThrough, ConfigError> {
-        let ttl = match self.proxy.as_ref().and_then(|p| p.ttl.as_deref()) {
+        let ttl = match self.proxy.as_ref().and_then(|p| p.ttl) {
             Some(ttl) => positive_duration("proxy.ttl", ttl)?,
             None => DEFAULT_PROXY_TTL,
         };
@@ -153,7 +153,7 @@ impl Config {
                 None => UpstreamCredentials::None,
             };
             let tag_ttl = match &m.tagttl {
-                Some(t) => parse_duration(&key("tagttl"), t)?,
+                Some(t) => t.0,
                 None => DEFAULT_TAG_TTL,
             };
             let settings = UpstreamSettings {

@@ -8,9 +8,12 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
+
+use crate::duration::GoDuration;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -112,7 +115,7 @@ pub struct Http {
     pub relativeurls: Option<bool>,
     /// How long to let in-flight requests finish on shutdown (default 30s).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub draintimeout: Option<String>,
+    pub draintimeout: Option<GoDuration>,
     /// Extra headers added to every response.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, Vec<String>>,
@@ -213,13 +216,13 @@ pub struct Endpoint {
     pub headers: BTreeMap<String, Vec<String>>,
     /// Time allowed for one delivery (default 5s).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub timeout: Option<String>,
+    pub timeout: Option<GoDuration>,
     /// Consecutive failures after which the retry delay starts doubling (default 10).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u32>,
     /// Delay before retrying a failed delivery (default 1s).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub backoff: Option<String>,
+    pub backoff: Option<GoDuration>,
     /// Media types whose events are not sent (Distribution's older key).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignoredmediatypes: Vec<String>,
@@ -441,7 +444,7 @@ pub struct Azure {
     pub copy_status_poll_max_retry: Option<u64>,
     /// Accepted for compatibility (see `copy_status_poll_max_retry`).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub copy_status_poll_delay: Option<String>,
+    pub copy_status_poll_delay: Option<GoDuration>,
 }
 
 /// `storage.azure.credentials` (Distribution v3).
@@ -578,10 +581,10 @@ pub struct UploadPurging {
     pub enabled: bool,
     /// Age past which an upload is purged (default 168h).
     #[serde(default = "default_purge_age")]
-    pub age: String,
+    pub age: GoDuration,
     /// How often to look (default 24h).
     #[serde(default = "default_purge_interval")]
-    pub interval: String,
+    pub interval: GoDuration,
     /// Only log what would be purged.
     #[serde(default, skip_serializing_if = "is_false")]
     pub dryrun: bool,
@@ -602,12 +605,12 @@ fn yes() -> bool {
     true
 }
 
-fn default_purge_age() -> String {
-    "168h".to_owned()
+fn default_purge_age() -> GoDuration {
+    GoDuration(Duration::from_secs(168 * 3600))
 }
 
-fn default_purge_interval() -> String {
-    "24h".to_owned()
+fn default_purge_interval() -> GoDuration {
+    GoDuration(Duration::from_secs(24 * 3600))
 }
 
 /// `health`.
@@ -628,7 +631,7 @@ pub struct StorageHealth {
     pub enabled: bool,
     /// Accepted for compatibility: Berth checks on each `/readyz` request.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub interval: Option<String>,
+    pub interval: Option<GoDuration>,
     /// Accepted for compatibility.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threshold: Option<u64>,
@@ -666,7 +669,7 @@ pub struct Berth {
     pub notificationqueuesize: usize,
     /// Garbage collection spares content touched within this period (default 1h).
     #[serde(default = "default_grace_period")]
-    pub gcgraceperiod: String,
+    pub gcgraceperiod: GoDuration,
     /// Run garbage collection inside the server at the times of this cron
     /// schedule (off by default; for node-local storage that no separate
     /// job can reach).
@@ -675,7 +678,7 @@ pub struct Berth {
     /// Run garbage collection inside the server this often, counted from its
     /// start; the older form of `gcschedule`, which it excludes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub gcinterval: Option<String>,
+    pub gcinterval: Option<GoDuration>,
     /// In-server collections also delete untagged manifests.
     #[serde(default, skip_serializing_if = "is_false")]
     pub gcdeleteuntagged: bool,
@@ -687,11 +690,11 @@ pub struct Berth {
     pub maxconnections: u32,
     /// A connection with no request in flight is closed after this long (default 30s).
     #[serde(default = "default_idle_timeout")]
-    pub idletimeout: String,
+    pub idletimeout: GoDuration,
     /// A connection whose client moves no byte while a request waits on it
     /// is closed after this long (default 60s).
     #[serde(default = "default_stall_timeout")]
-    pub stalltimeout: String,
+    pub stalltimeout: GoDuration,
     /// Upstream registries served by pull-through, chosen by the `ns` query parameter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub mirrors: Vec<Mirror>,
@@ -729,8 +732,8 @@ fn default_low_watermark() -> u64 {
     80
 }
 
-fn default_grace_period() -> String {
-    "1h".to_owned()
+fn default_grace_period() -> GoDuration {
+    GoDuration(Duration::from_secs(3600))
 }
 
 impl Default for Berth {
@@ -760,14 +763,12 @@ fn default_max_connections() -> u32 {
     crate::settings::ConnectionLimits::default().max_connections
 }
 
-fn default_idle_timeout() -> String {
-    humantime::format_duration(crate::settings::ConnectionLimits::default().idle_timeout)
-        .to_string()
+fn default_idle_timeout() -> GoDuration {
+    GoDuration(crate::settings::ConnectionLimits::default().idle_timeout)
 }
 
-fn default_stall_timeout() -> String {
-    humantime::format_duration(crate::settings::ConnectionLimits::default().stall_timeout)
-        .to_string()
+fn default_stall_timeout() -> GoDuration {
+    GoDuration(crate::settings::ConnectionLimits::default().stall_timeout)
 }
 
 fn default_queue_size() -> usize {
@@ -796,7 +797,7 @@ pub struct Proxy {
     pub password: Option<String>,
     /// Cached content unused this long may be collected (default 168h).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub ttl: Option<String>,
+    pub ttl: Option<GoDuration>,
 }
 
 /// One entry of `berth.mirrors`.
@@ -813,7 +814,7 @@ pub struct Mirror {
     pub credentialsdir: Option<PathBuf>,
     /// A cached tag is re-resolved upstream after this long (default 1m).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub tagttl: Option<String>,
+    pub tagttl: Option<GoDuration>,
 }
 
 fn is_false(b: &bool) -> bool {

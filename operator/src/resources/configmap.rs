@@ -137,7 +137,9 @@ fn berth(registry: &Registry) -> Berth {
         berth.writenetworks = Some(LOOPBACK.map(str::to_owned).to_vec());
     }
     if let Some(gc) = &spec.gc {
-        berth.gcgraceperiod = gc.grace_period.clone();
+        // The CRD's pattern admits only Go durations; should another slip
+        // through, the registry's default (1h) stays, never a shorter one.
+        berth.gcgraceperiod = gc.grace_period.parse().unwrap_or(berth.gcgraceperiod);
         // Node-local content cannot be reached by one CronJob: every pod
         // collects its own, at the schedule's times.
         if collects_in_server(registry) {
@@ -178,7 +180,7 @@ fn mirrors(registry: &Registry) -> Vec<Mirror> {
                 .credentials_secret
                 .as_ref()
                 .map(|_| mirror_credentials_dir(index).into()),
-            tagttl: mirror.tag_ttl.clone(),
+            tagttl: mirror.tag_ttl.as_deref().and_then(|ttl| ttl.parse().ok()),
         })
         .collect()
 }
@@ -207,6 +209,9 @@ pub fn is_cron_schedule(schedule: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use berth_config::GoDuration;
     use serde_json::json;
 
     use super::super::fixtures::*;
@@ -336,7 +341,7 @@ berth: {gcgraceperiod: 1h}
                     host: "docker.io".to_owned(),
                     remoteurl: None,
                     credentialsdir: None,
-                    tagttl: Some("30s".to_owned()),
+                    tagttl: Some(GoDuration(Duration::from_secs(30))),
                 },
                 Mirror {
                     host: "registry.example.com:5000".to_owned(),
