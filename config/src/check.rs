@@ -106,21 +106,6 @@ impl Config {
                 ));
             }
         }
-        if !["error", "warn", "info", "debug", "trace"].contains(&self.log.level.as_str()) {
-            return Err(invalid(
-                "log.level",
-                format!(
-                    "{:?} is not one of error, warn, info, debug, trace",
-                    self.log.level
-                ),
-            ));
-        }
-        if !["text", "json"].contains(&self.log.formatter.as_str()) {
-            return Err(invalid(
-                "log.formatter",
-                format!("{:?} is not one of text, json", self.log.formatter),
-            ));
-        }
         if let Some(net) = self.http.net.as_deref().filter(|n| *n != "tcp") {
             return Err(invalid(
                 "http.net",
@@ -147,16 +132,6 @@ impl Config {
         if let Some(tls) = &self.http.tls {
             check_readable("http.tls.certificate", tls.certificate.as_deref())?;
             check_readable("http.tls.key", tls.key.as_deref())?;
-            if let Some(v) = tls
-                .minimumtls
-                .as_deref()
-                .filter(|v| !["tls1.2", "tls1.3"].contains(v))
-            {
-                return Err(invalid(
-                    "http.tls.minimumtls",
-                    format!("{v:?} is not one of tls1.2, tls1.3"),
-                ));
-            }
             for (i, ca) in tls.clientcas.iter().enumerate() {
                 check_readable(&format!("http.tls.clientcas[{i}]"), Some(ca))?;
             }

@@ -12,12 +12,13 @@
 //! - [`check`]: reading a file and checking it into [`Settings`].
 //! - [`settings`]: the checked values the registry runs with.
 //! - [`pull_through`]: `proxy` and `berth.mirrors`, checked.
-//! - [`duration`], [`schedule`], [`network`], [`service_account`]: values
+//! - [`choices`], [`duration`], [`schedule`], [`network`], [`service_account`]: values
 //!   the file holds.
 //! - [`error`]: the error naming the key at fault.
 //! - [`gc_report`]: the report of a garbage collection.
 
 pub mod check;
+pub mod choices;
 pub mod duration;
 pub mod env;
 pub mod error;
@@ -29,6 +30,7 @@ pub mod schema;
 pub mod service_account;
 pub mod settings;
 
+pub use choices::{LogFormatter, LogLevel, TlsVersion};
 pub use duration::GoDuration;
 pub use env::CONFIGURATION_PATH_ENV;
 pub use error::ConfigError;

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_norway::Value;
 
+use crate::choices::{LogFormatter, LogLevel, TlsVersion};
 use crate::duration::GoDuration;
 
 /// The whole configuration.
@@ -49,40 +50,21 @@ pub struct Config {
 }
 
 /// `log`: level, format, fields and access log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Log {
     /// `error`, `warn`, `info` (default), `debug` or `trace`.
-    #[serde(default = "default_level")]
-    pub level: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub level: LogLevel,
     /// `text` (default) or `json`.
-    #[serde(default = "default_formatter")]
-    pub formatter: String,
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub formatter: LogFormatter,
     /// Static fields added to every log line.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub fields: BTreeMap<String, Value>,
     /// Access log settings.
     #[serde(default, skip_serializing_if = "is_default")]
     pub accesslog: AccessLog,
-}
-
-impl Default for Log {
-    fn default() -> Self {
-        Log {
-            level: default_level(),
-            formatter: default_formatter(),
-            fields: BTreeMap::new(),
-            accesslog: AccessLog::default(),
-        }
-    }
-}
-
-fn default_level() -> String {
-    "info".to_owned()
-}
-
-fn default_formatter() -> String {
-    "text".to_owned()
 }
 
 /// `log.accesslog`.
@@ -255,7 +237,7 @@ pub struct Tls {
     pub key: Option<PathBuf>,
     /// Lowest TLS version: `tls1.2` (default) or `tls1.3`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub minimumtls: Option<String>,
+    pub minimumtls: Option<TlsVersion>,
     /// PEM files of CAs whose client certificates are required (mutual TLS).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub clientcas: Vec<PathBuf>,

@@ -16,7 +16,8 @@ use std::collections::BTreeMap;
 use std::str::FromStr;
 
 use berth_config::{
-    Azure, Berth, Config, Filesystem, Gcs, Htpasswd, Mirror, NodeCache, S3, Storage, Tls,
+    Azure, Berth, Config, Filesystem, Gcs, Htpasswd, LogFormatter, Mirror, NodeCache, S3, Storage,
+    Tls,
 };
 use k8s_openapi::api::core::v1::ConfigMap;
 
@@ -69,8 +70,8 @@ pub fn config_file(registry: &Registry) -> String {
 fn config(registry: &Registry) -> Config {
     let spec = &registry.spec;
     let mut config = Config::versioned();
-    config.log.level = spec.log_level.as_str().to_owned();
-    config.log.formatter = "json".to_owned();
+    config.log.level = spec.log_level.into();
+    config.log.formatter = LogFormatter::Json;
     config.http.addr = Some(format!(":{}", listen_port(registry)));
     if spec.tls.is_some() {
         config.http.tls = Some(Tls {
