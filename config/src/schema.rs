@@ -129,10 +129,13 @@ pub struct Debug {
 #[serde(deny_unknown_fields)]
 pub struct Prometheus {
     /// Serve metrics on the debug server (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub enabled: bool,
     /// Path of the metrics endpoint (default `/metrics`).
-    #[serde(default = "default_metrics_path")]
+    #[serde(
+        default = "default_metrics_path",
+        skip_serializing_if = "is_default_metrics_path"
+    )]
     pub path: String,
 }
 
@@ -163,7 +166,7 @@ pub struct Auth {
 #[serde(deny_unknown_fields)]
 pub struct Htpasswd {
     /// Realm named in the `WWW-Authenticate` challenge.
-    #[serde(default = "default_realm")]
+    #[serde(default = "default_realm", skip_serializing_if = "is_default_realm")]
     pub realm: String,
     /// The htpasswd file; re-read when it changes.
     pub path: PathBuf,
@@ -288,7 +291,10 @@ pub struct Storage {
 #[serde(deny_unknown_fields)]
 pub struct Filesystem {
     /// Root directory of the layout (default `/var/lib/registry`).
-    #[serde(default = "default_rootdirectory")]
+    #[serde(
+        default = "default_rootdirectory",
+        skip_serializing_if = "is_default_rootdirectory"
+    )]
     pub rootdirectory: PathBuf,
     /// Distribution's thread limit; accepted for compatibility.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -345,13 +351,13 @@ pub struct S3 {
     )]
     pub rootdirectory: Option<String>,
     /// Use https for an endpoint given without a scheme (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub secure: bool,
     /// Skipping TLS verification is not supported; must be false.
     #[serde(default, skip_serializing_if = "is_false")]
     pub skipverify: bool,
     /// Signature v4 (the only one supported); must be true.
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub v4auth: bool,
     /// Multipart part size in bytes (default 10 MiB, at least 5 MiB).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -559,13 +565,19 @@ pub struct Maintenance {
 #[serde(deny_unknown_fields)]
 pub struct UploadPurging {
     /// Whether to purge (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub enabled: bool,
     /// Age past which an upload is purged (default 168h).
-    #[serde(default = "default_purge_age")]
+    #[serde(
+        default = "default_purge_age",
+        skip_serializing_if = "is_default_purge_age"
+    )]
     pub age: GoDuration,
     /// How often to look (default 24h).
-    #[serde(default = "default_purge_interval")]
+    #[serde(
+        default = "default_purge_interval",
+        skip_serializing_if = "is_default_purge_interval"
+    )]
     pub interval: GoDuration,
     /// Only log what would be purged.
     #[serde(default, skip_serializing_if = "is_false")]
@@ -609,7 +621,7 @@ pub struct Health {
 #[serde(deny_unknown_fields)]
 pub struct StorageHealth {
     /// Check storage on `/readyz` (default true).
-    #[serde(default = "yes")]
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
     pub enabled: bool,
     /// Accepted for compatibility: Berth checks on each `/readyz` request.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -634,10 +646,16 @@ impl Default for StorageHealth {
 #[serde(deny_unknown_fields)]
 pub struct Berth {
     /// Largest manifest accepted on push, in bytes (default 4 MiB).
-    #[serde(default = "default_manifest_max_bytes")]
+    #[serde(
+        default = "default_manifest_max_bytes",
+        skip_serializing_if = "is_default_manifest_max_bytes"
+    )]
     pub manifestmaxbytes: u64,
     /// Bytes of manifests kept in memory by digest, for GETs (default 16 MiB; 0 turns it off).
-    #[serde(default = "default_manifest_cache_bytes")]
+    #[serde(
+        default = "default_manifest_cache_bytes",
+        skip_serializing_if = "is_default_manifest_cache_bytes"
+    )]
     pub manifestcachebytes: u64,
     /// With `auth`, let clients without credentials pull (GET and HEAD).
     #[serde(default, skip_serializing_if = "is_false")]
@@ -647,10 +665,16 @@ pub struct Berth {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub writenetworks: Option<Vec<String>>,
     /// Events queued per notification endpoint before the oldest are dropped (default 10000).
-    #[serde(default = "default_queue_size")]
+    #[serde(
+        default = "default_queue_size",
+        skip_serializing_if = "is_default_queue_size"
+    )]
     pub notificationqueuesize: usize,
     /// Garbage collection spares content touched within this period (default 1h).
-    #[serde(default = "default_grace_period")]
+    #[serde(
+        default = "default_grace_period",
+        skip_serializing_if = "is_default_grace_period"
+    )]
     pub gcgraceperiod: GoDuration,
     /// Run garbage collection inside the server at the times of this cron
     /// schedule (off by default; for node-local storage that no separate
@@ -668,14 +692,23 @@ pub struct Berth {
     #[serde(default, skip_serializing_if = "is_false")]
     pub gcdryrun: bool,
     /// Client connections open at once; more are closed as they arrive (default 1000).
-    #[serde(default = "default_max_connections")]
+    #[serde(
+        default = "default_max_connections",
+        skip_serializing_if = "is_default_max_connections"
+    )]
     pub maxconnections: u32,
     /// A connection with no request in flight is closed after this long (default 30s).
-    #[serde(default = "default_idle_timeout")]
+    #[serde(
+        default = "default_idle_timeout",
+        skip_serializing_if = "is_default_idle_timeout"
+    )]
     pub idletimeout: GoDuration,
     /// A connection whose client moves no byte while a request waits on it
     /// is closed after this long (default 60s).
-    #[serde(default = "default_stall_timeout")]
+    #[serde(
+        default = "default_stall_timeout",
+        skip_serializing_if = "is_default_stall_timeout"
+    )]
     pub stalltimeout: GoDuration,
     /// Upstream registries served by pull-through, chosen by the `ns` query parameter.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -699,10 +732,16 @@ pub struct NodeCache {
     /// The most bytes the cache holds.
     pub maxbytes: u64,
     /// Percent of `maxbytes` above which eviction starts (default 90).
-    #[serde(default = "default_high_watermark")]
+    #[serde(
+        default = "default_high_watermark",
+        skip_serializing_if = "is_default_high_watermark"
+    )]
     pub highwatermark: u64,
     /// Percent of `maxbytes` eviction brings the cache down to (default 80).
-    #[serde(default = "default_low_watermark")]
+    #[serde(
+        default = "default_low_watermark",
+        skip_serializing_if = "is_default_low_watermark"
+    )]
     pub lowwatermark: u64,
 }
 
@@ -882,4 +921,32 @@ impl Config {
             ..Config::default()
         }
     }
+}
+
+/// Defines `is_<default>` for each default function: whether a value is the
+/// default, and so left out of a written file.
+macro_rules! is_default_of {
+    ($($is:ident => $default:ident: $ty:ty),* $(,)?) => {
+        $(fn $is(value: &$ty) -> bool {
+            *value == $default()
+        })*
+    };
+}
+
+is_default_of! {
+    is_yes => yes: bool,
+    is_default_metrics_path => default_metrics_path: String,
+    is_default_realm => default_realm: String,
+    is_default_rootdirectory => default_rootdirectory: PathBuf,
+    is_default_purge_age => default_purge_age: GoDuration,
+    is_default_purge_interval => default_purge_interval: GoDuration,
+    is_default_manifest_max_bytes => default_manifest_max_bytes: u64,
+    is_default_manifest_cache_bytes => default_manifest_cache_bytes: u64,
+    is_default_queue_size => default_queue_size: usize,
+    is_default_grace_period => default_grace_period: GoDuration,
+    is_default_max_connections => default_max_connections: u32,
+    is_default_idle_timeout => default_idle_timeout: GoDuration,
+    is_default_stall_timeout => default_stall_timeout: GoDuration,
+    is_default_high_watermark => default_high_watermark: u64,
+    is_default_low_watermark => default_low_watermark: u64,
 }
