@@ -5,7 +5,6 @@
 //! check a file the same way. Nothing is created: the checks only read
 //! (files the configuration names must exist and be readable).
 
-use std::collections::BTreeMap;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::time::Duration;
@@ -124,7 +123,7 @@ impl Config {
             check_readable("auth.htpasswd.path", Some(&h.path))?;
         }
         let endpoints = self.endpoints()?;
-        let headers = header_map("http.headers", &self.http.headers)?;
+        let headers = self.http.headers.map().clone();
         let drain_timeout = match &self.http.draintimeout {
             Some(d) => d.0,
             None => Duration::from_secs(30),
@@ -288,7 +287,7 @@ impl Config {
                     format!("{:?} is not an http(s) URL", e.url),
                 ));
             }
-            let headers = header_map(&key("headers"), &e.headers)?;
+            let headers = e.headers.map().clone();
             for action in &e.ignore.actions {
                 if !["push", "pull", "mount", "delete"].contains(&action.as_str()) {
                     return Err(invalid(
@@ -501,26 +500,6 @@ fn parse_addr(key: &str, addr: &str) -> Result<SocketAddr, ConfigError> {
         .ok()
         .and_then(|mut a| a.next())
         .ok_or_else(|| invalid(key, format!("{addr:?} is not a host:port address")))
-}
-
-/// A map of header names to lists of values (`http.headers`, an endpoint's
-/// `headers`) as an HTTP header map; `key` names it in errors.
-fn header_map(
-    key: &str,
-    headers: &BTreeMap<String, Vec<String>>,
-) -> Result<http::HeaderMap, ConfigError> {
-    let mut map = http::HeaderMap::new();
-    for (name, values) in headers {
-        let key = format!("{key}.{name}");
-        let name = http::HeaderName::try_from(name.as_str())
-            .map_err(|e| invalid(&key, format!("not a header name: {e}")))?;
-        for value in values {
-            let value = http::HeaderValue::try_from(value.as_str())
-                .map_err(|e| invalid(&key, format!("{value:?} is not a header value: {e}")))?;
-            map.append(name.clone(), value);
-        }
-    }
-    Ok(map)
 }
 
 /// A duration given under `key`, refusing zero.

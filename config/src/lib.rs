@@ -12,7 +12,7 @@
 //! - [`check`]: reading a file and checking it into [`Settings`].
 //! - [`settings`]: the checked values the registry runs with.
 //! - [`pull_through`]: `proxy` and `berth.mirrors`, checked.
-//! - [`choices`], [`duration`], [`schedule`], [`network`], [`service_account`]: values
+//! - [`choices`], [`duration`], [`headers`], [`schedule`], [`network`], [`service_account`]: values
 //!   the file holds.
 //! - [`error`]: the error naming the key at fault.
 //! - [`gc_report`]: the report of a garbage collection.
@@ -23,6 +23,7 @@ pub mod duration;
 pub mod env;
 pub mod error;
 pub mod gc_report;
+pub mod headers;
 pub mod network;
 pub mod pull_through;
 pub mod schedule;
@@ -35,6 +36,7 @@ pub use duration::GoDuration;
 pub use env::CONFIGURATION_PATH_ENV;
 pub use error::ConfigError;
 pub use gc_report::GcReport;
+pub use headers::Headers;
 pub use pull_through::{
     DEFAULT_MIRROR, PullThrough, UpstreamCredentials, UpstreamSettings, default_upstream_url,
     is_registry_host,

@@ -15,6 +15,7 @@ use serde_norway::Value;
 
 use crate::choices::{LogFormatter, LogLevel, TlsVersion};
 use crate::duration::GoDuration;
+use crate::headers::Headers;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -99,8 +100,8 @@ pub struct Http {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub draintimeout: Option<GoDuration>,
     /// Extra headers added to every response.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
     /// TLS, enabled when set.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls: Option<Tls>,
@@ -197,8 +198,8 @@ pub struct Endpoint {
     #[serde(default, skip_serializing_if = "is_false")]
     pub disabled: bool,
     /// Headers added to each delivery.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub headers: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Headers::is_empty")]
+    pub headers: Headers,
     /// Time allowed for one delivery (default 5s).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,

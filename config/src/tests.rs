@@ -247,10 +247,10 @@ fn response_headers_are_checked() {
     let s = parse(&text, &[]).unwrap();
     assert_eq!(s.headers["x-content-type-options"], "nosniff");
     let err = error(&text.replace("X-Content-Type-Options", "Bad Name"), &[]);
-    assert!(err.starts_with("http.headers.Bad Name"), "{err}");
+    assert!(err.starts_with("http.headers: Bad Name:"), "{err}");
     let err = error(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[]);
     assert!(
-        err.starts_with("http.headers.X-Content-Type-Options"),
+        err.starts_with("http.headers: X-Content-Type-Options:"),
         "{err}"
     );
 }
