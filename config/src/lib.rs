@@ -8,7 +8,7 @@
 //! on no async runtime or HTTP server.
 //!
 //! - [`schema`]: the file's types, which both read and write it.
-//! - [`env`]: the `REGISTRY_*` environment overrides.
+//! - [`env`](mod@env): the `REGISTRY_*` environment overrides.
 //! - [`check`]: reading a file and checking it into [`Settings`].
 //! - [`settings`]: the checked values the registry runs with.
 //! - [`pull_through`]: `proxy` and `berth.mirrors`, checked.
