@@ -311,7 +311,16 @@ impl Config {
                 return Err(invalid(&key("timeout"), "must be greater than zero"));
             }
             out.push(EndpointSettings {
-                config: e.clone(),
+                name: e.name.clone(),
+                url: e.url.clone(),
+                ignored_actions: e.ignore.actions.clone(),
+                ignored_media_types: e
+                    .ignore
+                    .mediatypes
+                    .iter()
+                    .chain(&e.ignoredmediatypes)
+                    .cloned()
+                    .collect(),
                 timeout,
                 threshold: e.threshold.unwrap_or(10),
                 backoff,

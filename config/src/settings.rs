@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::network::Network;
 use crate::pull_through::PullThrough;
 use crate::schedule::Schedule;
-use crate::schema::{Config, Endpoint, S3};
+use crate::schema::{Config, S3};
 use crate::service_account::ServiceAccountKey;
 
 /// The limits on client connections (`berth.maxconnections`,
@@ -160,11 +160,18 @@ pub struct S3Settings {
 /// Smallest multipart part S3 accepts (but for the last).
 pub const S3_MIN_CHUNK: u64 = 5 * 1024 * 1024;
 
-/// A notification endpoint with its durations parsed.
+/// An enabled notification endpoint, checked.
 #[derive(Debug, Clone)]
 pub struct EndpointSettings {
-    /// The endpoint's configuration.
-    pub config: Endpoint,
+    /// Its name in logs and metrics.
+    pub name: String,
+    /// The http(s) URL events are POSTed to.
+    pub url: String,
+    /// Actions whose events are not sent.
+    pub ignored_actions: Vec<String>,
+    /// Media types whose events are not sent (`ignore.mediatypes` and the
+    /// older `ignoredmediatypes` together).
+    pub ignored_media_types: Vec<String>,
     /// Time allowed per delivery.
     pub timeout: Duration,
     /// Consecutive failures before the retry delay doubles.
