@@ -21,7 +21,8 @@ use crate::schema::{Azure, Config, Gcs, NodeCache, S3};
 use crate::service_account::ServiceAccountKey;
 use crate::settings::{
     AZURE_CHUNK, AzureSettings, ConnectionLimits, EndpointSettings, GCS_CHUNK_UNIT, GCS_ENDPOINT,
-    GcsSettings, NodeCacheSettings, S3_MIN_CHUNK, S3Settings, Settings, StorageSettings,
+    GcsSettings, NodeCacheSettings, S3_MIN_CHUNK, S3Encryption, S3Keys, S3Settings, Settings,
+    StorageSettings,
 };
 
 /// The configuration `berth-registry` serves with when given no file.
@@ -370,8 +371,24 @@ fn s3_settings(s3: &S3, redirect: bool) -> Result<S3Settings, ConfigError> {
         )),
         None => None,
     };
+    let keys = match (&s3.accesskey, &s3.secretkey) {
+        (Some(access), Some(secret)) => Some(S3Keys {
+            access: access.clone(),
+            secret: secret.clone(),
+        }),
+        _ => None,
+    };
     Ok(S3Settings {
-        config: s3.clone(),
+        bucket: s3.bucket.clone(),
+        region: s3.region.clone(),
+        keys,
+        force_path_style: s3.forcepathstyle,
+        root: trimmed_root(s3.rootdirectory.as_deref()),
+        encryption: s3.encrypt.then(|| match &s3.keyid {
+            Some(key) => S3Encryption::Kms(key.clone()),
+            None => S3Encryption::Aes256,
+        }),
+        storage_class: s3.storageclass.clone(),
         endpoint,
         chunk_size,
         redirect,

@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::network::Network;
 use crate::pull_through::PullThrough;
 use crate::schedule::Schedule;
-use crate::schema::{Config, S3};
+use crate::schema::Config;
 use crate::service_account::ServiceAccountKey;
 
 /// The limits on client connections (`berth.maxconnections`,
@@ -147,14 +147,53 @@ pub const GCS_CHUNK_UNIT: u64 = 256 * 1024;
 /// The S3 driver's settings, checked.
 #[derive(Debug, Clone)]
 pub struct S3Settings {
-    /// The configuration section.
-    pub config: S3,
+    /// The bucket.
+    pub bucket: String,
+    /// The region; `None` leaves it to the AWS environment.
+    pub region: Option<String>,
+    /// A fixed access key; `None` uses the standard AWS credential chain.
+    pub keys: Option<S3Keys>,
+    /// Address buckets by path rather than by host name.
+    pub force_path_style: bool,
+    /// Key prefix without slashes at either end.
+    pub root: String,
+    /// Server-side encryption of stored objects, if any.
+    pub encryption: Option<S3Encryption>,
+    /// Storage class of stored objects; `None` is the bucket's default.
+    pub storage_class: Option<String>,
     /// Endpoint URL with its scheme, for S3-compatible servers.
     pub endpoint: Option<String>,
     /// Multipart part size.
     pub chunk_size: u64,
     /// Whether blob GET/HEAD redirect to pre-signed URLs.
     pub redirect: bool,
+}
+
+/// An S3 access key and its secret (`storage.s3.accesskey`, `secretkey`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct S3Keys {
+    /// The access key id.
+    pub access: String,
+    /// The secret key.
+    pub secret: String,
+}
+
+impl std::fmt::Debug for S3Keys {
+    /// The access key id only: settings are logged, secrets must not be.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Keys")
+            .field("access", &self.access)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How S3 encrypts stored objects (`storage.s3.encrypt`, `keyid`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum S3Encryption {
+    /// With keys S3 manages (SSE-S3, AES-256).
+    Aes256,
+    /// With this KMS key (SSE-KMS).
+    Kms(String),
 }
 
 /// Smallest multipart part S3 accepts (but for the last).
