@@ -22,6 +22,7 @@ FROM rust:${RUST_VERSION}-bookworm AS build
 WORKDIR /src
 # The workspace: every member's manifest is needed to resolve it.
 COPY Cargo.toml Cargo.lock ./
+COPY config config
 COPY registry registry
 COPY operator operator
 COPY tests tests

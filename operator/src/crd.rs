@@ -591,15 +591,15 @@ pub enum LogLevel {
     Trace,
 }
 
-impl LogLevel {
-    /// The level as the registry's `log.level` spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LogLevel::Error => "error",
-            LogLevel::Warn => "warn",
-            LogLevel::Info => "info",
-            LogLevel::Debug => "debug",
-            LogLevel::Trace => "trace",
+impl From<LogLevel> for berth_config::LogLevel {
+    /// The registry's `log.level` for a Registry's `logLevel`.
+    fn from(level: LogLevel) -> berth_config::LogLevel {
+        match level {
+            LogLevel::Error => berth_config::LogLevel::Error,
+            LogLevel::Warn => berth_config::LogLevel::Warn,
+            LogLevel::Info => berth_config::LogLevel::Info,
+            LogLevel::Debug => berth_config::LogLevel::Debug,
+            LogLevel::Trace => berth_config::LogLevel::Trace,
         }
     }
 }

@@ -1,12 +1,12 @@
 //! Registry status from what the cluster reports: DaemonSet counts,
 //! conditions, and the last garbage collection.
 
+use berth_config::GcReport;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::ResourceExt;
-use serde::Deserialize;
 
 use crate::crd::{GcResult, NodeGcResult, Registry, RegistryStatus};
 use crate::resources::{HOSTS_INIT_CONTAINER, collects_in_server, endpoint, runs_cron_job};
@@ -533,20 +533,6 @@ fn set(
     });
 }
 
-/// The report `berth-registry gc` writes as its termination message, and
-/// a registry pod answers at `GET /berth/gc/last` (with `finishedAt`, and
-/// only that and `error` for a run that failed).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct GcReport {
-    #[serde(default)]
-    blobs_deleted: i64,
-    #[serde(default)]
-    bytes_freed: i64,
-    finished_at: Option<String>,
-    error: Option<String>,
-}
-
 /// The result in a node's `GET /berth/gc/last` answer; `None` for a body
 /// that is no report.
 pub fn node_gc_result(node: &str, body: &str) -> Option<NodeGcResult> {
@@ -555,8 +541,8 @@ pub fn node_gc_result(node: &str, body: &str) -> Option<NodeGcResult> {
     let result = match report.error {
         None => GcResult {
             time,
-            deleted_blobs: report.blobs_deleted,
-            freed_bytes: report.bytes_freed,
+            deleted_blobs: saturating_i64(report.blobs_deleted as u64),
+            freed_bytes: saturating_i64(report.bytes_freed),
             outcome: "Succeeded".to_owned(),
         },
         Some(error) => GcResult {
@@ -600,8 +586,8 @@ pub fn last_gc(pods: &[Pod]) -> Option<GcResult> {
             ) {
                 (0, Ok(report)) => GcResult {
                     time,
-                    deleted_blobs: report.blobs_deleted,
-                    freed_bytes: report.bytes_freed,
+                    deleted_blobs: saturating_i64(report.blobs_deleted as u64),
+                    freed_bytes: saturating_i64(report.bytes_freed),
                     outcome: "Succeeded".to_owned(),
                 },
                 (code, _) => GcResult {
@@ -612,6 +598,11 @@ pub fn last_gc(pods: &[Pod]) -> Option<GcResult> {
                 },
             }
         })
+}
+
+/// A count as the status's integer, saturating at its largest.
+fn saturating_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 fn last_line(message: &str) -> &str {

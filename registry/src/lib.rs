@@ -22,7 +22,6 @@ pub mod maintenance;
 pub mod manifest;
 pub mod metrics;
 pub mod names;
-pub mod networks;
 pub mod nodecache;
 pub mod notify;
 #[cfg(test)]

@@ -8,8 +8,8 @@ use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 
-use crate::gc::schedule::Schedule;
-use crate::gc::{GcOptions, LastReport};
+use crate::config::schedule::Schedule;
+use crate::gc::{GcOptions, LastReport, Report};
 use crate::layout;
 use crate::metrics::Metrics;
 use crate::service::Registry;
@@ -38,9 +38,9 @@ pub async fn purge_uploads_forever(
 /// Collects garbage at the times `schedule` names, forever, recording each
 /// run in the metrics and keeping its report, with `finishedAt`, in `last`
 /// and in storage ([`layout::GC_REPORT`]); a failed run leaves
-/// `{"finishedAt", "error"}` in `last`. A run that outlasts the next scheduled time
-/// makes the next run wait for the time after it, as a CronJob that forbids
-/// concurrent runs would.
+/// `finishedAt` and `error` (with zero counts) in `last`. A run that
+/// outlasts the next scheduled time makes the next run wait for the time
+/// after it, as a CronJob that forbids concurrent runs would.
 pub async fn collect_garbage_forever(
     registry: Arc<Registry>,
     options: GcOptions,
@@ -70,9 +70,11 @@ pub async fn collect_garbage_forever(
                     (report.blobs_deleted as u64, report.bytes_freed)
                 };
                 metrics.gc_run(true, deleted.0, deleted.1);
-                let mut json = serde_json::to_value(&report).unwrap_or_default();
-                json["finishedAt"] = finished_at.into();
-                let json = json.to_string();
+                let report = Report {
+                    finished_at: Some(finished_at),
+                    ..report
+                };
+                let json = serde_json::to_string(&report).unwrap_or_default();
                 tracing::info!(report = %json, "garbage collection finished");
                 let stored = registry
                     .storage()
@@ -86,10 +88,8 @@ pub async fn collect_garbage_forever(
             Err(e) => {
                 metrics.gc_run(false, 0, 0);
                 tracing::warn!(error = %e, "garbage collection failed");
-                last.set(
-                    serde_json::json!({"finishedAt": finished_at, "error": e.to_string()})
-                        .to_string(),
-                );
+                let report = Report::failed(finished_at, e.to_string());
+                last.set(serde_json::to_string(&report).unwrap_or_default());
             }
         }
     }

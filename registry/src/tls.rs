@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::Tls;
+use crate::config::{Tls, TlsVersion};
 
 /// How often the certificate files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -171,9 +171,9 @@ pub fn server_config(
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let reloader = Arc::new(CertReloader::new(certificate, key, provider.clone())?);
 
-    let versions: &[&rustls::SupportedProtocolVersion] = match tls.minimumtls.as_deref() {
-        Some("tls1.3") => &[&rustls::version::TLS13],
-        _ => &[&rustls::version::TLS13, &rustls::version::TLS12],
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.minimumtls.unwrap_or_default() {
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;

@@ -15,8 +15,11 @@
 use std::collections::BTreeMap;
 use std::str::FromStr;
 
+use berth_config::{
+    Azure, Berth, Config, Filesystem, Gcs, Htpasswd, LogFormatter, Mirror, NodeCache, S3, Storage,
+    Tls,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
-use serde_json::{Value, json};
 
 use super::pod::mirror_credentials_dir;
 use super::{
@@ -60,127 +63,131 @@ pub fn listen_port(registry: &Registry) -> i32 {
 
 /// berth-registry's config file for this Registry, as YAML.
 pub fn config_file(registry: &Registry) -> String {
+    render(&config(registry))
+}
+
+/// berth-registry's configuration for this Registry.
+fn config(registry: &Registry) -> Config {
     let spec = &registry.spec;
-    let mut http = json!({ "addr": format!(":{}", listen_port(registry)) });
+    let mut config = Config::versioned();
+    config.log.level = spec.log_level.into();
+    config.log.formatter = LogFormatter::Json;
+    config.http.addr = Some(format!(":{}", listen_port(registry)));
     if spec.tls.is_some() {
-        http["tls"] = json!({ "certificate": format!("{TLS_DIR}/{TLS_CERT_KEY}"), "key": format!("{TLS_DIR}/{TLS_KEY_KEY}") });
+        config.http.tls = Some(Tls {
+            certificate: Some(format!("{TLS_DIR}/{TLS_CERT_KEY}").into()),
+            key: Some(format!("{TLS_DIR}/{TLS_KEY_KEY}").into()),
+            ..Tls::default()
+        });
     }
-
-    // Deleting through the API is how content becomes garbage: on only
-    // where something collects it.
-    let mut storage = json!({
-        "delete": { "enabled": spec.gc.is_some() },
-        "maintenance": { "readonly": { "enabled": spec.read_only } },
-    });
-    if let Some(s3) = &spec.storage.s3 {
-        let mut section = json!({ "bucket": s3.bucket, "region": s3.region, "forcepathstyle": s3.force_path_style });
-        if let Some(endpoint) = &s3.endpoint {
-            section["regionendpoint"] = json!(endpoint);
-        }
-        if let Some(root) = &s3.root_directory {
-            section["rootdirectory"] = json!(root);
-        }
-        storage["s3"] = section;
-        storage["redirect"] = json!({ "disable": !s3.redirect });
-    } else if let Some(azure) = &spec.storage.azure {
-        let mut section =
-            json!({ "accountname": azure.account_name, "container": azure.container });
-        if let Some(url) = &azure.service_url {
-            section["serviceurl"] = json!(url);
-        }
-        if let Some(root) = &azure.root_directory {
-            section["rootdirectory"] = json!(root);
-        }
-        storage["azure"] = section;
-        storage["redirect"] = json!({ "disable": !azure.redirect });
-    } else if let Some(gcs) = &spec.storage.gcs {
-        let mut section = json!({ "bucket": gcs.bucket });
-        if let Some(root) = &gcs.root_directory {
-            section["rootdirectory"] = json!(root);
-        }
-        if gcs.credentials_secret.is_some() {
-            section["keyfile"] = json!(format!("{GCS_DIR}/{GCS_KEY_FILE}"));
-        }
-        storage["gcs"] = section;
-        storage["redirect"] = json!({ "disable": !gcs.redirect });
-    } else {
-        storage["filesystem"] = json!({ "rootdirectory": DATA_DIR });
-    }
-
-    let mut config = json!({
-        "version": 0.1,
-        "log": { "level": spec.log_level.as_str(), "formatter": "json" },
-        "http": http,
-        "storage": storage,
-        "health": { "storagedriver": { "enabled": true } },
-    });
+    config.storage = storage(registry);
     if spec.auth.is_some() {
-        config["auth"] = json!({ "htpasswd": { "realm": "berth", "path": format!("{AUTH_DIR}/{HTPASSWD_KEY}") } });
+        config.auth.htpasswd = Some(Htpasswd {
+            realm: "berth".to_owned(),
+            path: format!("{AUTH_DIR}/{HTPASSWD_KEY}").into(),
+        });
     }
-    let mut berth = json!({});
+    config.berth = berth(registry);
+    config
+}
+
+/// `storage`: the driver, and deletes on only where something collects
+/// garbage (deleting through the API is how content becomes garbage).
+fn storage(registry: &Registry) -> Storage {
+    let spec = &registry.spec;
+    let mut storage = Storage::default();
+    storage.delete.enabled = spec.gc.is_some();
+    storage.maintenance.readonly.enabled = spec.read_only;
+    if let Some(s3) = &spec.storage.s3 {
+        storage.s3 = Some(S3 {
+            regionendpoint: s3.endpoint.clone(),
+            rootdirectory: s3.root_directory.clone(),
+            forcepathstyle: s3.force_path_style,
+            ..S3::new(&s3.bucket, &s3.region)
+        });
+        storage.redirect.disable = !s3.redirect;
+    } else if let Some(azure) = &spec.storage.azure {
+        storage.azure = Some(Azure {
+            serviceurl: azure.service_url.clone(),
+            rootdirectory: azure.root_directory.clone(),
+            ..Azure::new(&azure.account_name, &azure.container)
+        });
+        storage.redirect.disable = !azure.redirect;
+    } else if let Some(gcs) = &spec.storage.gcs {
+        storage.gcs = Some(Gcs {
+            rootdirectory: gcs.root_directory.clone(),
+            keyfile: gcs
+                .credentials_secret
+                .as_ref()
+                .map(|_| format!("{GCS_DIR}/{GCS_KEY_FILE}").into()),
+            ..Gcs::new(&gcs.bucket)
+        });
+        storage.redirect.disable = !gcs.redirect;
+    } else {
+        storage.filesystem = Some(Filesystem::new(DATA_DIR));
+    }
+    storage
+}
+
+/// `berth`: who may write without credentials, garbage collection,
+/// mirrors and the node cache.
+fn berth(registry: &Registry) -> Berth {
+    let spec = &registry.spec;
+    let mut berth = Berth::default();
     if spec.auth.is_none() && spec.unauthenticated_writes == UnauthenticatedWrites::Loopback {
-        berth["writenetworks"] = json!(LOOPBACK);
+        berth.writenetworks = Some(LOOPBACK.map(str::to_owned).to_vec());
     }
     if let Some(gc) = &spec.gc {
-        berth["gcgraceperiod"] = json!(gc.grace_period);
+        // The CRD's pattern admits only Go durations; should another slip
+        // through, the registry's default (1h) stays, never a shorter one.
+        berth.gcgraceperiod = gc.grace_period.parse().unwrap_or(berth.gcgraceperiod);
         // Node-local content cannot be reached by one CronJob: every pod
         // collects its own, at the schedule's times.
         if collects_in_server(registry) {
-            berth["gcschedule"] = json!(gc.schedule);
-            berth["gcdeleteuntagged"] = json!(gc.delete_untagged);
-            berth["gcdryrun"] = json!(gc.dry_run);
+            berth.gcschedule = gc.schedule.clone();
+            berth.gcdeleteuntagged = gc.delete_untagged;
+            berth.gcdryrun = gc.dry_run;
         }
     }
-    if !spec.mirrors.is_empty() {
-        berth["mirrors"] = mirrors(registry);
-    }
-    if let Some(cache) = &spec.node_cache {
-        berth["nodecache"] = json!({
-            "path": NODE_CACHE_DIR,
-            // The operator blocks a size that is no whole number of bytes
-            // before it renders anything.
-            "maxbytes": cache.max_bytes().unwrap_or_default(),
-            "highwatermark": NODE_CACHE_HIGH_WATERMARK,
-            "lowwatermark": NODE_CACHE_LOW_WATERMARK,
-        });
-    }
-    if berth.as_object().is_some_and(|b| !b.is_empty()) {
-        config["berth"] = berth;
-    }
-    render(&config)
+    berth.mirrors = mirrors(registry);
+    berth.nodecache = spec.node_cache.as_ref().map(|cache| NodeCache {
+        path: NODE_CACHE_DIR.into(),
+        // The operator blocks a size that is no whole number of bytes
+        // before it renders anything.
+        maxbytes: cache.max_bytes().unwrap_or_default(),
+        highwatermark: NODE_CACHE_HIGH_WATERMARK,
+        lowwatermark: NODE_CACHE_LOW_WATERMARK,
+    });
+    berth
 }
 
 /// Percent of the node cache's size above which it evicts.
-const NODE_CACHE_HIGH_WATERMARK: u8 = 90;
+const NODE_CACHE_HIGH_WATERMARK: u64 = 90;
 /// Percent of the node cache's size eviction stops below.
-const NODE_CACHE_LOW_WATERMARK: u8 = 80;
+const NODE_CACHE_LOW_WATERMARK: u64 = 80;
 
 /// `berth.mirrors`: one entry per `spec.mirrors` item, its credentials the
 /// mounted Secret's directory (never the Secret's content).
-fn mirrors(registry: &Registry) -> Value {
-    let entries = registry
+fn mirrors(registry: &Registry) -> Vec<Mirror> {
+    registry
         .spec
         .mirrors
         .iter()
         .enumerate()
-        .map(|(index, mirror)| {
-            let mut entry = json!({ "host": mirror.host });
-            if let Some(url) = &mirror.url {
-                entry["remoteurl"] = json!(url);
-            }
-            if mirror.credentials_secret.is_some() {
-                entry["credentialsdir"] = json!(mirror_credentials_dir(index));
-            }
-            if let Some(ttl) = &mirror.tag_ttl {
-                entry["tagttl"] = json!(ttl);
-            }
-            entry
-        });
-    Value::Array(entries.collect())
+        .map(|(index, mirror)| Mirror {
+            host: mirror.host.clone(),
+            remoteurl: mirror.url.clone(),
+            credentialsdir: mirror
+                .credentials_secret
+                .as_ref()
+                .map(|_| mirror_credentials_dir(index).into()),
+            tagttl: mirror.tag_ttl.as_deref().and_then(|ttl| ttl.parse().ok()),
+        })
+        .collect()
 }
 
-fn render(config: &Value) -> String {
-    serde_norway::to_string(config).expect("a JSON value serializes to YAML")
+fn render(config: &Config) -> String {
+    serde_norway::to_string(config).expect("a configuration serializes to YAML")
 }
 
 /// Whether each registry pod collects its own node's garbage (hostPath
@@ -203,10 +210,16 @@ pub fn is_cron_schedule(schedule: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
+    use berth_config::GoDuration;
+    use serde_json::json;
+
     use super::super::fixtures::*;
     use super::*;
 
-    fn parsed(registry: &Registry) -> Value {
+    /// The rendered file, read back as berth-registry reads it.
+    fn parsed(registry: &Registry) -> Config {
         serde_norway::from_str(&config_file(registry)).unwrap()
     }
 
@@ -216,40 +229,50 @@ mod tests {
             "accountName": "acct", "container": "images", "rootDirectory": "/r",
             "credentialsSecret": "azure-key", "redirect": true}}})));
         assert_eq!(
-            azure["storage"]["azure"],
-            json!({"accountname": "acct", "container": "images", "rootdirectory": "/r"})
+            azure.storage.azure,
+            Some(Azure {
+                rootdirectory: Some("/r".to_owned()),
+                ..Azure::new("acct", "images")
+            })
         );
-        assert_eq!(azure["storage"]["redirect"], json!({"disable": false}));
+        assert!(!azure.storage.redirect.disable);
         let gcs = parsed(&registry(json!({"storage": {"gcs": {
             "bucket": "images", "credentialsSecret": "gcs-key"}}})));
         assert_eq!(
-            gcs["storage"]["gcs"],
-            json!({"bucket": "images", "keyfile": "/etc/berth/gcs/key.json"})
+            gcs.storage.gcs,
+            Some(Gcs {
+                keyfile: Some("/etc/berth/gcs/key.json".into()),
+                ..Gcs::new("images")
+            })
         );
-        assert_eq!(gcs["storage"]["redirect"], json!({"disable": true}));
+        assert!(gcs.storage.redirect.disable);
         let ambient = parsed(&registry(json!({"storage": {"gcs": {"bucket": "images"}}})));
-        assert_eq!(ambient["storage"]["gcs"], json!({"bucket": "images"}));
+        assert_eq!(ambient.storage.gcs, Some(Gcs::new("images")));
     }
 
     #[test]
     fn s3_config_has_no_keys_and_points_at_mounted_files() {
-        let config = parsed(&s3_registry());
-        assert_eq!(
-            config,
-            json!({
-                "version": 0.1,
-                "log": {"level": "info", "formatter": "json"},
-                "http": {"addr": ":5000", "tls": {"certificate": "/etc/berth/tls/tls.crt", "key": "/etc/berth/tls/tls.key"}},
-                "storage": {
-                    "s3": {"bucket": "images", "region": "us-east-1", "regionendpoint": "http://minio:9000", "forcepathstyle": true},
-                    "redirect": {"disable": true},
-                    "delete": {"enabled": true},
-                    "maintenance": {"readonly": {"enabled": false}},
-                },
-                "health": {"storagedriver": {"enabled": true}},
-                "auth": {"htpasswd": {"realm": "berth", "path": "/etc/berth/auth/htpasswd"}},
-                "berth": {"gcgraceperiod": "1h"},
-            })
+        let expected = "\
+version: 0.1
+log: {level: info, formatter: json}
+http:
+  addr: ':5000'
+  tls: {certificate: /etc/berth/tls/tls.crt, key: /etc/berth/tls/tls.key}
+storage:
+  s3: {bucket: images, region: us-east-1, regionendpoint: 'http://minio:9000', forcepathstyle: true}
+  redirect: {disable: true}
+  delete: {enabled: true}
+  maintenance: {readonly: {enabled: false}}
+health: {storagedriver: {enabled: true}}
+auth: {htpasswd: {realm: berth, path: /etc/berth/auth/htpasswd}}
+berth: {gcgraceperiod: 1h}
+";
+        let expected: Config = serde_norway::from_str(expected).unwrap();
+        assert_eq!(parsed(&s3_registry()), expected);
+        let file = config_file(&s3_registry());
+        assert!(
+            !file.contains("accesskey") && !file.contains("secretkey"),
+            "{file}"
         );
         let map = config_map(&s3_registry());
         let name = map.metadata.name.clone().unwrap();
@@ -271,15 +294,15 @@ mod tests {
     #[test]
     fn host_path_config_collects_in_the_server() {
         let config = parsed(&host_path_registry());
-        assert_eq!(config["http"]["addr"], ":5443");
+        assert_eq!(config.http.addr.as_deref(), Some(":5443"));
         assert_eq!(
-            config["storage"]["filesystem"]["rootdirectory"],
-            "/var/lib/registry"
+            config.storage.filesystem.map(|fs| fs.rootdirectory),
+            Some("/var/lib/registry".into())
         );
-        assert_eq!(config["berth"]["gcschedule"], "@hourly");
-        assert_eq!(config["berth"]["gcdeleteuntagged"], false);
-        assert_eq!(config["berth"]["gcdryrun"], false);
-        assert!(config.get("auth").is_none());
+        assert_eq!(config.berth.gcschedule.as_deref(), Some("@hourly"));
+        assert!(!config.berth.gcdeleteuntagged);
+        assert!(!config.berth.gcdryrun);
+        assert!(config.auth.htpasswd.is_none());
     }
 
     #[test]
@@ -287,21 +310,18 @@ mod tests {
         let spec = json!({"storage": {"filesystem": {}}});
         let closed = parsed(&registry(spec.clone()));
         assert_eq!(
-            closed["berth"]["writenetworks"],
-            json!(["127.0.0.0/8", "::1/128"])
+            closed.berth.writenetworks,
+            Some(vec!["127.0.0.0/8".to_owned(), "::1/128".to_owned()])
         );
-        assert_eq!(
-            closed["storage"]["delete"]["enabled"], false,
-            "no GC, no deletes"
-        );
+        assert!(!closed.storage.delete.enabled, "no GC, no deletes");
         let mut open = spec;
         open["unauthenticatedWrites"] = json!("Anywhere");
         open["gc"] = json!({"schedule": "@daily"});
         let open = parsed(&registry(open));
-        assert!(open["berth"].get("writenetworks").is_none());
-        assert_eq!(open["storage"]["delete"]["enabled"], true);
+        assert!(open.berth.writenetworks.is_none());
+        assert!(open.storage.delete.enabled);
         let with_auth = parsed(&s3_registry());
-        assert!(with_auth["berth"].get("writenetworks").is_none());
+        assert!(with_auth.berth.writenetworks.is_none());
     }
 
     #[test]
@@ -316,20 +336,69 @@ mod tests {
             "nodeCache": {"size": "10Gi", "path": "/var/lib/berth/cache"},
         })));
         assert_eq!(
-            config["berth"]["mirrors"],
-            json!([
-                {"host": "docker.io", "tagttl": "30s"},
-                {"host": "registry.example.com:5000", "remoteurl": "https://r.example.com",
-                 "credentialsdir": "/etc/berth/mirrors/1"},
-            ])
+            config.berth.mirrors,
+            [
+                Mirror {
+                    host: "docker.io".to_owned(),
+                    remoteurl: None,
+                    credentialsdir: None,
+                    tagttl: Some(GoDuration(Duration::from_secs(30))),
+                },
+                Mirror {
+                    host: "registry.example.com:5000".to_owned(),
+                    remoteurl: Some("https://r.example.com".to_owned()),
+                    credentialsdir: Some("/etc/berth/mirrors/1".into()),
+                    tagttl: None,
+                },
+            ]
         );
         assert_eq!(
-            config["berth"]["nodecache"],
-            json!({"path": "/var/cache/berth", "maxbytes": 10_737_418_240u64,
-                   "highwatermark": 90, "lowwatermark": 80})
+            config.berth.nodecache,
+            Some(NodeCache {
+                path: "/var/cache/berth".into(),
+                maxbytes: 10_737_418_240,
+                highwatermark: 90,
+                lowwatermark: 80,
+            })
         );
         assert!(!config_file(&s3_registry()).contains("mirrors"));
         assert!(!config_file(&s3_registry()).contains("nodecache"));
+    }
+
+    /// Every file the operator renders passes the checks berth-registry
+    /// runs on start, but those that read files the pod mounts (the TLS
+    /// certificate and key, the htpasswd file, a GCS key file, a mirror's
+    /// credentials directory), which are left out here.
+    #[test]
+    fn every_rendered_config_passes_the_registrys_checks() {
+        let registries = [
+            s3_registry(),
+            host_path_registry(),
+            registry(json!({"storage": {"filesystem": {}}})),
+            registry(json!({"storage": {"filesystem": {}},
+                "unauthenticatedWrites": "Anywhere", "gc": {"schedule": "@daily"}})),
+            registry(json!({"storage": {"azure": {
+                "accountName": "acct", "container": "images", "rootDirectory": "/r",
+                "credentialsSecret": "azure-key", "redirect": true}}})),
+            registry(json!({"storage": {"gcs": {"bucket": "images"}}})),
+            registry(json!({
+                "storage": {"s3": {"bucket": "images"}},
+                "mirrors": [
+                    {"host": "docker.io", "tagTTL": "30s"},
+                    {"host": "registry.example.com:5000", "url": "https://r.example.com"},
+                ],
+                "nodeCache": {"size": "10Gi"},
+            })),
+        ];
+        for registry in &registries {
+            let mut config = config(registry);
+            config.http.tls = None;
+            config.auth.htpasswd = None;
+            let text = serde_norway::to_string(&config).unwrap();
+            if let Err(e) = Config::parse(&text, "rendered", []) {
+                panic!("{e}\n{text}");
+            }
+        }
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The CronJob running `berth-registry gc` against the registry's own config.
 
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, JobSpec, JobTemplateSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec, Volume};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-use super::pod::{mount, pod_spec, registry_container};
-use super::{CONFIG_DIR, CONFIG_KEY, NODE_CACHE_DIR, component_labels, metadata, object_name};
+use super::pod::{pod_spec, registry_container};
+use super::{CONFIG_DIR, CONFIG_KEY, component_labels, metadata, object_name};
 use crate::crd::Registry;
 
 /// Name of the GC CronJob of a Registry.
@@ -46,31 +46,16 @@ pub fn cron_job(registry: &Registry, image: &str, config_map: &str) -> Option<Cr
         args.push("--delete-untagged".to_owned());
     }
     let labels = component_labels(registry, "gc");
-    let mut container = Container {
+    let container = Container {
         // The report `berth-registry gc` writes becomes the pod's
         // termination message, which the operator puts into status.
         termination_message_policy: Some("FallbackToLogsOnError".to_owned()),
         ..registry_container(registry, image, "gc", args)
     };
-    // The shared config names the node cache's directory, which loading it
-    // creates; a GC pod uses no cache, so it gets a scratch one rather than
-    // a node's.
-    let scratch_cache = registry.spec.node_cache.is_some().then(|| {
-        let mounts = container.volume_mounts.get_or_insert_with(Vec::new);
-        mounts.push(mount("node-cache", NODE_CACHE_DIR, false));
-        Volume {
-            name: "node-cache".to_owned(),
-            empty_dir: Some(Default::default()),
-            ..Volume::default()
-        }
-    });
-    let mut pod = PodSpec {
+    let pod = PodSpec {
         restart_policy: Some("Never".to_owned()),
         ..pod_spec(registry, image, config_map, vec![container])
     };
-    if let Some(volume) = scratch_cache {
-        pod.volumes.get_or_insert_with(Vec::new).push(volume);
-    }
     Some(CronJob {
         metadata: metadata(registry, cron_job_name(registry)),
         spec: Some(CronJobSpec {
@@ -132,26 +117,16 @@ mod tests {
     }
 
     #[test]
-    fn a_gc_pod_of_a_node_cache_registry_gets_a_scratch_cache_dir() {
+    fn a_gc_pod_of_a_node_cache_registry_mounts_no_cache() {
         let mut registry = s3_registry();
         registry.spec.node_cache = serde_json::from_value(serde_json::json!({"size": "1Gi"})).ok();
         let cron = cron_job(&registry, IMAGE, "cache-config-0").expect("a CronJob");
         let job = cron.spec.unwrap().job_template.spec.unwrap();
         let pod = job.template.spec.unwrap();
-        let volume = pod
-            .volumes
-            .unwrap()
-            .into_iter()
-            .find(|v| v.name == "node-cache")
-            .expect("a node-cache volume");
-        assert!(volume.empty_dir.is_some() && volume.host_path.is_none());
+        let volumes = pod.volumes.unwrap_or_default();
         assert!(
-            pod.containers[0]
-                .volume_mounts
-                .as_ref()
-                .unwrap()
-                .iter()
-                .any(|m| m.name == "node-cache" && m.mount_path == "/var/cache/berth")
+            volumes.iter().all(|v| v.name != "node-cache"),
+            "{volumes:?}"
         );
         assert_eq!(pod.init_containers, None, "nothing prepares a node's disk");
     }

@@ -55,7 +55,7 @@ pub struct AppState {
     pub anonymous_pull: bool,
     /// Without `auth`, the address ranges clients may push and delete from
     /// (`berth.writenetworks`); `None` is anywhere.
-    pub write_networks: Option<Arc<[crate::networks::Network]>>,
+    pub write_networks: Option<Arc<[crate::config::network::Network]>>,
     /// Whether the listener speaks TLS (for URLs in events).
     pub tls: bool,
     /// Headers added to every response (`http.headers`).

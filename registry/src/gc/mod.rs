@@ -12,14 +12,10 @@
 //! kept image, and the next run finishes the job.
 
 mod mark;
-pub mod schedule;
 mod sweep;
 
-use std::collections::BTreeMap;
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
-
-use serde::Serialize;
 
 use crate::digest::Digest;
 use crate::error::RegistryError;
@@ -38,46 +34,9 @@ pub struct GcOptions {
     pub upload_ttl: Duration,
 }
 
-/// What a collection did, printed as one JSON object.
-#[derive(Debug, Clone, Default, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Report {
-    /// Whether nothing was deleted on purpose.
-    pub dry_run: bool,
-    /// Repositories examined.
-    pub repositories: usize,
-    /// Manifests kept.
-    pub manifests_marked: usize,
-    /// Blobs (manifests included) kept.
-    pub blobs_marked: usize,
-    /// Untagged manifests deleted (or that would be).
-    pub manifests_deleted: usize,
-    /// Blobs deleted (or that would be).
-    pub blobs_deleted: usize,
-    /// Bytes those blobs held.
-    pub bytes_freed: u64,
-    /// Blobs spared because they were touched within the grace period.
-    pub blobs_spared_by_grace: usize,
-    /// Untagged manifests spared because they were pushed or touched again
-    /// since the mark phase.
-    pub manifests_spared_by_grace: usize,
-    /// Upload sessions purged.
-    pub uploads_purged: usize,
-    /// Repositories left empty and removed.
-    pub repositories_deleted: usize,
-    /// Wall time of the collection.
-    pub duration_seconds: f64,
-    /// Tags of a pull-through cache deleted because no client used them.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub tags_expired: usize,
-    /// The collections of pull-through caches, by cache.
-    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
-    pub mirror_caches: BTreeMap<String, Report>,
-}
-
-fn is_zero(n: &usize) -> bool {
-    *n == 0
-}
+/// What a collection did, printed as one JSON object; the operator reads
+/// the same type.
+pub use berth_config::GcReport as Report;
 
 /// The report of the last collection this server ran itself, as JSON, for
 /// `GET /berth/gc/last`.

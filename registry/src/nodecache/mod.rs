@@ -54,11 +54,13 @@ struct Shared {
 }
 
 impl NodeCache {
-    /// Opens the cache `settings` describe: deletes spool files of fills a
-    /// previous process left unfinished and rebuilds the index from the
-    /// entries on disk (evicting down to the watermarks, should the bound
-    /// have shrunk).
+    /// Opens the cache `settings` describe: creates its directory if
+    /// missing (loading the configuration creates nothing), deletes spool
+    /// files of fills a previous process left unfinished and rebuilds the
+    /// index from the entries on disk (evicting down to the watermarks,
+    /// should the bound have shrunk).
     pub fn open(settings: &NodeCacheSettings, metrics: Arc<Metrics>) -> io::Result<NodeCache> {
+        std::fs::create_dir_all(&settings.path)?;
         let disk = Disk::new(&settings.path);
         let fills = Arc::new(Fills::new(disk.spool())?);
         let found = disk.scan()?;
@@ -394,5 +396,16 @@ mod tests {
             (metrics.nodecache_hits.get(), metrics.nodecache_misses.get()),
             (1, 1)
         );
+    }
+
+    #[tokio::test]
+    async fn opening_creates_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/cache");
+        NodeCache::open(&settings(&path, 100), Arc::new(Metrics::new())).unwrap();
+        assert!(path.is_dir());
+        std::fs::write(dir.path().join("file"), b"").unwrap();
+        let blocked = settings(&dir.path().join("file/cache"), 100);
+        assert!(NodeCache::open(&blocked, Arc::new(Metrics::new())).is_err());
     }
 }

@@ -57,23 +57,18 @@ impl Endpoint {
     }
 
     fn name(&self) -> &str {
-        &self.settings.config.name
+        &self.settings.name
     }
 
     fn wants(&self, event: &Event) -> bool {
-        let config = &self.settings.config;
-        let media_type = &event.target.media_type;
-        !config
-            .ignore
-            .actions
+        let settings = &self.settings;
+        !settings
+            .ignored_actions
             .iter()
             .any(|a| a == event.action.as_str())
-            && !config
-                .ignore
-                .mediatypes
-                .iter()
-                .chain(&config.ignoredmediatypes)
-                .any(|m| m == media_type)
+            && !settings
+                .ignored_media_types
+                .contains(&event.target.media_type)
     }
 
     fn count(&self, outcome: &'static str, n: usize) {
@@ -185,8 +180,8 @@ impl Endpoint {
         let events: Vec<&Event> = batch.iter().map(|e| &**e).collect();
         let body = serde_json::to_vec(&serde_json::json!({ "events": events }))
             .map_err(|e| e.to_string())?;
-        let mut request = Request::post(&self.settings.config.url)
-            .header(http::header::CONTENT_TYPE, EVENTS_MEDIA_TYPE);
+        let mut request =
+            Request::post(&self.settings.url).header(http::header::CONTENT_TYPE, EVENTS_MEDIA_TYPE);
         for (name, value) in &self.settings.headers {
             request = request.header(name, value);
         }

@@ -45,6 +45,8 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tower::ServiceExt;
 
+pub use crate::config::ConnectionLimits;
+
 use crate::api::PeerAddr;
 use crate::metrics::{ListenerLabels, Metrics};
 
@@ -52,28 +54,6 @@ use crate::metrics::{ListenerLabels, Metrics};
 /// take to do so before it is dropped; HTTP/1.1 request headers that never
 /// end are cut then.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
-
-/// The limits on client connections (`berth.maxconnections`,
-/// `berth.idletimeout`, `berth.stalltimeout`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionLimits {
-    /// Connections open at once; more are closed as they are accepted.
-    pub max_connections: u32,
-    /// How long a connection may go without a request in flight.
-    pub idle_timeout: Duration,
-    /// How long a request may wait on a client that moves no byte.
-    pub stall_timeout: Duration,
-}
-
-impl Default for ConnectionLimits {
-    fn default() -> Self {
-        ConnectionLimits {
-            max_connections: 1000,
-            idle_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(60),
-        }
-    }
-}
 
 /// How a listener serves: the application, TLS, protocols and limits.
 #[derive(Clone)]

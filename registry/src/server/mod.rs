@@ -122,12 +122,8 @@ fn storage_location(storage: &StorageSettings) -> String {
         StorageSettings::Filesystem { root } => root.display().to_string(),
         StorageSettings::S3(s3) => format!(
             "s3://{}/{}{}",
-            s3.config.bucket,
-            s3.config
-                .rootdirectory
-                .as_deref()
-                .unwrap_or("")
-                .trim_matches('/'),
+            s3.bucket,
+            s3.root,
             s3.endpoint
                 .as_deref()
                 .map(|e| format!(" at {e}"))

@@ -33,7 +33,7 @@ use aws_sdk_s3::types::{
 use bytes::{Bytes, BytesMut};
 
 use super::{ByteStream, FileInfo, FileWriter, Result, StorageDriver, StorageError};
-use crate::config::{S3_MIN_CHUNK, S3Settings};
+use crate::config::{S3_MIN_CHUNK, S3Encryption, S3Settings};
 
 /// Largest object `CopyObject` copies in one request.
 const MAX_SINGLE_COPY: u64 = 5 * 1024 * 1024 * 1024;
@@ -81,20 +81,19 @@ impl S3Driver {
     /// A driver for the bucket `settings` name. Makes no request: an
     /// unreachable server or a missing bucket shows in [`check`](StorageDriver::check).
     pub async fn new(settings: &S3Settings) -> S3Driver {
-        let config = &settings.config;
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(aws_smithy_http_client::tls::Provider::Rustls(
                 aws_smithy_http_client::tls::rustls_provider::CryptoMode::Ring,
             ))
             .build_https();
         let mut loader = aws_config::defaults(BehaviorVersion::latest()).http_client(http);
-        if let Some(region) = &config.region {
+        if let Some(region) = &settings.region {
             loader = loader.region(Region::new(region.clone()));
         }
-        if let (Some(access), Some(secret)) = (&config.accesskey, &config.secretkey) {
+        if let Some(keys) = &settings.keys {
             loader = loader.credentials_provider(Credentials::new(
-                access,
-                secret,
+                &keys.access,
+                &keys.secret,
                 None,
                 None,
                 "berth-config",
@@ -102,7 +101,7 @@ impl S3Driver {
         }
         let shared = loader.load().await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
-            .force_path_style(config.forcepathstyle)
+            .force_path_style(settings.force_path_style)
             .retry_config(RetryConfig::standard().with_max_attempts(MAX_ATTEMPTS))
             .timeout_config(
                 TimeoutConfig::builder()
@@ -119,24 +118,19 @@ impl S3Driver {
         if let Some(endpoint) = &settings.endpoint {
             builder = builder.endpoint_url(endpoint);
         }
-        let encryption = config.encrypt.then(|| match &config.keyid {
-            Some(key) => (ServerSideEncryption::AwsKms, Some(key.clone())),
-            None => (ServerSideEncryption::Aes256, None),
+        let encryption = settings.encryption.as_ref().map(|e| match e {
+            S3Encryption::Kms(key) => (ServerSideEncryption::AwsKms, Some(key.clone())),
+            S3Encryption::Aes256 => (ServerSideEncryption::Aes256, None),
         });
         S3Driver {
             inner: Arc::new(Inner {
                 client: Client::from_conf(builder.build()),
-                bucket: config.bucket.clone(),
-                root: config
-                    .rootdirectory
-                    .as_deref()
-                    .unwrap_or("")
-                    .trim_matches('/')
-                    .to_owned(),
+                bucket: settings.bucket.clone(),
+                root: settings.root.clone(),
                 chunk_size: settings.chunk_size as usize,
                 redirect: settings.redirect,
                 encryption,
-                storage_class: config.storageclass.as_deref().map(StorageClass::from),
+                storage_class: settings.storage_class.as_deref().map(StorageClass::from),
             }),
         }
     }

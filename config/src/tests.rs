@@ -1,0 +1,683 @@
+//! The configuration's tests, moved with it from the registry: a file is
+//! read, overridden and checked as the registry does on start.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config as Cases, TestCaseError, TestRunner};
+use serde_norway::Value;
+
+use crate::schedule::Schedule;
+use crate::*;
+
+/// Cases per property: enough to find what breaks a parser, few enough
+/// that `cargo test` stays fast.
+const SOME: u32 = 400;
+
+/// Checks `property` on `SOME` values of `strategy`, as the registry's
+/// property tests do (no regression files, the case count printed).
+fn check_property<S: Strategy>(
+    name: &str,
+    strategy: S,
+    property: impl Fn(S::Value) -> Result<(), TestCaseError>,
+) {
+    let mut runner = TestRunner::new(Cases {
+        cases: SOME,
+        failure_persistence: None,
+        ..Cases::default()
+    });
+    match runner.run(&strategy, property) {
+        Ok(()) => println!("property {name}: {SOME} cases passed"),
+        Err(e) => panic!("property {name}: {e}"),
+    }
+}
+
+const BASIC: &str = "version: 0.1\nhttp:\n  addr: 127.0.0.1:5001\nstorage:\n  filesystem:\n    rootdirectory: /tmp/r\n  delete:\n    enabled: true\n";
+
+fn parse(text: &str, env: &[(&str, &str)]) -> Result<Settings, ConfigError> {
+    Config::parse(
+        text,
+        "test.yml",
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+/// The error `text` with overrides `env` is refused with.
+fn error(text: &str, env: &[(&str, &str)]) -> String {
+    match parse(text, env) {
+        Ok(_) => panic!("accepted:\n{text}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[test]
+fn development_settings_pass_the_checks_a_file_must_pass() {
+    let s = Config::development([]).unwrap();
+    assert_eq!(s.addr, "127.0.0.1:5000".parse().unwrap());
+    assert!(
+        matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("./data"))
+    );
+    assert!(s.config.storage.delete.enabled);
+    let moved =
+        Config::development([("REGISTRY_HTTP_ADDR".to_owned(), "127.0.0.1:5050".to_owned())])
+            .unwrap();
+    assert_eq!(moved.addr, "127.0.0.1:5050".parse().unwrap());
+}
+
+#[test]
+fn reads_distribution_config() {
+    let s = parse(BASIC, &[]).unwrap();
+    assert_eq!(s.addr, "127.0.0.1:5001".parse().unwrap());
+    assert!(
+        matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("/tmp/r"))
+    );
+    assert!(s.config.storage.delete.enabled);
+    assert_eq!(
+        s.purge,
+        Some((
+            Duration::from_secs(168 * 3600),
+            Duration::from_secs(24 * 3600)
+        ))
+    );
+}
+
+#[test]
+fn accepts_debian_default_config_sections() {
+    let text = "version: 0.1\nlog:\n  fields:\n    service: registry\nstorage:\n  cache:\n    blobdescriptor: inmemory\n  filesystem:\n    rootdirectory: /var/lib/docker-registry\n  delete:\n    enabled: true\nhttp:\n  addr: :5000\n  headers:\n    X-Content-Type-Options: [nosniff]\nhealth:\n  storagedriver:\n    enabled: true\n    interval: 10s\n    threshold: 3\n";
+    let s = parse(text, &[]).unwrap();
+    assert_eq!(s.addr, "0.0.0.0:5000".parse().unwrap());
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let err = error(&BASIC.replace("rootdirectory", "rootdir"), &[]);
+    assert!(
+        err.contains("storage.filesystem") && err.contains("rootdir"),
+        "{err}"
+    );
+    let err = error(&format!("{BASIC}bogus: 1\n"), &[]);
+    assert!(err.contains("bogus"), "{err}");
+}
+
+#[test]
+fn invalid_values_are_named() {
+    let err = error(&BASIC.replace("enabled: true", "enabled: maybe"), &[]);
+    assert!(err.starts_with("storage.delete.enabled"), "{err}");
+    let err = error(&BASIC.replace("127.0.0.1:5001", "nowhere"), &[]);
+    assert!(err.starts_with("http.addr"), "{err}");
+    let err = error(&BASIC.replace("version: 0.1", "version: 2"), &[]);
+    assert!(err.starts_with("version"), "{err}");
+}
+
+#[test]
+fn environment_overrides() {
+    let s = parse(
+        BASIC,
+        &[
+            ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+            ("REGISTRY_STORAGE_DELETE_ENABLED", "false"),
+            ("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true"),
+            ("UNRELATED", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!(s.addr.port(), 6000);
+    assert!(!s.config.storage.delete.enabled);
+    assert!(s.config.storage.maintenance.readonly.enabled);
+    let err = error(BASIC, &[("REGISTRY_HTTP_ADR", "x")]);
+    assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
+    // The variable naming the file is not an override.
+    parse(
+        BASIC,
+        &[(CONFIGURATION_PATH_ENV, "/etc/registry/config.yml")],
+    )
+    .unwrap();
+}
+
+#[test]
+fn pull_through_settings_are_checked_and_resolved() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "{BASIC}proxy:\n  remoteurl: https://registry-1.docker.io/\n  ttl: 24h\nberth:\n  spooldir: /var/spool/berth\n  mirrors:\n    - host: docker.io\n    - host: registry.example.com:5000\n      remoteurl: http://127.0.0.1:5001\n      credentialsdir: {}\n      tagttl: 30s\n    - host: _default\n",
+        dir.path().display()
+    );
+    let s = parse(&text, &[]).unwrap();
+    let p = &s.pull_through;
+    assert_eq!(p.ttl, Duration::from_secs(24 * 3600));
+    assert_eq!(p.spool_dir, PathBuf::from("/var/spool/berth"));
+    let proxy = p.proxy.as_ref().unwrap();
+    assert_eq!(proxy.url.as_deref(), Some("https://registry-1.docker.io"));
+    assert_eq!(proxy.credentials, UpstreamCredentials::None);
+    assert_eq!(
+        p.mirrors["docker.io"].url.as_deref(),
+        Some("https://registry-1.docker.io")
+    );
+    assert_eq!(p.mirrors["docker.io"].tag_ttl, Duration::from_secs(60));
+    let local = &p.mirrors["registry.example.com:5000"];
+    assert_eq!(local.url.as_deref(), Some("http://127.0.0.1:5001"));
+    assert_eq!(local.tag_ttl, Duration::from_secs(30));
+    assert_eq!(
+        local.credentials,
+        UpstreamCredentials::Dir(dir.path().to_owned())
+    );
+    assert_eq!(p.mirrors["_default"].url, None);
+    // Without the keys: nothing is mirrored; the spool is per port.
+    let s = parse(BASIC, &[]).unwrap();
+    assert!(!s.pull_through.enabled());
+    assert!(
+        s.pull_through
+            .spool_dir
+            .ends_with(format!("berth-spool-{}", s.addr.port()))
+    );
+    for (from, to, key) in [
+        (
+            "https://registry-1.docker.io/",
+            "ftp://x",
+            "proxy.remoteurl",
+        ),
+        ("ttl: 24h", "ttl: soon", "proxy.ttl"),
+        ("ttl: 24h", "username: alice", "proxy.username"),
+        (
+            "http://127.0.0.1:5001",
+            "127.0.0.1:5001",
+            "berth.mirrors[1].remoteurl",
+        ),
+        ("tagttl: 30s", "tagttl: 30", "berth.mirrors[1].tagttl"),
+        (
+            "host: docker.io",
+            "host: registry.example.com:5000",
+            "berth.mirrors[1].host",
+        ),
+        ("host: docker.io", "host: _default", "berth.mirrors[2].host"),
+        (
+            "host: docker.io",
+            "host: docker.io/library",
+            "berth.mirrors[0].host",
+        ),
+        (
+            "host: docker.io",
+            "host: \"docker.io:0\"",
+            "berth.mirrors[0].host",
+        ),
+        (
+            "credentialsdir: /",
+            "credentialsdir: /nonexistent/",
+            "berth.mirrors[1].credentialsdir",
+        ),
+    ] {
+        assert!(text.contains(from), "{from}");
+        let err = error(&text.replacen(from, to, 1), &[]);
+        assert!(err.starts_with(key), "{to}: {err}");
+    }
+}
+
+#[test]
+fn registry_hosts() {
+    for good in [
+        "docker.io",
+        "ghcr.io",
+        "localhost:5000",
+        "10.0.0.1:5000",
+        "a-b.c",
+    ] {
+        assert!(is_registry_host(good), "{good}");
+    }
+    for bad in [
+        "",
+        "_default",
+        "a/b",
+        "-a.io",
+        "a..io",
+        "a.io:",
+        "a.io:99999",
+        "a.io:x",
+        "../x",
+    ] {
+        assert!(!is_registry_host(bad), "{bad}");
+    }
+}
+
+#[test]
+fn response_headers_are_checked() {
+    let text = BASIC.replace(
+        "http:\n",
+        "http:\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
+    );
+    let s = parse(&text, &[]).unwrap();
+    assert_eq!(s.headers["x-content-type-options"], "nosniff");
+    let err = error(&text.replace("X-Content-Type-Options", "Bad Name"), &[]);
+    assert!(err.starts_with("http.headers: Bad Name:"), "{err}");
+    let err = error(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[]);
+    assert!(
+        err.starts_with("http.headers: X-Content-Type-Options:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn notifications_and_auth() {
+    let dir = tempfile::tempdir().unwrap();
+    let htpasswd = dir.path().join("htpasswd");
+    std::fs::write(&htpasswd, "").unwrap();
+    let text = format!(
+        "{BASIC}auth:\n  htpasswd:\n    realm: r\n    path: {}\nnotifications:\n  endpoints:\n    - name: ci\n      url: http://127.0.0.1:9/hook\n      timeout: 500ms\n      threshold: 3\n      backoff: 1s\n      ignore:\n        actions: [pull]\n",
+        htpasswd.display()
+    );
+    let s = parse(&text, &[]).unwrap();
+    assert_eq!(s.endpoints.len(), 1);
+    assert_eq!(s.endpoints[0].timeout, Duration::from_millis(500));
+    let err = error(&text.replace("[pull]", "[fetch]"), &[]);
+    assert!(
+        err.starts_with("notifications.endpoints[0].ignore.actions"),
+        "{err}"
+    );
+    let err = error(&text.replace("http://127.0.0.1:9/hook", "ftp://x"), &[]);
+    assert!(err.starts_with("notifications.endpoints[0].url"), "{err}");
+    let err = error(
+        &text.replace(&htpasswd.display().to_string(), "/nonexistent/htpasswd"),
+        &[],
+    );
+    assert!(err.starts_with("auth.htpasswd.path"), "{err}");
+}
+
+#[test]
+fn s3_settings() {
+    let text = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: 127.0.0.1:9000\n    secure: false\n    forcepathstyle: true\n  redirect:\n    disable: true\n";
+    let s = parse(
+        text,
+        &[
+            ("REGISTRY_STORAGE_S3_ACCESSKEY", "12345"),
+            ("REGISTRY_STORAGE_S3_SECRETKEY", "true"),
+        ],
+    )
+    .unwrap();
+    let StorageSettings::S3(s3) = &s.storage else {
+        panic!("not s3")
+    };
+    assert_eq!(s3.endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(
+        s3.keys,
+        Some(S3Keys {
+            access: "12345".to_owned(),
+            secret: "true".to_owned()
+        })
+    );
+    assert!(
+        !format!("{s3:?}").contains("true\""),
+        "the secret is not logged"
+    );
+    assert_eq!(s3.chunk_size, 10 * 1024 * 1024);
+    assert!(!s3.redirect);
+    let err = error(&text.replace("secure: false", "chunksize: 1000"), &[]);
+    assert!(err.starts_with("storage.s3.chunksize"), "{err}");
+    let both = format!("{text}  filesystem:\n    rootdirectory: /x\n");
+    assert!(error(&both, &[]).starts_with("storage:"));
+}
+
+#[test]
+fn node_cache_needs_a_remote_driver_and_ordered_watermarks() {
+    let dir = tempfile::tempdir().unwrap();
+    let s3 = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: http://127.0.0.1:9000\n";
+    let path = dir.path().join("cache");
+    let section = |extra: &str| {
+        format!(
+            "berth:\n  nodecache:\n    path: {}\n    maxbytes: 1000\n{extra}",
+            path.display()
+        )
+    };
+    let s = parse(&format!("{s3}{}", section("")), &[]).unwrap();
+    let cache = s.node_cache.unwrap();
+    assert_eq!(
+        (cache.max_bytes, cache.high_bytes, cache.low_bytes),
+        (1000, 900, 800)
+    );
+    assert!(!path.exists(), "checking the config creates nothing");
+    assert!(parse(s3, &[]).unwrap().node_cache.is_none());
+    let err = error(&format!("{BASIC}{}", section("")), &[]);
+    assert!(err.starts_with("berth.nodecache:"), "{err}");
+    for (bad, key) in [
+        ("    highwatermark: 101\n", "berth.nodecache.highwatermark"),
+        ("    lowwatermark: 0\n", "berth.nodecache.lowwatermark"),
+        ("    lowwatermark: 90\n", "berth.nodecache.lowwatermark"),
+        (
+            "    highwatermark: 50\n    lowwatermark: 60\n",
+            "berth.nodecache.lowwatermark",
+        ),
+        ("    size: 3\n", "berth.nodecache"),
+    ] {
+        let err = error(&format!("{s3}{}", section(bad)), &[]);
+        assert!(err.starts_with(key), "{bad}: {err}");
+    }
+    let zero = format!(
+        "{s3}{}",
+        section("").replace("maxbytes: 1000", "maxbytes: 0")
+    );
+    assert!(error(&zero, &[]).starts_with("berth.nodecache.maxbytes"));
+}
+
+#[test]
+fn connection_limits() {
+    let s = parse(BASIC, &[]).unwrap();
+    assert_eq!(s.connection_limits, ConnectionLimits::default());
+    let s = parse(
+        &format!("{BASIC}berth:\n  maxconnections: 5\n  idletimeout: 2s\n  stalltimeout: 1m\n"),
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        s.connection_limits,
+        ConnectionLimits {
+            max_connections: 5,
+            idle_timeout: Duration::from_secs(2),
+            stall_timeout: Duration::from_secs(60),
+        }
+    );
+    for (bad, key) in [
+        ("maxconnections: 0", "berth.maxconnections"),
+        ("idletimeout: 0s", "berth.idletimeout"),
+        ("stalltimeout: soon", "berth.stalltimeout"),
+    ] {
+        let err = error(&format!("{BASIC}berth:\n  {bad}\n"), &[]);
+        assert!(err.starts_with(key), "{err}");
+    }
+}
+
+#[test]
+fn write_networks_are_checked_ranges() {
+    assert!(parse(BASIC, &[]).unwrap().write_networks.is_none());
+    let s = parse(
+        &format!("{BASIC}berth:\n  writenetworks: [127.0.0.0/8, \"::1\"]\n"),
+        &[],
+    )
+    .unwrap();
+    let ranges: Vec<String> = s
+        .write_networks
+        .unwrap()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(ranges, ["127.0.0.0/8", "::1/128"]);
+    let err = error(
+        &format!("{BASIC}berth:\n  writenetworks: [10.0.0.0/40]\n"),
+        &[],
+    );
+    assert!(err.starts_with("berth.writenetworks"), "{err}");
+}
+
+#[test]
+fn gc_schedule_or_interval() {
+    let s = parse(BASIC, &[]).unwrap();
+    assert!(s.gc_schedule.is_none());
+    let s = parse(
+        &format!("{BASIC}berth:\n  gcschedule: \"@daily\"\n  gcdryrun: true\n"),
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(s.gc_schedule, Some(Schedule::Cron(_))));
+    assert!(s.config.berth.gcdryrun);
+    let s = parse(&format!("{BASIC}berth:\n  gcinterval: 6h\n"), &[]).unwrap();
+    assert!(
+        matches!(s.gc_schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600))
+    );
+    let err = error(
+        &format!("{BASIC}berth:\n  gcschedule: \"0 3 * * *\"\n  gcinterval: 6h\n"),
+        &[],
+    );
+    assert!(
+        err.starts_with("berth.gcschedule") && err.contains("not both"),
+        "{err}"
+    );
+    let err = error(
+        &format!("{BASIC}berth:\n  gcschedule: \"@every 5m\"\n"),
+        &[],
+    );
+    assert!(err.starts_with("berth.gcschedule"), "{err}");
+    let err = error(BASIC, &[("REGISTRY_BERTH_GCSCHEDULE", "61 * * * *")]);
+    assert!(err.starts_with("berth.gcschedule"), "{err}");
+}
+
+#[test]
+fn requires_a_driver() {
+    let err = error("version: 0.1\n", &[]);
+    assert!(err.starts_with("storage"), "{err}");
+}
+
+/// Every key of the file, dotted (`http.addr` and `http.debug.addr`
+/// aside: a host name there is looked up, which a test must not do).
+const KEYS: &[&str] = &[
+    "version",
+    "log",
+    "log.level",
+    "log.formatter",
+    "log.fields",
+    "log.fields.service",
+    "log.accesslog",
+    "log.accesslog.disabled",
+    "http",
+    "http.net",
+    "http.host",
+    "http.secret",
+    "http.relativeurls",
+    "http.draintimeout",
+    "http.headers",
+    "http.headers.X-A",
+    "http.tls",
+    "http.tls.certificate",
+    "http.tls.key",
+    "http.tls.minimumtls",
+    "http.tls.clientcas",
+    "http.http2",
+    "http.http2.disabled",
+    "http.debug",
+    "http.debug.prometheus",
+    "http.debug.prometheus.enabled",
+    "http.debug.prometheus.path",
+    "storage",
+    "storage.filesystem",
+    "storage.filesystem.rootdirectory",
+    "storage.filesystem.maxthreads",
+    "storage.s3",
+    "storage.s3.bucket",
+    "storage.s3.region",
+    "storage.s3.regionendpoint",
+    "storage.s3.forcepathstyle",
+    "storage.s3.accesskey",
+    "storage.s3.secretkey",
+    "storage.s3.secure",
+    "storage.s3.skipverify",
+    "storage.s3.v4auth",
+    "storage.s3.chunksize",
+    "storage.s3.rootdirectory",
+    "storage.azure",
+    "storage.azure.accountname",
+    "storage.azure.accountkey",
+    "storage.azure.container",
+    "storage.azure.serviceurl",
+    "storage.azure.credentials",
+    "storage.gcs",
+    "storage.gcs.bucket",
+    "storage.gcs.keyfile",
+    "storage.gcs.chunksize",
+    "storage.gcs.endpoint",
+    "storage.gcs.maxconcurrency",
+    "storage.redirect.disable",
+    "storage.delete.enabled",
+    "storage.maintenance.uploadpurging.enabled",
+    "storage.maintenance.uploadpurging.age",
+    "storage.maintenance.uploadpurging.interval",
+    "storage.maintenance.uploadpurging.dryrun",
+    "storage.maintenance.readonly.enabled",
+    "storage.cache",
+    "health.storagedriver.enabled",
+    "health.storagedriver.interval",
+    "auth.htpasswd",
+    "auth.htpasswd.realm",
+    "auth.htpasswd.path",
+    "notifications.endpoints",
+    "berth.manifestmaxbytes",
+    "berth.anonymouspull",
+    "berth.writenetworks",
+    "berth.notificationqueuesize",
+    "berth.gcgraceperiod",
+    "berth.gcschedule",
+    "berth.gcinterval",
+    "berth.gcdeleteuntagged",
+    "berth.gcdryrun",
+    "berth.maxconnections",
+    "berth.idletimeout",
+    "berth.stalltimeout",
+    "bogus",
+    "http.bogus",
+];
+
+/// Values of every type, and text that nearly parses.
+fn values() -> impl Strategy<Value = Value> {
+    let scalar = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>().prop_map(Value::from),
+        prop::sample::select(vec![
+            "0.1",
+            "0s",
+            "1h",
+            "-1s",
+            "30",
+            "tls1.3",
+            "json",
+            "@daily",
+            "* * * * *",
+            "61 * * * *",
+            "http://x",
+            "/nonexistent",
+            "",
+            "text",
+            "https",
+        ])
+        .prop_map(Value::from),
+        any::<String>().prop_map(Value::from),
+    ];
+    scalar.prop_recursive(3, 24, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Sequence),
+            prop::collection::btree_map("[a-z]{1,8}", inner, 0..4).prop_map(|m| {
+                Value::Mapping(m.into_iter().map(|(k, v)| (Value::from(k), v)).collect())
+            }),
+        ]
+    })
+}
+
+/// Sets the dotted `key` of `tree` to `value`, making sections as needed.
+fn set(tree: &mut Value, key: &str, value: Value) {
+    let mut node = tree;
+    for part in key.split('.') {
+        if !node.is_mapping() {
+            *node = Value::Mapping(Default::default());
+        }
+        let Value::Mapping(map) = node else {
+            return;
+        };
+        node = map.entry(Value::from(part)).or_insert(Value::Null);
+    }
+    *node = value;
+}
+
+#[test]
+fn property_any_text_is_a_configuration_or_a_named_error() {
+    check_property(
+        "any text is a configuration, or an error naming its key",
+        prop_oneof!["[a-z:. \n0-9-]{0,80}", any::<String>()],
+        |text| {
+            match parse(&text, &[]) {
+                Ok(_) | Err(ConfigError::Syntax { .. }) => {}
+                Err(ConfigError::Invalid { key, message }) => {
+                    prop_assert!(!key.is_empty() && !message.is_empty());
+                }
+                Err(e) => prop_assert!(false, "neither syntax nor a key: {}", e),
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn property_any_value_at_any_key_is_taken_or_named() {
+    let edits = prop::collection::vec((prop::sample::select(KEYS), values()), 1..4);
+    let overrides = prop::collection::vec(
+        (
+            prop::sample::select(KEYS),
+            prop_oneof!["[a-z0-9:@* .-]{0,12}", any::<String>()],
+        ),
+        0..2,
+    );
+    check_property(
+        "any value at any key is taken, or refused naming the key",
+        (edits, overrides),
+        |(edits, overrides)| {
+            let mut tree: Value = serde_norway::from_str(BASIC).unwrap();
+            for (key, value) in &edits {
+                set(&mut tree, key, value.clone());
+            }
+            let text = serde_norway::to_string(&tree).unwrap();
+            let env: Vec<(String, String)> = overrides
+                .iter()
+                .map(|(key, value)| {
+                    let var = format!("REGISTRY_{}", key.replace('.', "_").to_uppercase());
+                    (var, value.clone())
+                })
+                .collect();
+            match Config::parse(&text, "test.yml", env) {
+                Ok(_) => {}
+                Err(ConfigError::Invalid { key, message }) => {
+                    prop_assert!(!key.is_empty() && !message.is_empty());
+                }
+                Err(e) => prop_assert!(false, "not an invalid key: {}", e),
+            }
+            Ok(())
+        },
+    );
+}
+
+#[test]
+fn a_config_written_reads_back_to_the_same_settings() {
+    let text = "\
+version: 0.1
+log: {level: debug, formatter: json, accesslog: {disabled: true}}
+http:
+  addr: 127.0.0.1:5003
+  draintimeout: 1m30s
+  headers: {X-Content-Type-Options: [nosniff]}
+  debug: {addr: 127.0.0.1:5004}
+storage:
+  s3: {bucket: b, region: eu-west-1, regionendpoint: 'http://127.0.0.1:9000', forcepathstyle: true}
+  redirect: {disable: true}
+  delete: {enabled: true}
+  maintenance: {uploadpurging: {age: 2h, interval: 10m}}
+notifications:
+  endpoints:
+    - {name: hook, url: 'http://127.0.0.1:9999/events', timeout: 500ms, ignore: {actions: [pull]}}
+proxy: {remoteurl: 'https://registry-1.docker.io', ttl: 72h}
+berth:
+  gcgraceperiod: 30m
+  gcschedule: '@daily'
+  writenetworks: [10.0.0.0/8]
+  idletimeout: 45s
+  mirrors:
+    - {host: ghcr.io, tagttl: 30s}
+  nodecache: {path: /var/cache/berth, maxbytes: 1000}
+";
+    let config: Config = serde_norway::from_str(text).unwrap();
+    let written = serde_norway::to_string(&config).unwrap();
+    let again: Config = serde_norway::from_str(&written).unwrap();
+    assert_eq!(again, config, "{written}");
+    let settings = config.settle().unwrap();
+    let reread = parse(&written, &[]).unwrap();
+    assert_eq!(format!("{reread:?}"), format!("{settings:?}"), "{written}");
+}
+
+#[test]
+fn defaults_are_not_written() {
+    let config = Config::versioned();
+    assert_eq!(serde_norway::to_string(&config).unwrap(), "version: 0.1\n");
+}
