@@ -291,11 +291,10 @@ pub struct Storage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Filesystem {
-    /// Root directory of the layout (default `/var/lib/registry`).
-    #[serde(
-        default = "default_rootdirectory",
-        skip_serializing_if = "is_default_rootdirectory"
-    )]
+    /// Root directory of the layout (default `/var/lib/registry`). Always
+    /// written, even at its default: where content lives is what a reader
+    /// of the file (or a tool that relocates it) must never have to infer.
+    #[serde(default = "default_rootdirectory")]
     pub rootdirectory: PathBuf,
     /// Distribution's thread limit; accepted for compatibility.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -938,7 +937,6 @@ is_default_of! {
     is_yes => yes: bool,
     is_default_metrics_path => default_metrics_path: String,
     is_default_realm => default_realm: String,
-    is_default_rootdirectory => default_rootdirectory: PathBuf,
     is_default_purge_age => default_purge_age: GoDuration,
     is_default_purge_interval => default_purge_interval: GoDuration,
     is_default_manifest_max_bytes => default_manifest_max_bytes: u64,
