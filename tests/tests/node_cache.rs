@@ -6,8 +6,10 @@
 //! the middle of a fill leaves no partial entry; eight concurrent GETs of
 //! one uncached blob make one S3 GET.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Read;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -69,20 +71,26 @@ fn entry_path(cache: &Path, digest: &str) -> PathBuf {
     cache.join("blobs").join(algorithm).join(hex)
 }
 
-/// Bytes of every file below `dir`.
+/// Bytes of every file below `dir`, each file counted once: a fill renamed
+/// from the spool into `blobs/` while the walk runs is seen by its inode,
+/// whichever directory the walk finds it in (or both).
 fn dir_bytes(dir: &Path) -> u64 {
-    fs::read_dir(dir)
-        .map(|entries| {
-            entries
-                .flatten()
-                .map(|e| match e.metadata() {
-                    Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-                    Ok(m) => m.len(),
-                    Err(_) => 0,
-                })
-                .sum()
-        })
-        .unwrap_or(0)
+    let mut files = HashMap::new();
+    files_below(dir, &mut files);
+    files.values().sum()
+}
+
+/// Sizes of the files below `dir`, by inode.
+fn files_below(dir: &Path, files: &mut HashMap<u64, u64>) {
+    for entry in fs::read_dir(dir).into_iter().flatten().flatten() {
+        match entry.metadata() {
+            Ok(m) if m.is_dir() => files_below(&entry.path(), files),
+            Ok(m) => {
+                files.insert(m.ino(), m.len());
+            }
+            Err(_) => {}
+        }
+    }
 }
 
 /// Names of the files in `dir` (none when it is missing).
