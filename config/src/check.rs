@@ -17,12 +17,12 @@ use crate::env::apply_env;
 use crate::error::{ConfigError, invalid};
 use crate::network::Network;
 use crate::schedule::Schedule;
-use crate::schema::{Azure, Config, Gcs, NodeCache, S3};
+use crate::schema::{Azure, Config, Gcs, Log, NodeCache, S3, Tls};
 use crate::service_account::ServiceAccountKey;
 use crate::settings::{
-    AZURE_CHUNK, AzureSettings, ConnectionLimits, EndpointSettings, GCS_CHUNK_UNIT, GCS_ENDPOINT,
-    GcsSettings, NodeCacheSettings, S3_MIN_CHUNK, S3Encryption, S3Keys, S3Settings, Settings,
-    StorageSettings,
+    AZURE_CHUNK, AzureSettings, ConnectionLimits, DebugListener, EndpointSettings, GCS_CHUNK_UNIT,
+    GCS_ENDPOINT, GcsSettings, HtpasswdSettings, LogSettings, NodeCacheSettings, S3_MIN_CHUNK,
+    S3Encryption, S3Keys, S3Settings, Settings, StorageSettings, TlsSettings, UploadPurge,
 };
 
 /// The configuration `berth-registry` serves with when given no file.
@@ -113,38 +113,44 @@ impl Config {
             ));
         }
         let addr = parse_addr("http.addr", self.http.addr.as_deref().unwrap_or(":5000"))?;
-        let debug_addr = match &self.http.debug {
+        let debug = match &self.http.debug {
             Some(debug) if debug.prometheus.enabled => match &debug.addr {
-                Some(a) => Some(parse_addr("http.debug.addr", a)?),
+                Some(a) => Some(DebugListener {
+                    addr: parse_addr("http.debug.addr", a)?,
+                    metrics_path: debug.prometheus.path.clone(),
+                }),
                 None => None,
             },
             _ => None,
         };
-        if let Some(h) = &self.auth.htpasswd {
-            check_readable("auth.htpasswd.path", Some(&h.path))?;
-        }
+        let htpasswd = match &self.auth.htpasswd {
+            Some(h) => {
+                readable("auth.htpasswd.path", Some(&h.path))?;
+                Some(HtpasswdSettings {
+                    path: h.path.clone(),
+                    realm: h.realm.clone(),
+                })
+            }
+            None => None,
+        };
         let endpoints = self.endpoints()?;
         let headers = self.http.headers.map().clone();
         let drain_timeout = match &self.http.draintimeout {
             Some(d) => d.0,
             None => Duration::from_secs(30),
         };
-        if let Some(tls) = &self.http.tls {
-            check_readable("http.tls.certificate", tls.certificate.as_deref())?;
-            check_readable("http.tls.key", tls.key.as_deref())?;
-            for (i, ca) in tls.clientcas.iter().enumerate() {
-                check_readable(&format!("http.tls.clientcas[{i}]"), Some(ca))?;
-            }
-        }
+        let tls = self.http.tls.as_ref().map(tls_settings).transpose()?;
         let storage = self.storage_settings()?;
         let purging = &self.storage.maintenance.uploadpurging;
         let purge = if purging.enabled {
-            let age = purging.age.0;
-            let interval = positive_duration(
-                "storage.maintenance.uploadpurging.interval",
-                purging.interval,
-            )?;
-            Some((age, interval))
+            Some(UploadPurge {
+                age: purging.age.0,
+                interval: positive_duration(
+                    "storage.maintenance.uploadpurging.interval",
+                    purging.interval,
+                )?,
+                dry_run: purging.dryrun,
+            })
         } else {
             None
         };
@@ -182,20 +188,32 @@ impl Config {
             .transpose()?;
         let pull_through = self.pull_through(addr.port())?;
         Ok(Settings {
-            pull_through,
-            config: self,
             addr,
+            tls,
+            http2: !self.http.http2.disabled,
             storage,
+            delete_enabled: self.storage.delete.enabled,
+            read_only: self.storage.maintenance.readonly.enabled,
             drain_timeout,
             purge,
-            debug_addr,
+            debug,
+            log: log_settings(&self.log),
+            htpasswd,
+            anonymous_pull: self.berth.anonymouspull,
+            check_storage: self.health.storagedriver.enabled,
+            manifest_max_bytes: self.berth.manifestmaxbytes,
+            manifest_cache_bytes: self.berth.manifestcachebytes,
             endpoints,
+            notification_queue_size: self.berth.notificationqueuesize,
             headers,
             gc_grace_period,
             gc_schedule,
+            gc_dry_run: self.berth.gcdryrun,
+            gc_delete_untagged: self.berth.gcdeleteuntagged,
             connection_limits,
             write_networks,
             node_cache,
+            pull_through,
         })
     }
 
@@ -329,6 +347,45 @@ impl Config {
             });
         }
         Ok(out)
+    }
+}
+
+/// `http.tls`, checked: the certificate, key and client CA files must be readable.
+fn tls_settings(tls: &Tls) -> Result<TlsSettings, ConfigError> {
+    let certificate = readable("http.tls.certificate", tls.certificate.as_deref())?.to_path_buf();
+    let key = readable("http.tls.key", tls.key.as_deref())?.to_path_buf();
+    for (i, ca) in tls.clientcas.iter().enumerate() {
+        readable(&format!("http.tls.clientcas[{i}]"), Some(ca))?;
+    }
+    Ok(TlsSettings {
+        certificate,
+        key,
+        minimum_version: tls.minimumtls.unwrap_or_default(),
+        client_cas: tls.clientcas.clone(),
+    })
+}
+
+/// `log`, resolved: the fields' values rendered as text once, here.
+fn log_settings(log: &Log) -> LogSettings {
+    let fields = log
+        .fields
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Value::String(s) => s.clone(),
+                other => serde_norway::to_string(other)
+                    .unwrap_or_default()
+                    .trim()
+                    .to_owned(),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    LogSettings {
+        level: log.level,
+        formatter: log.formatter,
+        fields,
+        access_log: !log.accesslog.disabled,
     }
 }
 
@@ -536,10 +593,11 @@ pub(crate) fn positive_duration(key: &str, duration: GoDuration) -> Result<Durat
     Ok(duration.0)
 }
 
-fn check_readable(key: &str, path: Option<&Path>) -> Result<(), ConfigError> {
+/// The path given under `key`, refused when missing or unreadable.
+fn readable<'a>(key: &str, path: Option<&'a Path>) -> Result<&'a Path, ConfigError> {
     let path = path.ok_or_else(|| invalid(key, "missing"))?;
     std::fs::metadata(path)
-        .map(|_| ())
+        .map(|_| path)
         .map_err(|e| invalid(key, format!("{}: {e}", path.display())))
 }
 

@@ -58,7 +58,7 @@ fn development_settings_pass_the_checks_a_file_must_pass() {
     assert!(
         matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("./data"))
     );
-    assert!(s.config.storage.delete.enabled);
+    assert!(s.delete_enabled);
     let moved =
         Config::development([("REGISTRY_HTTP_ADDR".to_owned(), "127.0.0.1:5050".to_owned())])
             .unwrap();
@@ -72,13 +72,14 @@ fn reads_distribution_config() {
     assert!(
         matches!(&s.storage, StorageSettings::Filesystem { root } if root == Path::new("/tmp/r"))
     );
-    assert!(s.config.storage.delete.enabled);
+    assert!(s.delete_enabled);
     assert_eq!(
         s.purge,
-        Some((
-            Duration::from_secs(168 * 3600),
-            Duration::from_secs(24 * 3600)
-        ))
+        Some(UploadPurge {
+            age: Duration::from_secs(168 * 3600),
+            interval: Duration::from_secs(24 * 3600),
+            dry_run: false,
+        })
     );
 }
 
@@ -123,8 +124,8 @@ fn environment_overrides() {
     )
     .unwrap();
     assert_eq!(s.addr.port(), 6000);
-    assert!(!s.config.storage.delete.enabled);
-    assert!(s.config.storage.maintenance.readonly.enabled);
+    assert!(!s.delete_enabled);
+    assert!(s.read_only);
     let err = error(BASIC, &[("REGISTRY_HTTP_ADR", "x")]);
     assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
     // The variable naming the file is not an override.
@@ -415,7 +416,7 @@ fn gc_schedule_or_interval() {
     )
     .unwrap();
     assert!(matches!(s.gc_schedule, Some(Schedule::Cron(_))));
-    assert!(s.config.berth.gcdryrun);
+    assert!(s.gc_dry_run);
     let s = parse(&format!("{BASIC}berth:\n  gcinterval: 6h\n"), &[]).unwrap();
     assert!(
         matches!(s.gc_schedule, Some(Schedule::Every(d)) if d == Duration::from_secs(6 * 3600))
