@@ -1,6 +1,7 @@
 //! The configuration resolved and checked: what the registry runs with.
 //!
-//! A [`Settings`] is built only by the checks ([`Config::settle`]), so
+//! A [`Settings`] is built only by the checks
+//! ([`Config::settle`](crate::schema::Config::settle)), so
 //! holding one means every value was found valid.
 
 use std::net::SocketAddr;

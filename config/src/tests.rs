@@ -283,6 +283,95 @@ fn notifications_and_auth() {
 }
 
 #[test]
+fn the_checks_resolve_what_the_registry_reads() {
+    let s = parse(BASIC, &[]).unwrap();
+    assert!(s.tls.is_none() && s.htpasswd.is_none() && s.debug.is_none());
+    assert!(s.http2 && !s.read_only && s.check_storage && !s.anonymous_pull);
+    assert_eq!(s.manifest_max_bytes, 4 * 1024 * 1024);
+    assert_eq!(s.manifest_cache_bytes, 16 * 1024 * 1024);
+    assert_eq!(s.notification_queue_size, 10000);
+    assert!(!s.gc_dry_run && !s.gc_delete_untagged);
+    assert_eq!(
+        s.log,
+        LogSettings {
+            level: LogLevel::Info,
+            formatter: LogFormatter::Text,
+            fields: Vec::new(),
+            access_log: true,
+        }
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key, ca, users) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("ca.pem"),
+        dir.path().join("htpasswd"),
+    );
+    for file in [&cert, &key, &ca, &users] {
+        std::fs::write(file, "").unwrap();
+    }
+    let text = format!(
+        "{BASIC}log:\n  level: debug\n  formatter: json\n  fields: {{service: registry, replicas: 3}}\n  accesslog: {{disabled: true}}\nauth:\n  htpasswd: {{path: {users}}}\nhealth:\n  storagedriver: {{enabled: false}}\nberth:\n  anonymouspull: true\n  manifestcachebytes: 0\n  notificationqueuesize: 7\n  gcdeleteuntagged: true\n",
+        users = users.display(),
+    )
+    .replace(
+        "http:\n",
+        &format!(
+            "http:\n  tls: {{certificate: {}, key: {}, minimumtls: tls1.3, clientcas: [{}]}}\n  http2: {{disabled: true}}\n  debug: {{addr: 127.0.0.1:5009, prometheus: {{path: /m}}}}\n",
+            cert.display(),
+            key.display(),
+            ca.display()
+        ),
+    );
+    let s = parse(&text, &[]).unwrap();
+    assert_eq!(
+        s.tls,
+        Some(TlsSettings {
+            certificate: cert.clone(),
+            key: key.clone(),
+            minimum_version: TlsVersion::Tls13,
+            client_cas: vec![ca.clone()],
+        })
+    );
+    assert!(!s.http2 && !s.check_storage && s.anonymous_pull);
+    assert_eq!(
+        s.debug,
+        Some(DebugListener {
+            addr: "127.0.0.1:5009".parse().unwrap(),
+            metrics_path: "/m".to_owned(),
+        })
+    );
+    assert_eq!(
+        s.htpasswd,
+        Some(HtpasswdSettings {
+            path: users.clone(),
+            realm: "basic-realm".to_owned(),
+        })
+    );
+    assert_eq!(
+        s.log,
+        LogSettings {
+            level: LogLevel::Debug,
+            formatter: LogFormatter::Json,
+            fields: vec![
+                ("replicas".to_owned(), "3".to_owned()),
+                ("service".to_owned(), "registry".to_owned()),
+            ],
+            access_log: false,
+        }
+    );
+    assert_eq!(s.manifest_cache_bytes, 0);
+    assert_eq!(s.notification_queue_size, 7);
+    assert!(s.gc_delete_untagged);
+    let err = error(
+        &text.replace(&key.display().to_string(), "/nonexistent/key"),
+        &[],
+    );
+    assert!(err.starts_with("http.tls.key"), "{err}");
+}
+
+#[test]
 fn s3_settings() {
     let text = "version: 0.1\nstorage:\n  s3:\n    bucket: b\n    region: us-east-1\n    regionendpoint: 127.0.0.1:9000\n    secure: false\n    forcepathstyle: true\n  redirect:\n    disable: true\n";
     let s = parse(
