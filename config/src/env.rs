@@ -62,3 +62,34 @@ pub(crate) fn apply_env(
     }
     Ok(applied)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::CONFIGURATION_PATH_ENV;
+    use crate::test_support::{BASIC, error, parse};
+
+    #[test]
+    fn environment_overrides() {
+        let s = parse(
+            BASIC,
+            &[
+                ("REGISTRY_HTTP_ADDR", "127.0.0.1:6000"),
+                ("REGISTRY_STORAGE_DELETE_ENABLED", "false"),
+                ("REGISTRY_STORAGE_MAINTENANCE_READONLY_ENABLED", "true"),
+                ("UNRELATED", "x"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.addr.port(), 6000);
+        assert!(!s.delete_enabled);
+        assert!(s.read_only);
+        let err = error(BASIC, &[("REGISTRY_HTTP_ADR", "x")]);
+        assert!(err.contains("REGISTRY_HTTP_ADR"), "{err}");
+        // The variable naming the file is not an override.
+        parse(
+            BASIC,
+            &[(CONFIGURATION_PATH_ENV, "/etc/registry/config.yml")],
+        )
+        .unwrap();
+    }
+}

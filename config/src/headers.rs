@@ -70,6 +70,7 @@ impl<'de> Deserialize<'de> for Headers {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_support::{BASIC, error, parse};
 
     #[test]
     fn headers_read_back_as_written() {
@@ -82,5 +83,22 @@ mod tests {
             headers
         );
         assert!(serde_norway::from_str::<Headers>("Bad Name: [x]\n").is_err());
+    }
+
+    #[test]
+    fn response_headers_are_checked() {
+        let text = BASIC.replace(
+            "http:\n",
+            "http:\n  headers:\n    X-Content-Type-Options: [nosniff]\n",
+        );
+        let s = parse(&text, &[]).unwrap();
+        assert_eq!(s.headers["x-content-type-options"], "nosniff");
+        let err = error(&text.replace("X-Content-Type-Options", "Bad Name"), &[]);
+        assert!(err.starts_with("http.headers: Bad Name:"), "{err}");
+        let err = error(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[]);
+        assert!(
+            err.starts_with("http.headers: X-Content-Type-Options:"),
+            "{err}"
+        );
     }
 }

@@ -46,4 +46,4 @@ pub use service_account::ServiceAccountKey;
 pub use settings::*;
 
 #[cfg(test)]
-mod tests;
+mod test_support;

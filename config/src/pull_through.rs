@@ -193,3 +193,115 @@ pub fn default_upstream_url(host: &str) -> String {
         host => format!("https://{host}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::Duration;
+
+    use crate::test_support::{BASIC, error, parse};
+    use crate::*;
+
+    #[test]
+    fn pull_through_settings_are_checked_and_resolved() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            "{BASIC}proxy:\n  remoteurl: https://registry-1.docker.io/\n  ttl: 24h\nberth:\n  spooldir: /var/spool/berth\n  mirrors:\n    - host: docker.io\n    - host: registry.example.com:5000\n      remoteurl: http://127.0.0.1:5001\n      credentialsdir: {}\n      tagttl: 30s\n    - host: _default\n",
+            dir.path().display()
+        );
+        let s = parse(&text, &[]).unwrap();
+        let p = &s.pull_through;
+        assert_eq!(p.ttl, Duration::from_secs(24 * 3600));
+        assert_eq!(p.spool_dir, PathBuf::from("/var/spool/berth"));
+        let proxy = p.proxy.as_ref().unwrap();
+        assert_eq!(proxy.url.as_deref(), Some("https://registry-1.docker.io"));
+        assert_eq!(proxy.credentials, UpstreamCredentials::None);
+        assert_eq!(
+            p.mirrors["docker.io"].url.as_deref(),
+            Some("https://registry-1.docker.io")
+        );
+        assert_eq!(p.mirrors["docker.io"].tag_ttl, Duration::from_secs(60));
+        let local = &p.mirrors["registry.example.com:5000"];
+        assert_eq!(local.url.as_deref(), Some("http://127.0.0.1:5001"));
+        assert_eq!(local.tag_ttl, Duration::from_secs(30));
+        assert_eq!(
+            local.credentials,
+            UpstreamCredentials::Dir(dir.path().to_owned())
+        );
+        assert_eq!(p.mirrors["_default"].url, None);
+        // Without the keys: nothing is mirrored; the spool is per port.
+        let s = parse(BASIC, &[]).unwrap();
+        assert!(!s.pull_through.enabled());
+        assert!(
+            s.pull_through
+                .spool_dir
+                .ends_with(format!("berth-spool-{}", s.addr.port()))
+        );
+        for (from, to, key) in [
+            (
+                "https://registry-1.docker.io/",
+                "ftp://x",
+                "proxy.remoteurl",
+            ),
+            ("ttl: 24h", "ttl: soon", "proxy.ttl"),
+            ("ttl: 24h", "username: alice", "proxy.username"),
+            (
+                "http://127.0.0.1:5001",
+                "127.0.0.1:5001",
+                "berth.mirrors[1].remoteurl",
+            ),
+            ("tagttl: 30s", "tagttl: 30", "berth.mirrors[1].tagttl"),
+            (
+                "host: docker.io",
+                "host: registry.example.com:5000",
+                "berth.mirrors[1].host",
+            ),
+            ("host: docker.io", "host: _default", "berth.mirrors[2].host"),
+            (
+                "host: docker.io",
+                "host: docker.io/library",
+                "berth.mirrors[0].host",
+            ),
+            (
+                "host: docker.io",
+                "host: \"docker.io:0\"",
+                "berth.mirrors[0].host",
+            ),
+            (
+                "credentialsdir: /",
+                "credentialsdir: /nonexistent/",
+                "berth.mirrors[1].credentialsdir",
+            ),
+        ] {
+            assert!(text.contains(from), "{from}");
+            let err = error(&text.replacen(from, to, 1), &[]);
+            assert!(err.starts_with(key), "{to}: {err}");
+        }
+    }
+
+    #[test]
+    fn registry_hosts() {
+        for good in [
+            "docker.io",
+            "ghcr.io",
+            "localhost:5000",
+            "10.0.0.1:5000",
+            "a-b.c",
+        ] {
+            assert!(is_registry_host(good), "{good}");
+        }
+        for bad in [
+            "",
+            "_default",
+            "a/b",
+            "-a.io",
+            "a..io",
+            "a.io:",
+            "a.io:99999",
+            "a.io:x",
+            "../x",
+        ] {
+            assert!(!is_registry_host(bad), "{bad}");
+        }
+    }
+}

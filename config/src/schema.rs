@@ -949,3 +949,52 @@ is_default_of! {
     is_default_high_watermark => default_high_watermark: u64,
     is_default_low_watermark => default_low_watermark: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::test_support::parse;
+    use crate::*;
+
+    #[test]
+    fn a_config_written_reads_back_to_the_same_settings() {
+        let text = "\
+version: 0.1
+log: {level: debug, formatter: json, accesslog: {disabled: true}}
+http:
+  addr: 127.0.0.1:5003
+  draintimeout: 1m30s
+  headers: {X-Content-Type-Options: [nosniff]}
+  debug: {addr: 127.0.0.1:5004}
+storage:
+  s3: {bucket: b, region: eu-west-1, regionendpoint: 'http://127.0.0.1:9000', forcepathstyle: true}
+  redirect: {disable: true}
+  delete: {enabled: true}
+  maintenance: {uploadpurging: {age: 2h, interval: 10m}}
+notifications:
+  endpoints:
+    - {name: hook, url: 'http://127.0.0.1:9999/events', timeout: 500ms, ignore: {actions: [pull]}}
+proxy: {remoteurl: 'https://registry-1.docker.io', ttl: 72h}
+berth:
+  gcgraceperiod: 30m
+  gcschedule: '@daily'
+  writenetworks: [10.0.0.0/8]
+  idletimeout: 45s
+  mirrors:
+    - {host: ghcr.io, tagttl: 30s}
+  nodecache: {path: /var/cache/berth, maxbytes: 1000}
+";
+        let config: Config = serde_norway::from_str(text).unwrap();
+        let written = serde_norway::to_string(&config).unwrap();
+        let again: Config = serde_norway::from_str(&written).unwrap();
+        assert_eq!(again, config, "{written}");
+        let settings = config.settle().unwrap();
+        let reread = parse(&written, &[]).unwrap();
+        assert_eq!(format!("{reread:?}"), format!("{settings:?}"), "{written}");
+    }
+
+    #[test]
+    fn defaults_are_not_written() {
+        let config = Config::versioned();
+        assert_eq!(serde_norway::to_string(&config).unwrap(), "version: 0.1\n");
+    }
+}

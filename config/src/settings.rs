@@ -1,16 +1,17 @@
 //! The configuration resolved and checked: what the registry runs with.
 //!
-//! A [`Settings`] is built only by the checks ([`Config::settle`]), so
+//! A [`Settings`] is built only by the checks
+//! ([`Config::settle`](crate::schema::Config::settle)), so
 //! holding one means every value was found valid.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::choices::{LogFormatter, LogLevel, TlsVersion};
 use crate::network::Network;
 use crate::pull_through::PullThrough;
 use crate::schedule::Schedule;
-use crate::schema::Config;
 use crate::service_account::ServiceAccountKey;
 
 /// The limits on client connections (`berth.maxconnections`,
@@ -51,26 +52,51 @@ pub struct NodeCacheSettings {
 /// Settings resolved and checked, ready to run with.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// The parsed file.
-    pub config: Config,
-    /// Address to listen on.
+    /// Address to listen on (`http.addr`).
     pub addr: SocketAddr,
+    /// TLS on the main listener (`http.tls`), when configured.
+    pub tls: Option<TlsSettings>,
+    /// Whether HTTP/2 is offered (`http.http2.disabled` unset).
+    pub http2: bool,
     /// The storage backend.
     pub storage: StorageSettings,
-    /// Shutdown drain timeout.
+    /// Whether manifests and blobs may be deleted (`storage.delete.enabled`).
+    pub delete_enabled: bool,
+    /// Whether every write is refused (`storage.maintenance.readonly.enabled`).
+    pub read_only: bool,
+    /// Shutdown drain timeout (`http.draintimeout`).
     pub drain_timeout: Duration,
-    /// Upload purge age and interval, when purging is on.
-    pub purge: Option<(Duration, Duration)>,
-    /// Address of the separate metrics listener, if any.
-    pub debug_addr: Option<SocketAddr>,
+    /// Upload purging (`storage.maintenance.uploadpurging`), when on.
+    pub purge: Option<UploadPurge>,
+    /// The separate metrics listener (`http.debug`), if any.
+    pub debug: Option<DebugListener>,
+    /// How the registry logs (`log`).
+    pub log: LogSettings,
+    /// Basic authentication (`auth.htpasswd`), when configured.
+    pub htpasswd: Option<HtpasswdSettings>,
+    /// With authentication, whether clients without credentials may pull
+    /// (`berth.anonymouspull`).
+    pub anonymous_pull: bool,
+    /// Whether `/readyz` checks storage (`health.storagedriver.enabled`).
+    pub check_storage: bool,
+    /// Largest manifest accepted on push, in bytes (`berth.manifestmaxbytes`).
+    pub manifest_max_bytes: u64,
+    /// Bytes of manifests kept in memory; 0 is no cache (`berth.manifestcachebytes`).
+    pub manifest_cache_bytes: u64,
     /// Notification endpoints, checked.
     pub endpoints: Vec<EndpointSettings>,
+    /// Events queued per notification endpoint (`berth.notificationqueuesize`).
+    pub notification_queue_size: usize,
     /// Headers added to every response (`http.headers`), checked.
     pub headers: http::HeaderMap,
     /// Garbage collection's grace period (`berth.gcgraceperiod`).
     pub gc_grace_period: Duration,
     /// When the server collects garbage itself (`berth.gcschedule` or `berth.gcinterval`).
     pub gc_schedule: Option<Schedule>,
+    /// Whether in-server collections only report (`berth.gcdryrun`).
+    pub gc_dry_run: bool,
+    /// Whether in-server collections delete untagged manifests (`berth.gcdeleteuntagged`).
+    pub gc_delete_untagged: bool,
     /// Limits on client connections (`berth.maxconnections`, `idletimeout`, `stalltimeout`).
     pub connection_limits: ConnectionLimits,
     /// Where clients without credentials may push and delete from
@@ -80,6 +106,64 @@ pub struct Settings {
     pub node_cache: Option<NodeCacheSettings>,
     /// Pull-through upstreams (`proxy`, `berth.mirrors`), checked.
     pub pull_through: PullThrough,
+}
+
+/// TLS on the main listener (`http.tls`), checked: both files were readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsSettings {
+    /// PEM certificate chain file.
+    pub certificate: PathBuf,
+    /// PEM private key file.
+    pub key: PathBuf,
+    /// Lowest TLS version offered (`tls1.2` unless set).
+    pub minimum_version: TlsVersion,
+    /// PEM files of the CAs client certificates must chain to; empty is no
+    /// client authentication.
+    pub client_cas: Vec<PathBuf>,
+}
+
+/// The separate listener serving metrics (`http.debug`), present only when
+/// it has an address and Prometheus is enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DebugListener {
+    /// Its address (`http.debug.addr`).
+    pub addr: SocketAddr,
+    /// Path of the metrics endpoint (`http.debug.prometheus.path`).
+    pub metrics_path: String,
+}
+
+/// How the registry logs (`log`), resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogSettings {
+    /// The level, unless `BERTH_LOG` overrides it.
+    pub level: LogLevel,
+    /// Text or JSON lines.
+    pub formatter: LogFormatter,
+    /// `log.fields` in key order, each value rendered as text.
+    pub fields: Vec<(String, String)>,
+    /// Whether each request is logged (`log.accesslog.disabled` unset).
+    pub access_log: bool,
+}
+
+/// Basic authentication against an htpasswd file (`auth.htpasswd`),
+/// checked: the file was readable.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HtpasswdSettings {
+    /// The htpasswd file, re-read when it changes.
+    pub path: PathBuf,
+    /// Realm named in the `WWW-Authenticate` challenge.
+    pub realm: String,
+}
+
+/// Purging of abandoned uploads (`storage.maintenance.uploadpurging`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadPurge {
+    /// Age past which an upload is purged.
+    pub age: Duration,
+    /// How often to look; never zero.
+    pub interval: Duration,
+    /// Only log what would be purged.
+    pub dry_run: bool,
 }
 
 /// The storage backend, checked.

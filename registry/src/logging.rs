@@ -4,11 +4,11 @@ use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{Log, LogFormatter};
+use crate::config::{LogFormatter, LogSettings};
 
 /// Installs the global subscriber. `BERTH_LOG` (an `EnvFilter` directive)
 /// overrides `log.level` when set.
-pub fn init(log: &Log) {
+pub fn init(log: &LogSettings) {
     let filter =
         EnvFilter::try_from_env("BERTH_LOG").unwrap_or_else(|_| EnvFilter::new(log.level.as_str()));
     let builder = tracing_subscriber::fmt()
@@ -23,17 +23,11 @@ pub fn init(log: &Log) {
     };
 }
 
-/// `log.fields` rendered as `key=value` pairs, attached to every request's span.
-pub fn static_fields(log: &Log) -> String {
+/// `log.fields` as `key=value` pairs, attached to every request's span.
+pub fn static_fields(log: &LogSettings) -> String {
     log.fields
         .iter()
-        .map(|(k, v)| match v {
-            serde_norway::Value::String(s) => format!("{k}={s}"),
-            other => format!(
-                "{k}={}",
-                serde_norway::to_string(other).unwrap_or_default().trim()
-            ),
-        })
+        .map(|(k, v)| format!("{k}={v}"))
         .collect::<Vec<_>>()
         .join(" ")
 }

@@ -157,7 +157,7 @@ fn settings(file: Option<&PathBuf>) -> anyhow::Result<Settings> {
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(args.config.as_ref().or(args.file.as_ref()))?;
-    logging::init(&settings.config.log);
+    logging::init(&settings.log);
     server::run(Prepared::new(settings)?, server::shutdown_signal())
         .await
         .context("berth-registry")?;
@@ -167,7 +167,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `config check`: everything `serve` checks before it binds its addresses.
 fn check(file: &PathBuf) -> anyhow::Result<()> {
     let settings = settings(Some(file))?;
-    logging::init(&settings.config.log);
+    logging::init(&settings.log);
     Prepared::new(settings)?;
     println!("{}: ok", file.display());
     Ok(())
@@ -175,7 +175,7 @@ fn check(file: &PathBuf) -> anyhow::Result<()> {
 
 async fn gc(args: GcArgs) -> anyhow::Result<()> {
     let settings = settings(args.config.as_ref())?;
-    logging::init(&settings.config.log);
+    logging::init(&settings.log);
     let configured = settings.gc_grace_period;
     let grace_period = args.grace_period.unwrap_or(configured);
     // Servers refresh touches every quarter of the configured period; a

@@ -19,7 +19,7 @@ use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config::{Tls, TlsVersion};
+use crate::config::{TlsSettings, TlsVersion};
 
 /// How often the certificate files are checked for changes.
 pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
@@ -157,31 +157,27 @@ impl ResolvesServerCert for CertReloader {
 /// Builds the rustls server configuration for `tls`, offering HTTP/2 unless
 /// disabled; the returned reloader must be followed for rotation to work.
 pub fn server_config(
-    tls: &Tls,
+    tls: &TlsSettings,
     http2: bool,
 ) -> Result<(Arc<ServerConfig>, Arc<CertReloader>), TlsError> {
-    let certificate = tls
-        .certificate
-        .clone()
-        .ok_or_else(|| pem_error("http.tls.certificate", Path::new(""), "missing"))?;
-    let key = tls
-        .key
-        .clone()
-        .ok_or_else(|| pem_error("http.tls.key", Path::new(""), "missing"))?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let reloader = Arc::new(CertReloader::new(certificate, key, provider.clone())?);
+    let reloader = Arc::new(CertReloader::new(
+        tls.certificate.clone(),
+        tls.key.clone(),
+        provider.clone(),
+    )?);
 
-    let versions: &[&rustls::SupportedProtocolVersion] = match tls.minimumtls.unwrap_or_default() {
+    let versions: &[&rustls::SupportedProtocolVersion] = match tls.minimum_version {
         TlsVersion::Tls13 => &[&rustls::version::TLS13],
         TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
     };
     let builder =
         ServerConfig::builder_with_provider(provider.clone()).with_protocol_versions(versions)?;
-    let builder = if tls.clientcas.is_empty() {
+    let builder = if tls.client_cas.is_empty() {
         builder.with_no_client_auth()
     } else {
         let mut roots = rustls::RootCertStore::empty();
-        for path in &tls.clientcas {
+        for path in &tls.client_cas {
             for cert in read_certs("http.tls.clientcas", path)? {
                 roots.add(cert)?;
             }

@@ -74,12 +74,11 @@ pub struct Prepared {
 impl Prepared {
     /// Loads and checks what `settings` names.
     pub fn new(settings: Settings) -> Result<Prepared, ServerError> {
-        let config = &settings.config;
-        let tls = match &config.http.tls {
-            Some(t) => Some(tls::server_config(t, !config.http.http2.disabled)?),
+        let tls = match &settings.tls {
+            Some(t) => Some(tls::server_config(t, settings.http2)?),
             None => None,
         };
-        let auth = match &config.auth.htpasswd {
+        let auth = match &settings.htpasswd {
             Some(h) => Some(Htpasswd::load(&h.path, &h.realm)?),
             None => None,
         };
@@ -99,11 +98,10 @@ pub async fn registry(settings: &Settings, metrics: Arc<Metrics>) -> Arc<Registr
 
 /// The registry service over the driver `settings` name, without a node cache.
 async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
-    let storage = &settings.config.storage;
     let options = Options {
-        delete_enabled: storage.delete.enabled,
-        read_only: storage.maintenance.readonly.enabled,
-        manifest_max_bytes: settings.config.berth.manifestmaxbytes,
+        delete_enabled: settings.delete_enabled,
+        read_only: settings.read_only,
+        manifest_max_bytes: settings.manifest_max_bytes,
         gc_grace_period: settings.gc_grace_period,
     };
     let driver: Arc<dyn StorageDriver> = match &settings.storage {
@@ -113,7 +111,7 @@ async fn service(settings: &Settings, metrics: Arc<Metrics>) -> Registry {
         StorageSettings::Gcs(gcs) => Arc::new(GcsDriver::new(gcs)),
     };
     Registry::new(Arc::new(Instrumented::new(driver, metrics)), options)
-        .with_manifest_cache(settings.config.berth.manifestcachebytes)
+        .with_manifest_cache(settings.manifest_cache_bytes)
 }
 
 /// Where the data lives, for the start-up log line.
@@ -160,7 +158,6 @@ pub async fn run(
         tls,
         auth,
     } = prepared;
-    let config = &settings.config;
     let metrics = Arc::new(Metrics::new());
     let mut service = service(&settings, metrics.clone()).await;
     if let Some(cache) = &settings.node_cache {
@@ -172,7 +169,6 @@ pub async fn run(
         service = service.with_node_cache(Arc::new(opened));
     }
     let registry = Arc::new(service);
-    let http2 = !config.http.http2.disabled;
     let (acceptor, cert_reloader) = match tls {
         Some((server_config, reloader)) => (Some(TlsAcceptor::from(server_config)), Some(reloader)),
         None => (None, None),
@@ -184,12 +180,16 @@ pub async fn run(
             source,
         })?;
     let local = listener.local_addr().unwrap_or(settings.addr);
-    let debug_listener = match settings.debug_addr {
-        Some(addr) => Some(
-            TcpListener::bind(addr)
+    let debug_listener = match &settings.debug {
+        Some(debug) => Some((
+            TcpListener::bind(debug.addr)
                 .await
-                .map_err(|source| ServerError::Bind { addr, source })?,
-        ),
+                .map_err(|source| ServerError::Bind {
+                    addr: debug.addr,
+                    source,
+                })?,
+            debug.metrics_path.as_str(),
+        )),
         None => None,
     };
     let notifier = if settings.endpoints.is_empty() {
@@ -197,7 +197,7 @@ pub async fn run(
     } else {
         Notifier::start(
             &settings.endpoints,
-            config.berth.notificationqueuesize,
+            settings.notification_queue_size,
             metrics.clone(),
             source_addr(local.port()),
         )
@@ -223,13 +223,13 @@ pub async fn run(
         metrics: metrics.clone(),
         notifier: notifier.clone(),
         auth: auth.clone(),
-        anonymous_pull: config.berth.anonymouspull,
+        anonymous_pull: settings.anonymous_pull,
         write_networks: settings.write_networks.clone().map(Arc::from),
         tls: acceptor.is_some(),
         extra_headers: Arc::new(settings.headers.clone()),
-        check_storage: config.health.storagedriver.enabled,
-        access_log: !config.log.accesslog.disabled,
-        log_fields: Arc::from(logging::static_fields(&config.log)),
+        check_storage: settings.check_storage,
+        access_log: settings.log.access_log,
+        log_fields: Arc::from(logging::static_fields(&settings.log)),
         pull_through,
     };
     tracing::info!(
@@ -243,21 +243,20 @@ pub async fn run(
     );
 
     let mut background = Vec::new();
-    if let Some((age, interval)) = settings.purge {
-        let dry_run = config.storage.maintenance.uploadpurging.dryrun;
+    if let Some(purge) = settings.purge {
         background.push(tokio::spawn(maintenance::purge_uploads_forever(
             registry.clone(),
-            age,
-            interval,
-            dry_run,
+            purge.age,
+            purge.interval,
+            purge.dry_run,
         )));
     }
     if let Some(schedule) = settings.gc_schedule.clone() {
         let options = GcOptions {
-            dry_run: config.berth.gcdryrun,
-            delete_untagged: config.berth.gcdeleteuntagged,
+            dry_run: settings.gc_dry_run,
+            delete_untagged: settings.gc_delete_untagged,
             grace_period: settings.gc_grace_period,
-            upload_ttl: settings.purge.map_or(DEFAULT_UPLOAD_TTL, |(age, _)| age),
+            upload_ttl: settings.purge.map_or(DEFAULT_UPLOAD_TTL, |purge| purge.age),
         };
         background.push(tokio::spawn(maintenance::collect_garbage_forever(
             registry.clone(),
@@ -275,9 +274,9 @@ pub async fn run(
         background.push(tokio::spawn(auth.follow_file()));
     }
     let (stop_debug, debug_stopped) = tokio::sync::oneshot::channel::<()>();
-    if let (Some(listener), Some(debug_config)) = (debug_listener, &config.http.debug) {
-        tracing::info!(addr = ?listener.local_addr().ok(), path = %debug_config.prometheus.path, "metrics listener");
-        let router = api::metrics_router(metrics.clone(), &debug_config.prometheus.path);
+    if let Some((listener, metrics_path)) = debug_listener {
+        tracing::info!(addr = ?listener.local_addr().ok(), path = %metrics_path, "metrics listener");
+        let router = api::metrics_router(metrics.clone(), metrics_path);
         let debug = connection::Listener {
             name: "debug",
             router,
@@ -298,7 +297,7 @@ pub async fn run(
         name: "main",
         router: api::router(state),
         tls: acceptor,
-        http2,
+        http2: settings.http2,
         limits: settings.connection_limits,
         metrics: metrics.clone(),
     };
