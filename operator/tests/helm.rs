@@ -14,14 +14,13 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use berth_operator::crd::Registry;
 use berth_operator::rbac::{self, Names, RBAC, Scope};
+use berth_tests::process::ServerProcess;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::batch::v1::{CronJob, Job};
@@ -38,8 +37,8 @@ use kube::discovery::{self, Scope as ApiScope};
 use kube::{Api, Client, Config, Resource};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use support::ControlPlane;
 use support::eventually_within;
+use support::{ControlPlane, http_get};
 
 /// The README's install command (charts/berth/README.md), which
 /// `readme_install_runs_the_operator_with_only_the_charts_permissions` runs.
@@ -1034,55 +1033,7 @@ struct Replica {
     port: u16,
     /// Its identity in the Lease.
     identity: String,
-    process: Process,
-}
-
-/// A process killed (SIGKILL) and reaped on drop.
-struct Process {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Process {
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(status.success());
-    }
-
-    fn log(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = self.log();
-            let tail: Vec<&str> = log.lines().rev().take(40).collect();
-            eprintln!(
-                "--- {} (last lines)\n{}",
-                self.log.display(),
-                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
-}
-
-/// A plain HTTP/1.0 GET on 127.0.0.1:`port`; the body, if the answer is 200.
-fn http_get(port: u16, path: &str) -> Option<String> {
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let (head, body) = response.split_once("\r\n\r\n")?;
-    let status = head.lines().next()?;
-    status.contains(" 200 ").then(|| body.to_owned())
+    process: ServerProcess,
 }
 
 /// A kubeconfig that authenticates with nothing but `token`.
@@ -1272,16 +1223,13 @@ async fn readme_install_runs_the_operator_with_only_the_charts_permissions() {
         let log = work.path().join(format!("{hostname}.log"));
         command
             .env("KUBECONFIG", &kubeconfig)
-            .env("HOSTNAME", &hostname)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).expect("log"));
-        let child = command.spawn().expect("start berth-operator");
-        let identity = format!("{hostname}-{}", child.id());
+            .env("HOSTNAME", &hostname);
+        let process = ServerProcess::spawn(command, &log);
+        let pid = process.id().expect("berth-operator runs");
         replicas_running.push(Replica {
             port,
-            identity,
-            process: Process { child, log },
+            identity: format!("{hostname}-{pid}"),
+            process,
         });
     }
     for replica in &replicas_running {
@@ -1402,7 +1350,7 @@ async fn readme_install_runs_the_operator_with_only_the_charts_permissions() {
     // The leader stops (SIGTERM releases the Lease); the other replica takes over.
     let metrics = http_get(replicas_running[leader_index].port, "/metrics").expect("/metrics");
     assert!(metrics.contains("berth_operator_leader 1"), "{metrics}");
-    replicas_running[leader_index].process.terminate();
+    replicas_running[leader_index].process.signal("TERM");
     let new_leader = eventually_within(
         "the other replica leads",
         Duration::from_secs(60),
@@ -1416,7 +1364,7 @@ async fn readme_install_runs_the_operator_with_only_the_charts_permissions() {
     );
     let stopped = &mut replicas_running[leader_index].process;
     let status = eventually_within("the old leader to exit", Duration::from_secs(30), || {
-        let exited = stopped.child.try_wait().expect("try_wait");
+        let exited = stopped.wait_exit(Duration::ZERO);
         async move { exited }
     })
     .await;
