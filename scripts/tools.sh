@@ -50,7 +50,7 @@ go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION"
 go_install registry-v3 github.com/distribution/distribution/v3/cmd/registry "$DIST3_VERSION"
 # Kubernetes (control plane, node, kubectl) and etcd (a tools module of our own).
 "$root/scripts/k8s-tools.sh"
-# helm for the chart tests (operator/tests/helm.rs).
+# helm for the chart tests (operator/tests/helm_*.rs).
 "$root/scripts/helm-tools.sh"
 
 log "tools ready in $bin: $(ls "$bin" | tr '\n' ' ')"

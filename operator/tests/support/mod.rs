@@ -13,6 +13,8 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod helm;
+
 use std::fs::{self, File};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
