@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build helm, which the chart tests (operator/tests/helm.rs) use to lint and
+# Build helm, which the chart tests (operator/tests/helm_*.rs) use to lint and
 # render charts/berth, from the Go module proxy at a pinned version.
 #
 # The binary is cached outside the checkout ($BERTH_CACHE, default

@@ -2,7 +2,7 @@
 # tools live and how they are installed. Source it after setting `root` (the
 # checkout) and defining `log`.
 #
-# Go-built tools are cached outside the checkout ($BERTH_CACHE, default
+# Go- and Cargo-built tools are cached outside the checkout ($BERTH_CACHE, default
 # ~/.cache/berth) in tools/<name>-<version>/, so a fresh clone reuses them,
 # and linked into .tools/bin/ of the checkout, where the tests look.
 
@@ -45,6 +45,21 @@ go_install() {
     rm -rf "$dir" && mv "$dir.tmp" "$dir"
   fi
   ln -sf "$dir/$name" "$bin/$name"
+}
+
+# cargo_install NAME CRATE VERSION: build the crates.io binary CRATE@VERSION
+# (its own lock file) once into the cache and link it into .tools/bin/NAME.
+cargo_install() {
+  local name=$1 crate=$2 version=$3
+  local dir="$cache/tools/$name-$version"
+  if [ ! -x "$dir/bin/$name" ]; then
+    log "building $crate@$version"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    CARGO_TARGET_DIR="$dir.tmp/target" cargo install --locked --quiet --root "$dir.tmp" "$crate@$version"
+    rm -rf "$dir.tmp/target"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  ln -sf "$dir/bin/$name" "$bin/$name"
 }
 
 # npm_install NAME PACKAGE VERSION BIN: install the npm package PACKAGE@VERSION

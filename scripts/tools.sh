@@ -2,9 +2,10 @@
 # Provision every tool the tests need, idempotently.
 #
 # Debian packages are installed with apt-get (once). Go-built tools are built
-# from the Go module proxy at pinned versions into a cache outside the checkout
-# ($BERTH_CACHE, default ~/.cache/berth), so a fresh clone reuses them; every
-# tool is then linked into .tools/bin/ of the checkout, where the tests look.
+# from the Go module proxy, Rust ones from crates.io, at pinned versions into
+# a cache outside the checkout ($BERTH_CACHE, default ~/.cache/berth), so a
+# fresh clone reuses them; every tool is then linked into .tools/bin/ of the
+# checkout, where the tests look.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -23,6 +24,9 @@ CRICTL_VERSION=v1.34.0
 # actionlint checks the release workflow (.github/workflows/), with shellcheck
 # for its run: scripts.
 ACTIONLINT_VERSION=v1.7.12
+# cargo-deny checks the dependency tree's licenses, duplicates and sources
+# against deny.toml (`make lint`).
+CARGO_DENY_VERSION=0.20.2
 # skopeo, CNCF Distribution 2.8, curl and openssl (test keys) for the
 # registry's tests; the test
 # node's runtime (containerd, runc, the CNI plugins, conntrack for
@@ -43,6 +47,7 @@ go_install oci-conformance github.com/opencontainers/distribution-spec/conforman
 go_install minio github.com/minio/minio "$MINIO_VERSION"
 go_install crictl sigs.k8s.io/cri-tools/cmd/crictl "$CRICTL_VERSION"
 go_install actionlint github.com/rhysd/actionlint/cmd/actionlint "$ACTIONLINT_VERSION"
+cargo_install cargo-deny cargo-deny "$CARGO_DENY_VERSION"
 npm_install azurite-blob azurite "$AZURITE_VERSION" azurite-blob
 go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION"
 # CNCF Distribution v3 for the azure and gcs interop tests: its drivers take
@@ -50,7 +55,7 @@ go_install fake-gcs-server github.com/fsouza/fake-gcs-server "$FAKE_GCS_VERSION"
 go_install registry-v3 github.com/distribution/distribution/v3/cmd/registry "$DIST3_VERSION"
 # Kubernetes (control plane, node, kubectl) and etcd (a tools module of our own).
 "$root/scripts/k8s-tools.sh"
-# helm for the chart tests (operator/tests/helm.rs).
+# helm for the chart tests (operator/tests/helm_*.rs).
 "$root/scripts/helm-tools.sh"
 
 log "tools ready in $bin: $(ls "$bin" | tr '\n' ' ')"

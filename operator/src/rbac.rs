@@ -10,10 +10,10 @@
 //! [`leader`](crate::leader) elector reads and replaces its Lease.
 //!
 //! The Helm chart (`charts/berth/templates/rbac.yaml`) grants exactly these
-//! rules: `operator/tests/helm.rs` checks that every resource here is one the
-//! code's types name, compares the rendered ClusterRole and Roles with
-//! [`RBAC`], and runs the operator with nothing but the rendered
-//! ServiceAccount's permissions.
+//! rules: `operator/tests/helm_rbac.rs` checks that every resource here is one
+//! the code's types name and compares the rendered ClusterRole and Roles with
+//! [`RBAC`]; `helm_install.rs` runs the operator with nothing but the
+//! rendered ServiceAccount's permissions.
 
 /// Where a rule applies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

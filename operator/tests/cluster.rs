@@ -9,12 +9,11 @@ use std::time::Duration;
 use berth_operator::crd::Registry;
 use berth_operator::resources::SECRETS_HASH_ANNOTATION;
 use berth_tests::metrics::Exposition;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service, ServiceAccount};
 use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use kube::{Api, Client, ResourceExt};
 use serde_json::json;
@@ -28,27 +27,10 @@ fn registry(name: &str, spec: serde_json::Value) -> Registry {
     .expect("a Registry")
 }
 
+/// An Opaque Secret of text values.
 async fn create_secret(client: &Client, namespace: &str, name: &str, data: &[(&str, &str)]) {
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
-    let data: BTreeMap<String, ByteString> = data
-        .iter()
-        .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
-        .collect();
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        data: Some(data),
-        ..Secret::default()
-    };
-    api.patch(
-        name,
-        &PatchParams::apply("berth-tests").force(),
-        &Patch::Apply(&secret),
-    )
-    .await
-    .expect("apply Secret");
+    let data: Vec<(&str, &[u8])> = data.iter().map(|(k, v)| (*k, v.as_bytes())).collect();
+    support::apply_secret(client, namespace, name, "Opaque", &data).await;
 }
 
 /// The Registry's condition `type_` as (status, reason, message), once it has one.

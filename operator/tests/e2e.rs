@@ -34,11 +34,10 @@ use berth_tests::minio::{self, Minio};
 use berth_tests::netns::OtherHost;
 use berth_tests::process::{ServerProcess, StartError, free_port};
 use berth_tests::skopeo::{Skopeo, docker_ref};
-use k8s_openapi::ByteString;
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
 use k8s_openapi::api::core::v1::{ConfigMap, Container, KeyToPath, Pod, PodSpec, Secret};
-use kube::api::{Patch, PatchParams, PostParams};
+use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::json;
 use support::{ControlPlane, Operator, eventually};
@@ -68,36 +67,6 @@ async fn create_registry(client: &Client, namespace: &str, name: &str, spec: ser
         .create(&PostParams::default(), &registry)
         .await
         .expect("create Registry");
-}
-
-async fn create_secret(
-    client: &Client,
-    namespace: &str,
-    name: &str,
-    type_: &str,
-    data: &[(&str, &[u8])],
-) {
-    let secret = Secret {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.to_owned()),
-            ..Default::default()
-        },
-        type_: Some(type_.to_owned()),
-        data: Some(
-            data.iter()
-                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
-                .collect(),
-        ),
-        ..Secret::default()
-    };
-    Api::<Secret>::namespaced(client.clone(), namespace)
-        .patch(
-            name,
-            &PatchParams::apply("berth-tests").force(),
-            &Patch::Apply(&secret),
-        )
-        .await
-        .expect("apply Secret");
 }
 
 /// One container as a kubelet would run it, everything it refers to read
@@ -596,7 +565,7 @@ async fn s3_registry_with_tls_and_htpasswd_serves_with_the_operators_config() {
     let client = plane.client().await;
     let ns = plane.namespace("e2e-s3").await;
     let _operator = Operator::start_with(client.clone(), settings(&ns));
-    create_secret(
+    support::apply_secret(
         &client,
         &ns,
         "s3-keys",
@@ -607,7 +576,7 @@ async fn s3_registry_with_tls_and_htpasswd_serves_with_the_operators_config() {
         ],
     )
     .await;
-    create_secret(
+    support::apply_secret(
         &client,
         &ns,
         "registry-tls",
@@ -618,7 +587,7 @@ async fn s3_registry_with_tls_and_htpasswd_serves_with_the_operators_config() {
         ],
     )
     .await;
-    create_secret(
+    support::apply_secret(
         &client,
         &ns,
         "registry-users",

@@ -13,8 +13,9 @@
 
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
+pub mod helm;
+
 use std::fs::{self, File};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Weak};
@@ -23,7 +24,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use berth_operator::controller::{self, Settings};
 use berth_operator::metrics::Metrics;
-use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
@@ -31,6 +33,9 @@ use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use tempfile::TempDir;
+
+/// Free loopback ports come from the shared harness, as the registry tests' do.
+pub use berth_tests::process::free_port;
 
 /// How long etcd and kube-apiserver get to become ready (a busy 2-core machine is slow).
 const READY_TIMEOUT: Duration = Duration::from_secs(90);
@@ -408,15 +413,50 @@ fn write_kubeconfig(path: &Path, dir: &Path, port: u16) {
     fs::write(path, text).expect("write kubeconfig");
 }
 
-/// A free TCP port on 127.0.0.1 at this moment.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
-    listener.local_addr().expect("local address").port()
-}
-
 fn rand_suffix() -> u64 {
     use std::hash::{BuildHasher, RandomState};
     RandomState::new().hash_one(Instant::now()) & 0xffff_ffff
+}
+
+/// Creates or replaces (server-side apply) the Secret `name` of `type_`.
+pub async fn apply_secret(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    data: &[(&str, &[u8])],
+) {
+    let secret = Secret {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        type_: Some(type_.to_owned()),
+        data: Some(
+            data.iter()
+                .map(|(k, v)| (k.to_string(), ByteString(v.to_vec())))
+                .collect(),
+        ),
+        ..Secret::default()
+    };
+    Api::<Secret>::namespaced(client.clone(), namespace)
+        .patch(
+            name,
+            &PatchParams::apply("berth-tests").force(),
+            &Patch::Apply(&secret),
+        )
+        .await
+        .expect("apply Secret");
+}
+
+/// A GET of `path` on 127.0.0.1:`port`; the body, if the answer is 200.
+pub fn http_get(port: u16, path: &str) -> Option<String> {
+    let http = berth_tests::http::Client::with_agent(
+        &format!("http://127.0.0.1:{port}"),
+        berth_tests::http::agent_with_timeout(Duration::from_secs(5)),
+    );
+    let reply = http.try_request("GET", path, &[], None).ok()?;
+    (reply.status == 200).then(|| reply.text())
 }
 
 /// Polls `check` until it returns `Some`, for up to 30 seconds.
