@@ -107,7 +107,7 @@ pub struct RegistrySpec {
 
     /// Verbosity of the registry's logs.
     #[serde(default)]
-    pub log_level: LogLevel,
+    pub log_level: berth_config::LogLevel,
 
     /// Upstream registries this Registry pulls through: a request that
     /// containerd sends for an image of `host` (it names it in the `ns`
@@ -574,36 +574,6 @@ fn default_grace_period() -> String {
     "1h".to_owned()
 }
 
-/// Verbosity of the registry's logs.
-#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum LogLevel {
-    /// Errors only.
-    Error,
-    /// Errors and warnings.
-    Warn,
-    /// One line per request and lifecycle event.
-    #[default]
-    Info,
-    /// Details for troubleshooting.
-    Debug,
-    /// Everything.
-    Trace,
-}
-
-impl From<LogLevel> for berth_config::LogLevel {
-    /// The registry's `log.level` for a Registry's `logLevel`.
-    fn from(level: LogLevel) -> berth_config::LogLevel {
-        match level {
-            LogLevel::Error => berth_config::LogLevel::Error,
-            LogLevel::Warn => berth_config::LogLevel::Warn,
-            LogLevel::Info => berth_config::LogLevel::Info,
-            LogLevel::Debug => berth_config::LogLevel::Debug,
-            LogLevel::Trace => berth_config::LogLevel::Trace,
-        }
-    }
-}
-
 /// What the operator last observed of a Registry.
 #[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -870,7 +840,7 @@ mod tests {
                 port: 5000
             }
         );
-        assert_eq!(spec.log_level, LogLevel::Info);
+        assert_eq!(spec.log_level, berth_config::LogLevel::Info);
         assert_eq!(spec.storage.s3.unwrap().region, "us-east-1");
     }
 

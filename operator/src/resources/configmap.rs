@@ -70,7 +70,7 @@ pub fn config_file(registry: &Registry) -> String {
 fn config(registry: &Registry) -> Config {
     let spec = &registry.spec;
     let mut config = Config::versioned();
-    config.log.level = spec.log_level.into();
+    config.log.level = spec.log_level;
     config.log.formatter = LogFormatter::Json;
     config.http.addr = Some(format!(":{}", listen_port(registry)));
     if spec.tls.is_some() {
@@ -283,7 +283,7 @@ berth: {gcgraceperiod: 1h}
         assert_eq!(map.immutable, Some(true));
         assert!(map.data.unwrap().contains_key("config.yml"));
         let mut debug = s3_registry();
-        debug.spec.log_level = crate::crd::LogLevel::Debug;
+        debug.spec.log_level = berth_config::LogLevel::Debug;
         assert_ne!(
             config_map(&debug).metadata.name.unwrap(),
             name,
