@@ -32,46 +32,57 @@ apt_install() {
   fi
 }
 
+# cached NAME VERSION FILE COMMAND...: unless the cache's NAME-VERSION
+# directory holds the executable FILE, run COMMAND with a fresh directory as
+# its last argument and keep that directory as NAME-VERSION (a failed build
+# leaves nothing behind); then link FILE into .tools/bin/NAME.
+cached() {
+  local name=$1 version=$2 file=$3
+  shift 3
+  local dir="$cache/tools/$name-$version"
+  if [ ! -x "$dir/$file" ]; then
+    log "building $name $version"
+    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
+    "$@" "$dir.tmp"
+    rm -rf "$dir" && mv "$dir.tmp" "$dir"
+  fi
+  ln -sf "$dir/$file" "$bin/$name"
+}
+
 # go_install NAME PACKAGE VERSION: build PACKAGE@VERSION once into the cache
 # and link it into .tools/bin/NAME.
 go_install() {
-  local name=$1 pkg=$2 version=$3
-  local dir="$cache/tools/$name-$version"
-  if [ ! -x "$dir/$name" ]; then
-    log "building $pkg@$version"
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$dir.tmp" go install -trimpath "$pkg@$version"
-    mv "$dir.tmp/$(basename "$pkg")" "$dir.tmp/$name" 2>/dev/null || true
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  fi
-  ln -sf "$dir/$name" "$bin/$name"
+  cached "$1" "$3" "$1" go_build "$1" "$2@$3"
+}
+
+# go_build NAME PACKAGE@VERSION DIR: the Go binary of PACKAGE as DIR/NAME.
+go_build() {
+  local name=$1 pkg=$2 out=$3
+  GOTOOLCHAIN=local CGO_ENABLED=0 GOBIN="$out" go install -trimpath "$pkg"
+  local built
+  built=$(basename "${pkg%@*}")
+  [ "$built" = "$name" ] || mv "$out/$built" "$out/$name"
 }
 
 # cargo_install NAME CRATE VERSION: build the crates.io binary CRATE@VERSION
 # (its own lock file) once into the cache and link it into .tools/bin/NAME.
 cargo_install() {
-  local name=$1 crate=$2 version=$3
-  local dir="$cache/tools/$name-$version"
-  if [ ! -x "$dir/bin/$name" ]; then
-    log "building $crate@$version"
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    CARGO_TARGET_DIR="$dir.tmp/target" cargo install --locked --quiet --root "$dir.tmp" "$crate@$version"
-    rm -rf "$dir.tmp/target"
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  fi
-  ln -sf "$dir/bin/$name" "$bin/$name"
+  cached "$1" "$3" "bin/$1" cargo_build "$2@$3"
+}
+
+# cargo_build CRATE@VERSION DIR: `cargo install` of CRATE into DIR/bin.
+cargo_build() {
+  CARGO_TARGET_DIR="$2/target" cargo install --locked --quiet --root "$2" "$1"
+  rm -rf "$2/target"
 }
 
 # npm_install NAME PACKAGE VERSION BIN: install the npm package PACKAGE@VERSION
 # once into the cache and link its executable BIN into .tools/bin/NAME.
 npm_install() {
-  local name=$1 pkg=$2 version=$3 exe=$4
-  local dir="$cache/tools/$name-$version"
-  if [ ! -x "$dir/node_modules/.bin/$exe" ]; then
-    log "installing $pkg@$version from npm"
-    rm -rf "$dir.tmp" && mkdir -p "$dir.tmp"
-    npm install --prefix "$dir.tmp" --no-audit --no-fund --loglevel=error "$pkg@$version"
-    rm -rf "$dir" && mv "$dir.tmp" "$dir"
-  fi
-  ln -sf "$dir/node_modules/.bin/$exe" "$bin/$name"
+  cached "$1" "$3" "node_modules/.bin/$4" npm_build "$2@$3"
+}
+
+# npm_build PACKAGE@VERSION DIR: the package installed below DIR.
+npm_build() {
+  npm install --prefix "$2" --no-audit --no-fund --loglevel=error "$1"
 }
