@@ -18,7 +18,8 @@ use berth_tests::images::{
 };
 use berth_tests::metrics;
 use berth_tests::minio::{Minio, S3Bucket};
-use berth_tests::oci::{location_path, sha256_digest, start_upload, with_query};
+use berth_tests::object_store::alternate_chunks;
+use berth_tests::oci::{sha256_digest, start_upload, with_query};
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 
@@ -226,52 +227,6 @@ fn two_instances_on_one_bucket_push_and_pull() {
         ["v1", "v2"]
     );
     assert_bucket_blobs_intact(&minio, &bucket);
-}
-
-/// Push `content` as one upload whose chunks, cut at `cuts`, alternate
-/// between `clients` (starting with the second), complete it on the first,
-/// and return the digest.
-fn alternate_chunks(clients: [&Client; 2], repo: &str, content: &[u8], cuts: &[usize]) -> String {
-    let mut location = location_path(&start_upload(clients[0], repo));
-    for (i, window) in cuts.windows(2).enumerate() {
-        let client = clients[(i + 1) % 2];
-        let (start, end) = (window[0], window[1]);
-        let range = format!("{start}-{}", end - 1);
-        let reply = client.patch(
-            &location,
-            &[
-                ("Content-Type", "application/octet-stream"),
-                ("Content-Range", &range),
-            ],
-            &content[start..end],
-        );
-        assert_status(
-            &reply,
-            202,
-            &format!(
-                "PATCH {range} on instance {}",
-                if i % 2 == 0 { "B" } else { "A" }
-            ),
-        );
-        assert_eq!(
-            reply.header("range"),
-            Some(format!("0-{}", end - 1).as_str()),
-            "PATCH {range}: the upload's range"
-        );
-        location = location_path(reply.header("location").unwrap_or(&location));
-    }
-    let status = clients[0].get(&location);
-    assert_status(&status, 204, "upload status");
-    assert_eq!(
-        status.header("range"),
-        Some(format!("0-{}", content.len() - 1).as_str()),
-        "every chunk is in the upload"
-    );
-    let digest = sha256_digest(content);
-    let reply = clients[0].put(&with_query(&location, "digest", &digest), &[], b"");
-    assert_status(&reply, 201, "complete the upload");
-    assert_eq!(reply.header("docker-content-digest"), Some(digest.as_str()));
-    digest
 }
 
 #[test]
