@@ -2,12 +2,14 @@
 //! header name with its list of values, as Distribution writes them.
 //!
 //! Names and values are checked when the file is read, so a header that
-//! HTTP cannot carry is refused naming the section, and the registry gets
+//! HTTP cannot carry is refused naming its key (`http.headers.X-Name`), and the registry gets
 //! an [`http::HeaderMap`] it can send as it is.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// A checked header map.
@@ -24,21 +26,19 @@ impl Headers {
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
     }
+}
 
-    /// Checks each name and value of `headers`; the error names the header.
-    pub fn parse(headers: &BTreeMap<String, Vec<String>>) -> Result<Headers, String> {
-        let mut map = HeaderMap::new();
-        for (name, values) in headers {
-            let header = HeaderName::try_from(name.as_str())
-                .map_err(|e| format!("{name}: not a header name: {e}"))?;
-            for value in values {
-                let value = HeaderValue::try_from(value.as_str())
-                    .map_err(|e| format!("{name}: {value:?} is not a header value: {e}"))?;
-                map.append(header.clone(), value);
-            }
-        }
-        Ok(Headers(map))
-    }
+/// One header's name and values, or what HTTP cannot carry of them.
+fn entry(name: &str, values: &[String]) -> Result<(HeaderName, Vec<HeaderValue>), String> {
+    let header = HeaderName::try_from(name).map_err(|e| format!("not a header name: {e}"))?;
+    let values = values
+        .iter()
+        .map(|value| {
+            HeaderValue::try_from(value.as_str())
+                .map_err(|e| format!("{value:?} is not a header value: {e}"))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((header, values))
 }
 
 impl Serialize for Headers {
@@ -62,8 +62,42 @@ impl Serialize for Headers {
 
 impl<'de> Deserialize<'de> for Headers {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Headers, D::Error> {
-        let lists = BTreeMap::<String, Vec<String>>::deserialize(deserializer)?;
-        Headers::parse(&lists).map_err(serde::de::Error::custom)
+        deserializer.deserialize_map(HeadersVisitor)
+    }
+}
+
+/// Reads a header map entry by entry, so a bad name or value is an error
+/// of that entry and the file's key path ends in the header's name.
+struct HeadersVisitor;
+
+impl<'de> Visitor<'de> for HeadersVisitor {
+    type Value = Headers;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a map of header names to lists of values")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut entries: A) -> Result<Headers, A::Error> {
+        let mut map = HeaderMap::new();
+        while let Some(name) = entries.next_key::<String>()? {
+            let (header, values) = entries.next_value_seed(HeaderEntry(&name))?;
+            for value in values {
+                map.append(header.clone(), value);
+            }
+        }
+        Ok(Headers(map))
+    }
+}
+
+/// The values of the header it names, checked with its name.
+struct HeaderEntry<'a>(&'a str);
+
+impl<'de> DeserializeSeed<'de> for HeaderEntry<'_> {
+    type Value = (HeaderName, Vec<HeaderValue>);
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Self::Value, D::Error> {
+        let values = Vec::<String>::deserialize(deserializer)?;
+        entry(self.0, &values).map_err(serde::de::Error::custom)
     }
 }
 
@@ -94,10 +128,13 @@ mod tests {
         let s = parse(&text, &[]).unwrap();
         assert_eq!(s.headers["x-content-type-options"], "nosniff");
         let err = error(&text.replace("X-Content-Type-Options", "Bad Name"), &[]);
-        assert!(err.starts_with("http.headers: Bad Name:"), "{err}");
+        assert!(
+            err.starts_with("http.headers.Bad Name: not a header name"),
+            "{err}"
+        );
         let err = error(&text.replace("[nosniff]", "[\"a\\nb\"]"), &[]);
         assert!(
-            err.starts_with("http.headers: X-Content-Type-Options:"),
+            err.starts_with("http.headers.X-Content-Type-Options: \"a\\nb\" is not a header value"),
             "{err}"
         );
     }
