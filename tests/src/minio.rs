@@ -238,43 +238,45 @@ impl Minio {
         curl::run(&args, output)
     }
 
-    /// Upload the file `path` as `bucket/key`; panics unless MinIO answers 200.
-    /// Returns the transfer (its `elapsed` is the upload's wall time).
-    pub fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Transfer {
-        let reply = self.s3(
-            "PUT",
-            &format!("/{bucket}/{}", encode_key(key)),
-            &[],
-            Some(path),
-            None,
-        );
+    /// [`Minio::s3`] without extra arguments; panics unless MinIO answers 200.
+    fn s3_ok(
+        &self,
+        method: &str,
+        path_and_query: &str,
+        upload: Option<&Path>,
+        output: Option<&Path>,
+    ) -> Transfer {
+        let reply = self.s3(method, path_and_query, &[], upload, output);
         assert_eq!(
             reply.status,
             200,
-            "PUT {bucket}/{key}: {}",
+            "{method} {path_and_query}: {}",
             reply.describe()
         );
         reply
+    }
+
+    /// Upload the file `path` as `bucket/key`; panics unless MinIO answers 200.
+    /// Returns the transfer (its `elapsed` is the upload's wall time).
+    pub fn put_file(&self, bucket: &str, key: &str, path: &Path) -> Transfer {
+        self.s3_ok(
+            "PUT",
+            &format!("/{bucket}/{}", encode_key(key)),
+            Some(path),
+            None,
+        )
     }
 
     /// Download `bucket/key` into the file `path`; panics unless MinIO
     /// answers 200. Returns the transfer (its `elapsed` is the download's
     /// wall time).
     pub fn get_file(&self, bucket: &str, key: &str, path: &Path) -> Transfer {
-        let reply = self.s3(
+        self.s3_ok(
             "GET",
             &format!("/{bucket}/{}", encode_key(key)),
-            &[],
             None,
             Some(path),
-        );
-        assert_eq!(
-            reply.status,
-            200,
-            "GET {bucket}/{key}: {}",
-            reply.describe()
-        );
-        reply
+        )
     }
 
     /// The content of `bucket/key`, or `None` when MinIO answers 404.
@@ -293,6 +295,44 @@ impl Minio {
         }
     }
 
+    /// Opens a multipart upload of `bucket/key` (with no parts).
+    pub fn open_multipart_upload(&self, bucket: &str, key: &str) {
+        self.s3_ok(
+            "POST",
+            &format!("/{bucket}/{}?uploads=", encode_key(key)),
+            None,
+            None,
+        );
+    }
+
+    /// How many multipart uploads of exactly `bucket/key` are open, page by
+    /// page (MinIO lists uploads by exact object name only).
+    pub fn open_multipart_uploads(&self, bucket: &str, key: &str) -> usize {
+        let (mut count, mut id_marker) = (0, String::new());
+        loop {
+            let reply = self.s3_ok(
+                "GET",
+                &format!(
+                    "/{bucket}?key-marker={key}&prefix={key}&upload-id-marker={}&uploads=",
+                    encode(&id_marker),
+                    key = encode(key),
+                ),
+                None,
+                None,
+            );
+            let text = reply.text();
+            count += text.matches("<UploadId>").count();
+            match crate::xml::field(&text, "NextUploadIdMarker") {
+                Some(next)
+                    if crate::xml::field(&text, "IsTruncated").as_deref() == Some("true") =>
+                {
+                    id_marker = crate::xml::unescape(&next);
+                }
+                _ => return count,
+            }
+        }
+    }
+
     /// Every object of `bucket` whose key starts with `prefix`, page by page.
     pub fn list_objects(&self, bucket: &str, prefix: &str) -> Vec<ObjectInfo> {
         let mut objects = Vec::new();
@@ -303,13 +343,7 @@ impl Minio {
                 // Signed queries must list their parameters in order.
                 query = format!("continuation-token={}&{query}", encode(t));
             }
-            let reply = self.s3("GET", &format!("/{bucket}?{query}"), &[], None, None);
-            assert_eq!(
-                reply.status,
-                200,
-                "list {bucket}/{prefix}: {}",
-                reply.describe()
-            );
+            let reply = self.s3_ok("GET", &format!("/{bucket}?{query}"), None, None);
             let text = reply.text();
             for contents in text.split("<Contents>").skip(1) {
                 let key = crate::xml::field(contents, "Key").expect("listed object has a Key");

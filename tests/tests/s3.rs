@@ -19,7 +19,7 @@ use berth_tests::images::{
 use berth_tests::metrics;
 use berth_tests::minio::{Minio, S3Bucket};
 use berth_tests::object_store::alternate_chunks;
-use berth_tests::oci::{sha256_digest, start_upload, with_query};
+use berth_tests::oci::{location_path, sha256_digest, start_upload, with_query};
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 
@@ -276,6 +276,38 @@ fn a_chunked_upload_alternates_between_two_instances() {
         assert!(reply.body == small, "the small blob from {name} differs");
     }
     assert_bucket_blobs_intact(&minio, &bucket);
+}
+
+/// Deleting an upload session aborts every open multipart upload of its
+/// data, past the first page of 1,000 that one listing returns.
+#[test]
+fn deleting_an_upload_aborts_all_1100_of_its_open_multipart_uploads() {
+    const OPEN: usize = 1100;
+    let (minio, bucket) = minio_with_bucket("aborts");
+    let registry = BerthRegistry::start(RegistryOptions::new().s3(&bucket, false));
+    let client = registry.client();
+    let location = location_path(&start_upload(&client, "app"));
+    let id = location.rsplit('/').next().expect("an upload id");
+    let key = format!("{}/repositories/app/_uploads/{id}/data", bucket.v2_prefix());
+    thread::scope(|scope| {
+        for worker in 0..4 {
+            let (minio, bucket, key) = (&minio, &bucket.bucket, &key);
+            scope.spawn(move || {
+                for _ in (worker..OPEN).step_by(4) {
+                    minio.open_multipart_upload(bucket, key);
+                }
+            });
+        }
+    });
+    assert_eq!(minio.open_multipart_uploads(&bucket.bucket, &key), OPEN);
+
+    let reply = client.delete(&location);
+    assert_status(&reply, 204, "DELETE the upload");
+    assert_eq!(
+        minio.open_multipart_uploads(&bucket.bucket, &key),
+        0,
+        "open multipart uploads left behind"
+    );
 }
 
 /// The value of `berth_uploads_in_flight` on `client`'s server.

@@ -93,8 +93,7 @@ impl Registry {
             self.storage
                 .rename(&upload, &layout::blob_data(digest))
                 .await?;
-            self.delete_if_exists(&layout::upload_dir(repo, &id))
-                .await?;
+            self.delete_upload_dir(repo, &id).await?;
         }
         self.write_link(&layout::layer_link(repo, digest), digest)
             .await

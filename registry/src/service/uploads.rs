@@ -438,6 +438,17 @@ impl Registry {
 
     async fn discard_upload(&self, repo: &RepoName, id: &str) -> Result<()> {
         self.uploads.forget(id);
+        self.delete_upload_dir(repo, id).await
+    }
+
+    /// Deletes an upload session's directory, its data first by the data's
+    /// own path: an object store finds the open multipart uploads of the
+    /// data by listing uploads below the path deleted, and MinIO lists them
+    /// by exact object name only, so deleting the directory alone would
+    /// leave them open there.
+    pub(crate) async fn delete_upload_dir(&self, repo: &RepoName, id: &str) -> Result<()> {
+        self.delete_if_exists(&layout::upload_data(repo, id))
+            .await?;
         self.delete_if_exists(&layout::upload_dir(repo, id)).await
     }
 }
