@@ -18,6 +18,7 @@ use crate::error::{ConfigError, invalid};
 use crate::network::Network;
 use crate::schedule::Schedule;
 use crate::schema::{Azure, Config, Gcs, Log, NodeCache, S3, Tls};
+use crate::secret::Secret;
 use crate::service_account::ServiceAccountKey;
 use crate::settings::{
     AZURE_CHUNK, AzureSettings, ConnectionLimits, DebugListener, EndpointSettings, GCS_CHUNK_UNIT,
@@ -431,7 +432,7 @@ fn s3_settings(s3: &S3, redirect: bool) -> Result<S3Settings, ConfigError> {
     let keys = match (&s3.accesskey, &s3.secretkey) {
         (Some(access), Some(secret)) => Some(S3Keys {
             access: access.clone(),
-            secret: secret.clone(),
+            secret: Secret::new(secret.clone()),
         }),
         _ => None,
     };
@@ -461,11 +462,11 @@ fn azure_settings(azure: &Azure, redirect: bool) -> Result<AzureSettings, Config
         return Err(invalid("storage.azure.container", "must not be empty"));
     }
     let key = match azure.accountkey.as_deref().filter(|k| !k.is_empty()) {
-        Some(k) => Some(
+        Some(k) => Some(Secret::new(
             base64::engine::general_purpose::STANDARD
                 .decode(k.trim())
                 .map_err(|e| invalid("storage.azure.accountkey", format!("not base64: {e}")))?,
-        ),
+        )),
         None => None,
     };
     match azure.credentials.as_ref().map(|c| c.kind.as_str()) {
@@ -871,7 +872,7 @@ mod tests {
             s3.keys,
             Some(S3Keys {
                 access: "12345".to_owned(),
-                secret: "true".to_owned()
+                secret: Secret::new("true".to_owned())
             })
         );
         assert!(

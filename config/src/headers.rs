@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use http::header::{AUTHORIZATION, COOKIE, PROXY_AUTHORIZATION};
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde::de::{DeserializeSeed, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -31,15 +32,22 @@ impl Headers {
 /// One header's name and values, or what HTTP cannot carry of them.
 fn entry(name: &str, values: &[String]) -> Result<(HeaderName, Vec<HeaderValue>), String> {
     let header = HeaderName::try_from(name).map_err(|e| format!("not a header name: {e}"))?;
+    let sensitive = CREDENTIALS.contains(&header);
     let values = values
         .iter()
         .map(|value| {
-            HeaderValue::try_from(value.as_str())
-                .map_err(|e| format!("{value:?} is not a header value: {e}"))
+            let mut value = HeaderValue::try_from(value.as_str())
+                .map_err(|e| format!("{value:?} is not a header value: {e}"))?;
+            value.set_sensitive(sensitive);
+            Ok(value)
         })
-        .collect::<Result<_, _>>()?;
+        .collect::<Result<_, String>>()?;
     Ok((header, values))
 }
+
+/// Headers whose values are credentials: marked sensitive, they print as
+/// `Sensitive` in any `Debug` of the settings.
+const CREDENTIALS: [HeaderName; 3] = [AUTHORIZATION, PROXY_AUTHORIZATION, COOKIE];
 
 impl Serialize for Headers {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {

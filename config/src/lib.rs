@@ -28,6 +28,7 @@ pub mod network;
 pub mod pull_through;
 pub mod schedule;
 pub mod schema;
+pub mod secret;
 pub mod service_account;
 pub mod settings;
 
@@ -42,6 +43,7 @@ pub use pull_through::{
     is_registry_host,
 };
 pub use schema::*;
+pub use secret::Secret;
 pub use service_account::ServiceAccountKey;
 pub use settings::*;
 

@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::check::{http_url, positive_duration};
 use crate::error::{ConfigError, invalid};
 use crate::schema::Config;
+use crate::secret::Secret;
 
 /// The host `berth.mirrors` uses for "any ns not listed".
 pub const DEFAULT_MIRROR: &str = "_default";
@@ -29,7 +30,7 @@ pub enum UpstreamCredentials {
         /// The user name.
         username: String,
         /// The password.
-        password: String,
+        password: Secret<String>,
     },
     /// With the files `username` and `password` of a directory, read when used.
     Dir(PathBuf),
@@ -107,7 +108,7 @@ impl Config {
                     (None, None) => UpstreamCredentials::None,
                     (Some(username), Some(password)) => UpstreamCredentials::Fixed {
                         username: username.clone(),
-                        password: password.clone(),
+                        password: Secret::new(password.clone()),
                     },
                     _ => {
                         return Err(invalid(

@@ -12,6 +12,7 @@ use crate::choices::{LogFormatter, LogLevel, TlsVersion};
 use crate::network::Network;
 use crate::pull_through::PullThrough;
 use crate::schedule::Schedule;
+use crate::secret::Secret;
 use crate::service_account::ServiceAccountKey;
 
 /// The limits on client connections (`berth.maxconnections`,
@@ -188,7 +189,7 @@ pub struct AzureSettings {
     /// The account.
     pub account: String,
     /// The shared key, decoded; `None` means workload identity.
-    pub key: Option<Vec<u8>>,
+    pub key: Option<Secret<Vec<u8>>>,
     /// The container.
     pub container: String,
     /// The service URL without a trailing slash, e.g.
@@ -254,21 +255,12 @@ pub struct S3Settings {
 }
 
 /// An S3 access key and its secret (`storage.s3.accesskey`, `secretkey`).
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct S3Keys {
     /// The access key id.
     pub access: String,
     /// The secret key.
-    pub secret: String,
-}
-
-impl std::fmt::Debug for S3Keys {
-    /// The access key id only: settings are logged, secrets must not be.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Keys")
-            .field("access", &self.access)
-            .finish_non_exhaustive()
-    }
+    pub secret: Secret<String>,
 }
 
 /// How S3 encrypts stored objects (`storage.s3.encrypt`, `keyid`).

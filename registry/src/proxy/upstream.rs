@@ -269,7 +269,7 @@ impl Upstream {
         match &self.credentials {
             UpstreamCredentials::None => Ok(None),
             UpstreamCredentials::Fixed { username, password } => {
-                Ok(Some((username.clone(), password.clone())))
+                Ok(Some((username.clone(), password.expose().clone())))
             }
             UpstreamCredentials::Dir(dir) => {
                 let read = |name: &str| {

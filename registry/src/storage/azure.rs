@@ -86,7 +86,7 @@ impl AzureDriver {
         let auth = match &settings.key {
             Some(key) => Auth::SharedKey {
                 account: settings.account.clone(),
-                key: hmac::Key::new(hmac::HMAC_SHA256, key),
+                key: hmac::Key::new(hmac::HMAC_SHA256, key.expose()),
             },
             None => Auth::Workload(Box::new(BearerToken::new(Token::AzureWorkload {
                 rest: rest.clone(),

@@ -93,7 +93,7 @@ impl S3Driver {
         if let Some(keys) = &settings.keys {
             loader = loader.credentials_provider(Credentials::new(
                 &keys.access,
-                &keys.secret,
+                keys.secret.expose(),
                 None,
                 None,
                 "berth-config",
