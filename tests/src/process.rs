@@ -178,10 +178,24 @@ impl ServerProcess {
 }
 
 impl Drop for ServerProcess {
+    /// Kills the process; when a test is failing, prints the end of its log,
+    /// which is often what says why.
     fn drop(&mut self) {
         self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(LOG_TAIL_LINES).collect();
+            eprintln!(
+                "--- {} (last lines)\n{}",
+                self.log.display(),
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 }
+
+/// Lines of a server's log printed when a test using it fails.
+const LOG_TAIL_LINES: usize = 40;
 
 fn open_append(path: &Path) -> File {
     if let Some(dir) = path.parent() {
