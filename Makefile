@@ -3,7 +3,8 @@
 #   make test    install what the tests need (cached), then run every test
 #   make tools   only provision the tools (.tools/bin, cache in ~/.cache/berth)
 #   make lint    formatting (rustfmt's defaults) and clippy, warnings as errors;
-#                the dependency tree's licenses, duplicates and sources (deny.toml)
+#                the dependency tree's licenses, duplicates and sources (deny.toml);
+#                shellcheck over the shell scripts
 #   make release the release binaries of berth-registry and berth-operator
 #   make images  their images (and the test node's) as OCI layouts in target/images
 #   make crds    regenerate crds/registry.yaml (and the chart's copy) from the operator's types
@@ -14,12 +15,16 @@
 tools:
 	scripts/tools.sh
 
+# Every shell script of the repository, for shellcheck.
+SHELL_SCRIPTS = .ci/run bench/run.sh scripts/*.sh scripts/images/*.sh
+
 # cargo-deny's `advisories` check is left out: its database is fetched from
 # GitHub, which the machines this runs on cannot reach (deny.toml).
 lint:
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	.tools/bin/cargo-deny check licenses bans sources
+	shellcheck -x -P scripts $(SHELL_SCRIPTS)
 
 build:
 	cargo build --workspace

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the provisioning scripts (scripts/tools.sh, bench/run.sh): where
 # tools live and how they are installed. Source it after setting `root` (the
 # checkout) and defining `log`.
@@ -7,8 +8,10 @@
 # and linked into .tools/bin/ of the checkout, where the tests look.
 
 # CNCF Distribution v3, pinned once for the tests and the benchmark.
+# shellcheck disable=SC2034 # used by the scripts that source this file
 DIST3_VERSION=v3.1.2
 
+: "${root:?set root to the checkout before sourcing lib.sh}"
 cache=${BERTH_CACHE:-$HOME/.cache/berth}
 bin="$root/.tools/bin"
 mkdir -p "$bin" "$cache/tools"

@@ -58,4 +58,4 @@ go_install registry-v3 github.com/distribution/distribution/v3/cmd/registry "$DI
 # helm for the chart tests (operator/tests/helm_*.rs).
 "$root/scripts/helm-tools.sh"
 
-log "tools ready in $bin: $(ls "$bin" | tr '\n' ' ')"
+log "tools ready in $bin: $(find "$bin" -mindepth 1 -maxdepth 1 -printf '%f\n' | sort | tr '\n' ' ')"
