@@ -74,8 +74,12 @@ cargo_install() {
 }
 
 # cargo_build CRATE@VERSION DIR: `cargo install` of CRATE into DIR/bin.
+# Without the crate's fat LTO and single codegen unit: a test tool needs no
+# last percent of speed, and on 2 cores this builds four times faster (cargo-deny:
+# about 3 minutes instead of 12).
 cargo_build() {
-  CARGO_TARGET_DIR="$2/target" cargo install --locked --quiet --root "$2" "$1"
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    CARGO_TARGET_DIR="$2/target" cargo install --locked --quiet --root "$2" "$1"
   rm -rf "$2/target"
 }
 
