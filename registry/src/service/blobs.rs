@@ -152,8 +152,26 @@ impl Registry {
         if let Some(cache) = &self.node_cache {
             return self.cached_blob_get(cache, repo, digest, range).await;
         }
-        let size = self.blob_size(repo, digest).await?;
-        self.stored_blob_get(digest, size, range).await
+        if range.is_some() {
+            let size = self.blob_size(repo, digest).await?;
+            return self.stored_blob_get(digest, size, range).await;
+        }
+        // A whole blob: its data opened with its size, one request on an
+        // object store instead of a stat and a GET.
+        if !self.is_linked(repo, digest).await? {
+            return Err(unknown(repo, digest));
+        }
+        let (size, body) = match self.storage.open(&layout::blob_data(digest)).await {
+            Ok(opened) => opened,
+            Err(e) if e.is_not_found() => return Err(unknown(repo, digest)),
+            Err(e) => return Err(e.into()),
+        };
+        self.touch(digest).await;
+        Ok(BlobRead {
+            size,
+            range: None,
+            body,
+        })
     }
 
     /// Streams a blob of `size` bytes (or a range of it) from storage.

@@ -60,6 +60,55 @@ impl FilesystemDriver {
         fs::create_dir_all(&dir).map_err(|e| io_error(&dir, e))?;
         Ok(dir.join(format!("{:032x}", rand::random::<u128>())))
     }
+
+    /// The size of the file at `path` and a stream of `len` bytes (or to
+    /// the end) of it from `offset`: one open, whose size the stream keeps to.
+    async fn read_from(
+        &self,
+        path: &str,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<(u64, ByteStream)> {
+        let full = Arc::new(self.full(path));
+        let opened = full.clone();
+        let missing = path.to_owned();
+        let (file, size) = blocking(path, move || {
+            let file = File::open(&*opened).map_err(|e| io_error(&opened, e))?;
+            let meta = file.metadata().map_err(|e| io_error(&opened, e))?;
+            if meta.is_dir() {
+                return Err(StorageError::NotFound(missing));
+            }
+            Ok((Arc::new(file), meta.len()))
+        })
+        .await?;
+        // The size at open is what the response announced: a file that
+        // shrinks later ends the stream with an error, never short and clean.
+        let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
+        let name: Arc<str> = Arc::from(path);
+        let buffers = self.buffers.clone();
+        let chunks = stream::try_unfold(offset, move |at| {
+            let (file, full, name) = (file.clone(), full.clone(), name.clone());
+            let buffers = buffers.clone();
+            async move {
+                let want = end.saturating_sub(at).min(read_buffers::CHUNK as u64) as usize;
+                if want == 0 {
+                    return Ok(None);
+                }
+                let chunk = blocking(&name, move || {
+                    buffers
+                        .read(&file, at, want)
+                        .map_err(|e| io_error(&full, e))
+                })
+                .await?;
+                Ok(Some((chunk, at + want as u64)))
+            }
+        });
+        let stream: ByteStream = Box::pin(futures_util::TryStreamExt::map_err(
+            chunks,
+            |e: StorageError| io::Error::other(e),
+        ));
+        Ok((size, stream))
+    }
 }
 
 fn io_error(path: &Path, source: io::Error) -> StorageError {
@@ -168,40 +217,11 @@ impl StorageDriver for FilesystemDriver {
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
-        let full = Arc::new(self.full(path));
-        let opened = full.clone();
-        let (file, size) = blocking(path, move || {
-            let file = File::open(&*opened).map_err(|e| io_error(&opened, e))?;
-            let size = file.metadata().map_err(|e| io_error(&opened, e))?.len();
-            Ok((Arc::new(file), size))
-        })
-        .await?;
-        // The size at open is what the response announced: a file that
-        // shrinks later ends the stream with an error, never short and clean.
-        let end = len.map_or(size, |len| offset.saturating_add(len).min(size));
-        let name: Arc<str> = Arc::from(path);
-        let buffers = self.buffers.clone();
-        let chunks = stream::try_unfold(offset, move |at| {
-            let (file, full, name) = (file.clone(), full.clone(), name.clone());
-            let buffers = buffers.clone();
-            async move {
-                let want = end.saturating_sub(at).min(read_buffers::CHUNK as u64) as usize;
-                if want == 0 {
-                    return Ok(None);
-                }
-                let chunk = blocking(&name, move || {
-                    buffers
-                        .read(&file, at, want)
-                        .map_err(|e| io_error(&full, e))
-                })
-                .await?;
-                Ok(Some((chunk, at + want as u64)))
-            }
-        });
-        Ok(Box::pin(futures_util::TryStreamExt::map_err(
-            chunks,
-            |e: StorageError| io::Error::other(e),
-        )))
+        Ok(self.read_from(path, offset, len).await?.1)
+    }
+
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        self.read_from(path, 0, None).await
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
@@ -431,6 +451,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(part.concat(), b"234");
+        let (size, body) = d.open("/a/up").await.unwrap();
+        let whole: Vec<Bytes> = body.try_collect().await.unwrap();
+        assert_eq!((size, whole.concat()), (6, b"012345".to_vec()));
+        // A directory and a missing file are both not found.
+        assert!(d.open("/a").await.err().is_some_and(|e| e.is_not_found()));
+        assert!(
+            d.open("/a/none")
+                .await
+                .err()
+                .is_some_and(|e| e.is_not_found())
+        );
         d.rename("/a/up", "/x/y/z").await.unwrap();
         assert_eq!(d.stat("/x/y/z").await.unwrap().size, 6);
         d.delete("/x").await.unwrap();

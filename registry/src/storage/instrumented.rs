@@ -61,6 +61,10 @@ impl StorageDriver for Instrumented {
         timed!(self, "reader", self.inner.reader(path, offset, len))
     }
 
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        timed!(self, "open", self.inner.open(path))
+    }
+
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
         timed!(self, "writer", self.inner.writer(path))
     }

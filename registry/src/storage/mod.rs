@@ -96,6 +96,18 @@ pub trait StorageDriver: Send + Sync + 'static {
     /// Streams `len` bytes (or to the end) of the file at `path` from `offset`.
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream>;
 
+    /// Streams the whole file at `path`, with its size. By default a
+    /// [`stat`](Self::stat) and then a [`reader`](Self::reader); a backend
+    /// whose read answers with the size (an object store's GET) does it in
+    /// one request.
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        let info = self.stat(path).await?;
+        if info.is_dir {
+            return Err(StorageError::NotFound(path.to_owned()));
+        }
+        Ok((info.size, self.reader(path, 0, None).await?))
+    }
+
     /// Opens a writer that appends to the file at `path` (created if missing).
     /// Its [`size`](FileWriter::size) is the size of a file still being
     /// appended to, which `stat` need not know on every backend.

@@ -50,6 +50,10 @@ impl StorageDriver for Prefixed {
         self.inner.reader(&self.path(path), offset, len).await
     }
 
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        self.inner.open(&self.path(path)).await
+    }
+
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
         self.inner.writer(&self.path(path)).await
     }

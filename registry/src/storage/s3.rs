@@ -24,6 +24,7 @@ use aws_sdk_s3::config::{
     StalledStreamProtectionConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, SdkError};
+use aws_sdk_s3::operation::get_object::GetObjectOutput;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream as S3Body;
 use aws_sdk_s3::types::{
@@ -490,27 +491,7 @@ impl StorageDriver for S3Driver {
     }
 
     async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes> {
-        let s = &self.inner;
-        let key = s.key(path);
-        let out = s
-            .client
-            .get_object()
-            .bucket(&s.bucket)
-            .key(&key)
-            .send()
-            .await
-            .map_err(|e| s.error(path, e))?;
-        if out.content_length().unwrap_or(0).max(0) as u64 > limit {
-            return Err(StorageError::TooLarge {
-                path: path.to_owned(),
-                limit,
-            });
-        }
-        let body = out.body.collect().await.map_err(|e| StorageError::Io {
-            path: path.to_owned(),
-            source: io::Error::other(e),
-        })?;
-        Ok(body.into_bytes())
+        self.inner.get_bytes(path, limit).await
     }
 
     async fn put_content(&self, path: &str, content: Bytes) -> Result<()> {
@@ -518,7 +499,6 @@ impl StorageDriver for S3Driver {
     }
 
     async fn reader(&self, path: &str, offset: u64, len: Option<u64>) -> Result<ByteStream> {
-        let s = &self.inner;
         if len == Some(0) {
             return Ok(Box::pin(futures_util::stream::empty()));
         }
@@ -527,24 +507,21 @@ impl StorageDriver for S3Driver {
             (a, None) => Some(format!("bytes={a}-")),
             (a, Some(n)) => Some(format!("bytes={a}-{}", a + n - 1)),
         };
-        let out = s
-            .client
-            .get_object()
-            .bucket(&s.bucket)
-            .key(s.key(path))
-            .set_range(range)
-            .send()
-            .await
-            .map_err(|e| s.error(path, e))?;
-        // The body's own chunks, as they arrive: no copy into another buffer.
-        let chunks = futures_util::stream::try_unfold(out.body, |mut body| async move {
-            Ok(body
-                .try_next()
-                .await
-                .map_err(io::Error::other)?
-                .map(|chunk| (chunk, body)))
-        });
-        Ok(Box::pin(chunks))
+        let out = self.inner.get(path, range).await?;
+        Ok(chunks(out.body))
+    }
+
+    async fn open(&self, path: &str) -> Result<(u64, ByteStream)> {
+        // One GET: its Content-Length is the object's size.
+        let out = self.inner.get(path, None).await?;
+        let size = out
+            .content_length()
+            .and_then(|n| u64::try_from(n).ok())
+            .ok_or_else(|| StorageError::Io {
+                path: path.to_owned(),
+                source: io::Error::other("the object's GET answered without a Content-Length"),
+            })?;
+        Ok((size, chunks(out.body)))
     }
 
     async fn writer(&self, path: &str) -> Result<Box<dyn FileWriter>> {
@@ -837,8 +814,7 @@ impl S3Writer {
                 size,
             }];
         } else {
-            let mut existing =
-                BytesMut::from(&d.get_object_bytes(&self.key, &self.path).await?[..]);
+            let mut existing = BytesMut::from(&d.get_bytes(&self.path, u64::MAX).await?[..]);
             existing.extend_from_slice(&self.buffer);
             self.buffer = existing;
             self.state.parts = Vec::new();
@@ -869,21 +845,47 @@ impl S3Writer {
 }
 
 impl Inner {
-    async fn get_object_bytes(&self, key: &str, path: &str) -> Result<Bytes> {
-        let out = self
-            .client
+    /// GETs the object of `path` (a `range` of it: `bytes=a-b`).
+    async fn get(&self, path: &str, range: Option<String>) -> Result<GetObjectOutput> {
+        self.client
             .get_object()
             .bucket(&self.bucket)
-            .key(key)
+            .key(self.key(path))
+            .set_range(range)
             .send()
             .await
-            .map_err(|e| self.error(path, e))?;
+            .map_err(|e| self.error(path, e))
+    }
+
+    /// The whole object of `path`, read into memory; `TooLarge` past `limit` bytes.
+    async fn get_bytes(&self, path: &str, limit: u64) -> Result<Bytes> {
+        let out = self.get(path, None).await?;
+        if out.content_length().unwrap_or(0).max(0) as u64 > limit {
+            return Err(StorageError::TooLarge {
+                path: path.to_owned(),
+                limit,
+            });
+        }
         let body = out.body.collect().await.map_err(|e| StorageError::Io {
             path: path.to_owned(),
             source: io::Error::other(e),
         })?;
         Ok(body.into_bytes())
     }
+}
+
+/// The chunks of an object's body, as they arrive: no copy into another buffer.
+fn chunks(body: S3Body) -> ByteStream {
+    Box::pin(futures_util::stream::try_unfold(
+        body,
+        |mut body| async move {
+            Ok(body
+                .try_next()
+                .await
+                .map_err(io::Error::other)?
+                .map(|chunk| (chunk, body)))
+        },
+    ))
 }
 
 #[async_trait]
