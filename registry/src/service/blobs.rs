@@ -98,6 +98,15 @@ impl Registry {
             == Some(digest))
     }
 
+    /// BLOB_UNKNOWN unless `repo` links the blob `digest`.
+    async fn ensure_linked(&self, repo: &RepoName, digest: &Digest) -> Result<()> {
+        if self.is_linked(repo, digest).await? {
+            Ok(())
+        } else {
+            Err(unknown(repo, digest))
+        }
+    }
+
     /// The size of a stored blob, or `None` when its data is absent.
     pub(super) async fn stored_blob_size(&self, digest: &Digest) -> Result<Option<u64>> {
         match self.storage.stat(&layout::blob_data(digest)).await {
@@ -111,9 +120,7 @@ impl Registry {
     /// The size of a blob that `repo` links, or BLOB_UNKNOWN. Records a
     /// touch: the client now believes the blob is present.
     pub async fn blob_size(&self, repo: &RepoName, digest: &Digest) -> Result<u64> {
-        if !self.is_linked(repo, digest).await? {
-            return Err(unknown(repo, digest));
-        }
+        self.ensure_linked(repo, digest).await?;
         let size = self
             .stored_blob_size(digest)
             .await?
@@ -158,9 +165,7 @@ impl Registry {
         }
         // A whole blob: its data opened with its size, one request on an
         // object store instead of a stat and a GET.
-        if !self.is_linked(repo, digest).await? {
-            return Err(unknown(repo, digest));
-        }
+        self.ensure_linked(repo, digest).await?;
         let (size, body) = match self.storage.open(&layout::blob_data(digest)).await {
             Ok(opened) => opened,
             Err(e) if e.is_not_found() => return Err(unknown(repo, digest)),
@@ -208,9 +213,7 @@ impl Registry {
         digest: &Digest,
         range: Option<BlobRange>,
     ) -> Result<BlobRead> {
-        if !self.is_linked(repo, digest).await? {
-            return Err(unknown(repo, digest));
-        }
+        self.ensure_linked(repo, digest).await?;
         if let Some(blob) = cache.get(digest).await {
             self.touch(digest).await;
             let size = blob.size();
