@@ -166,6 +166,12 @@ class Proc:
                     values[key] = int(parts[0])
         return values
 
+    def cpu_seconds(self):
+        """User plus system CPU time the process has used, from /proc/PID/stat."""
+        with open(f"/proc/{self.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         if not self.popen or self.popen.poll() is not None:
             return
