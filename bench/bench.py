@@ -20,6 +20,7 @@ import hashlib
 import hmac
 import json
 import os
+import resource
 import shlex
 import shutil
 import signal
@@ -122,6 +123,12 @@ class Commands:
             f.write(f"[{what}] {line}\n")
         self.first.setdefault(what, line)
         return line
+
+
+def children_cpu():
+    """CPU seconds (user and system) of this process's waited-for children."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 # --------------------------------------------------------------------------
@@ -733,7 +740,7 @@ http {{
         log(f"  {what}: {fmt(mibps)} MiB/s")
         return mibps
 
-    def push(self, reg, tool, clients, tag, on_start=None):
+    def push(self, reg, tool, clients, tag, on_start=None, on_end=None):
         location = reg.fresh_location(tag)
         reg.start(location)
         if on_start:
@@ -759,6 +766,8 @@ http {{
             if p.returncode != 0:
                 failed.append(err.strip()[-300:])
         elapsed = time.monotonic() - started
+        if on_end:
+            on_end()
         reg.stop()
         reg.drop_location(location)
         total = sum(img["bytes"] for img in images)
@@ -842,12 +851,25 @@ def profile(bench, figure):
     base = lambda: f"http://{reg.addr}/v2/{PULL_REPO}"  # noqa: E731 - the port changes on restart
     report = os.path.join(WRK_DIR, "report.lua")
     status = {}
+    # Who spends the machine's CPU during the load: Berth, or its clients
+    # (wrk, skopeo, curl), or neither (waiting on the disk or the network).
+    before = {}
+
+    def cpu_start():
+        before.update(wall=time.monotonic(), server=reg.proc.cpu_seconds(), clients=children_cpu())
+
+    def cpu_split():
+        log(f"{figure}: over {time.monotonic() - before['wall']:.2f} s of wall time on {os.cpu_count()} cores, "
+            f"Berth used {reg.proc.cpu_seconds() - before['server']:.2f} s of CPU "
+            f"and its clients {children_cpu() - before['clients']:.2f} s")
+
     if figure.startswith("push_"):
         _, tool, clients = figure.split("_")
-        r = bench.push(reg, tool, int(clients), "profile", on_start=attach)
+        r = bench.push(reg, tool, int(clients), "profile", on_start=lambda: (attach(), cpu_start()), on_end=cpu_split)
         log(f"{figure}: {fmt(r)} MiB/s")
     else:
         attach()
+        cpu_start()
         if figure.startswith("manifest_"):
             ref = "latest" if figure == "manifest_tag" else pull["manifest"]["digest"]
             r = bench.wrk(figure, f"{base()}/manifests/{ref}", MANIFEST_CONNS, MANIFEST_THREADS, report, [f"Accept: {ACCEPT}"])
@@ -861,6 +883,7 @@ def profile(bench, figure):
             r = bench.wrk(figure, f"http://{reg.addr}/", MIX_CONNS, MIX_CONNS, os.path.join(WRK_DIR, "mixed.lua"),
                           script_args=args, timeout="60s")
             log(f"{figure}: {fmt(r and r['rps'])} req/s, p99 {fmt(r and r['p99_ms'])} ms")
+        cpu_split()
         status = reg.proc.status_kib()
         reg.stop()
     p = perf["p"]

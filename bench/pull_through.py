@@ -17,12 +17,11 @@ sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
 import argparse  # noqa: E402 - after the line above on purpose
 import datetime
 import os
-import resource
 import subprocess
 import time
 
 import bench  # noqa: E402 - sibling module
-from bench import ACCEPT, MIB, PULL_REPO, RUNNING, WRK_DIR, Bench, Registry, fmt, free_port, log, median
+from bench import ACCEPT, MIB, PULL_REPO, RUNNING, WRK_DIR, Bench, Registry, children_cpu, fmt, free_port, log, median
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -71,12 +70,6 @@ class Upstream(Registry):
 
 # Warm pulls measured one after another; their median is the figure.
 WARM_PULLS = 5
-
-
-def children_cpu():
-    """CPU seconds (user and system) of this process's waited-for children."""
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
 
 
 def curl_pull(b, addr, repo, image, clients, what):

@@ -9,7 +9,9 @@
 //! inode or a few bytes that are almost always in the page cache, so they
 //! take microseconds, while a trip to tokio's blocking pool costs two thread
 //! hand-offs. Measured on a manifest GET by tag (two link reads), those
-//! hand-offs were most of the request's CPU. Everything that may move many
+//! hand-offs were most of the request's CPU. Each such call spends a unit of
+//! tokio's cooperative budget, so a loop of them (garbage collection reading
+//! thousands of links) still yields to other tasks. Everything that may move many
 //! bytes or wait for the disk (blob reads, writes, fsync, renames, deletes,
 //! listings) is one trip to the blocking pool running plain `std::fs` calls,
 //! never one per open, read and close as `tokio::fs` would make.
@@ -210,6 +212,7 @@ impl StorageDriver for FilesystemDriver {
     async fn get_content(&self, path: &str, limit: u64) -> Result<Bytes> {
         let full = self.full(path);
         let read = if limit <= INLINE_READ_MAX {
+            tokio::task::consume_budget().await;
             read_small(&full, limit)
         } else {
             blocking(path, move || read_small(&full, limit)).await
@@ -261,6 +264,7 @@ impl StorageDriver for FilesystemDriver {
 
     async fn stat(&self, path: &str) -> Result<FileInfo> {
         // On the calling thread: one inode (see the module docs).
+        tokio::task::consume_budget().await;
         let full = self.full(path);
         let meta = fs::metadata(&full).map_err(|e| io_error(&full, e))?;
         Ok(FileInfo {
