@@ -9,12 +9,14 @@
 //! inode or a few bytes that are almost always in the page cache, so they
 //! take microseconds, while a trip to tokio's blocking pool costs two thread
 //! hand-offs. Measured on a manifest GET by tag (two link reads), those
-//! hand-offs were most of the request's CPU. Each such call spends a unit of
-//! tokio's cooperative budget, so a loop of them (garbage collection reading
-//! thousands of links) still yields to other tasks. Everything that may move many
-//! bytes or wait for the disk (blob reads, writes, fsync, renames, deletes,
-//! listings) is one trip to the blocking pool running plain `std::fs` calls,
-//! never one per open, read and close as `tokio::fs` would make.
+//! hand-offs were most of the request's CPU. Each such call spends a unit
+//! of tokio's cooperative budget, so a loop of them (garbage collection
+//! reading thousands of links) still yields to other tasks.
+//!
+//! Everything that may move many bytes or wait for the disk (blob reads,
+//! writes, fsync, renames, deletes, listings) is one trip to the blocking
+//! pool running plain `std::fs` calls, never one per open, read and close
+//! as `tokio::fs` would make.
 //! Streamed reads are positioned reads into reused buffers (see
 //! [`read_buffers`]), so a file truncated while it is served ends that
 //! response, never the process.
