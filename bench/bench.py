@@ -57,6 +57,8 @@ PUSH_CLIENTS = (1, 4)
 COLD_GETS = 3
 # The node cache's bound: far above the pull image, so nothing is evicted.
 NODE_CACHE_BYTES = 4 << 30
+# Piece size of fill_floor_ms's hashing and writes.
+FILL_PIECE = 512 << 10
 
 # figure key -> (label, unit, which way is better)
 FIGURES = [
@@ -77,6 +79,8 @@ FIGURES = [
     ("rss_file_end", "RSS when the mixed load ends: file-backed (RssFile)", "MiB", "lower"),
     ("nodecache_warm_64m", "Blob GET 64 MiB, warm node cache, 4 conns", "MiB/s", "higher"),
     ("nodecache_cold_64m", "Blob GET 64 MiB, cold node cache, 1 client", "MiB/s", "higher"),
+    ("nodecache_cold_cpu", "Cold node cache: the server's CPU per GET (the fill)", "ms", "lower"),
+    ("nodecache_cold_others_cpu", "Cold node cache: MinIO's and curl's CPU per GET", "ms", "lower"),
 ]
 FIGURE_INFO = {key: (label, unit, better) for key, label, unit, better in FIGURES}
 
@@ -129,6 +133,32 @@ def children_cpu():
     """CPU seconds (user and system) of this process's waited-for children."""
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
     return r.ru_utime + r.ru_stime
+
+
+def fill_floor_ms(path, scratch):
+    """The least CPU a verified fill of the file at `path` costs this
+    machine, in ms: hashing its bytes (sha256, hashlib's OpenSSL) while
+    writing them to a new file at `scratch`, in FILL_PIECE pieces; the least
+    of three tries, with no network and no server."""
+    with open(path, "rb") as f:
+        data = memoryview(f.read())
+    best = None
+    for _ in range(3):
+        started = time.process_time()
+        hasher = hashlib.sha256()
+        fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            for at in range(0, len(data), FILL_PIECE):
+                piece = data[at:at + FILL_PIECE]
+                hasher.update(piece)
+                while piece:
+                    piece = piece[os.write(fd, piece):]
+        finally:
+            os.close(fd)
+        spent = time.process_time() - started
+        os.unlink(scratch)
+        best = spent if best is None else min(best, spent)
+    return best * 1000
 
 
 # --------------------------------------------------------------------------
@@ -398,6 +428,7 @@ class Bench:
         self.wrk_runs = 0
         self.regs = {}
         self.dd_cache = {}  # round -> disk MiB/s
+        self.fill_floor = [None] * args.rounds  # per round: ms, from fill_floor_ms
         self.configs = {}  # (config file name, driver) -> the first such config written
         self.started = self.finished = datetime.datetime.now()
         self.load_start = ""
@@ -468,7 +499,9 @@ class Bench:
         RUNNING.append(self.minio)
         self.minio.start(timeout=120)
 
-    def start_nginx(self):
+    def start_nginx(self, root=None, ready="manifest.json"):
+        """nginx serving `root`, by default the ceilings' files (checked to be
+        the registries' bytes); `ready` is a path it serves once up."""
         prefix = os.path.join(self.work, "nginx")
         os.makedirs(prefix, exist_ok=True)
         port = free_port()
@@ -494,16 +527,17 @@ http {{
     scgi_temp_path {prefix}/scgi;
     server {{
         listen {self.nginx_addr};
-        root {self.images['www']};
+        root {root or self.images['www']};
     }}
 }}
 """)
         argv = [self.args.nginx, "-p", prefix, "-c", conf]
         self.commands.record("server nginx", argv)
-        self.nginx = Proc("nginx", argv, clean_env(self.work), os.path.join(self.work, "logs", "nginx.log"), f"http://{self.nginx_addr}/manifest.json")
+        self.nginx = Proc("nginx", argv, clean_env(self.work), os.path.join(self.work, "logs", "nginx.log"), f"http://{self.nginx_addr}/{ready}")
         RUNNING.append(self.nginx)
         self.nginx.start()
-        self.check_ceiling(lambda name: f"http://{self.nginx_addr}/{name}", "nginx")
+        if root is None:
+            self.check_ceiling(lambda name: f"http://{self.nginx_addr}/{name}", "nginx")
 
     def check_ceiling(self, url_of, who):
         """Fails unless the ceiling serves the same bytes as the registries."""
@@ -718,14 +752,27 @@ http {{
             self.put("nodecache", "nodecache_warm_64m", reg.key, rnd, r and r["mibps"])
             log(f"  nodecache_warm_64m {reg.key}: {fmt(r and r['mibps'])} MiB/s")
         cold, direct = [], []
+        # CPU seconds per kind of GET, to show what bounds the cold figure:
+        # Berth's for its fills, MinIO's and curl's for both kinds.
+        spent = {"fill": 0.0, "fill_others": 0.0, "direct_others": 0.0}
         for _ in range(COLD_GETS):
             cached.stop()
             shutil.rmtree(cached.cache_dir, ignore_errors=True)
             cached.start(cached.pull_location)
+            berth0, others0 = cached.proc.cpu_seconds(), self.minio.cpu_seconds() + children_cpu()
             cold.append(self.timed_get(f"nodecache_cold_64m {cached.key}", f"http://{cached.addr}{path}", blob["size"]))
+            spent["fill"] += cached.proc.cpu_seconds() - berth0
+            spent["fill_others"] += self.minio.cpu_seconds() + children_cpu() - others0
+            others0 = self.minio.cpu_seconds() + children_cpu()
             direct.append(self.timed_get("nodecache_cold_64m minio", self.presign("ceiling/blob-64MiB"), blob["size"]))
+            spent["direct_others"] += self.minio.cpu_seconds() + children_cpu() - others0
         self.put("nodecache", "nodecache_cold_64m", cached.key, rnd, median(cold))
         self.put("nodecache", "nodecache_cold_64m", "ceiling", rnd, median(direct))
+        self.put("nodecache", "nodecache_cold_cpu", cached.key, rnd, spent["fill"] * 1000 / COLD_GETS)
+        self.put("nodecache", "nodecache_cold_others_cpu", cached.key, rnd, spent["fill_others"] * 1000 / COLD_GETS)
+        self.put("nodecache", "nodecache_cold_others_cpu", "ceiling", rnd, spent["direct_others"] * 1000 / COLD_GETS)
+        self.fill_floor[rnd] = fill_floor_ms(blob["file"], os.path.join(self.work, "tmp", "fill-floor"))
+        log(f"  nodecache_cold_64m: a verified fill's least CPU on this machine {fmt(self.fill_floor[rnd])} ms")
 
     def timed_get(self, what, url, size):
         """MiB/s of one curl GET of `url`, which must answer `size` bytes."""

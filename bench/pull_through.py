@@ -17,11 +17,13 @@ sys.dont_write_bytecode = True  # keep bench/ free of __pycache__
 import argparse  # noqa: E402 - after the line above on purpose
 import datetime
 import os
+import shutil
 import subprocess
 import time
 
 import bench  # noqa: E402 - sibling module
 from bench import ACCEPT, MIB, PULL_REPO, RUNNING, WRK_DIR, Bench, Registry, children_cpu, fmt, free_port, log, median
+from report import new_results_path  # noqa: E402 - sibling module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -113,6 +115,25 @@ FIGURES = [
 ]
 
 
+def static_tree(b):
+    """The pull image as plain files at the paths a pull GETs, for nginx to
+    serve: the same answers with no registry work behind them."""
+    image = b.images["pull"]
+    root = os.path.join(b.work, "static")
+    repo = os.path.join(root, "v2", PULL_REPO)
+    shutil.rmtree(root, ignore_errors=True)
+    os.makedirs(os.path.join(repo, "manifests"))
+    os.makedirs(os.path.join(repo, "blobs"))
+
+    def blob(digest):
+        return os.path.join(image["layout"], "blobs", *digest.split(":"))
+
+    os.link(blob(image["manifest"]["digest"]), os.path.join(repo, "manifests", image["tag"]))
+    for d in [image["config"]] + image["layers"]:
+        os.link(blob(d["digest"]), os.path.join(repo, "blobs", d["digest"]))
+    return root
+
+
 class PullThrough:
     def __init__(self, b):
         self.b = b
@@ -129,11 +150,22 @@ class PullThrough:
         b.generate_images()
         log("seeding the upstream")
         b.seed(self.upstream)
+        b.start_nginx(static_tree(b), f"v2/{PULL_REPO}/manifests/{b.images['pull']['tag']}")
         for rnd in range(b.args.rounds):
             log(f"round {rnd + 1}/{b.args.rounds}")
             for reg in b.rotate(self.proxies, rnd):
                 self.pull_through(reg, rnd)
+            self.static_pull(rnd)
         b.finished = datetime.datetime.now()
+
+    def static_pull(self, rnd):
+        """The warm pull from nginx serving the image as static files: what a
+        server that does no registry work reaches on this machine."""
+        b = self.b
+        warm = [curl_pull(b, b.nginx_addr, PULL_REPO, b.images["pull"], 4, "pt_warm_4 nginx")
+                for _ in range(WARM_PULLS)]
+        b.put("delivery", "pt_warm_4", "nginx", rnd, None if None in warm else median(warm))
+        log(f"  nginx: warm x4 {fmt(b.results['delivery']['pt_warm_4']['nginx'][rnd])} MiB/s")
 
     def pull_through(self, reg, rnd):
         b, image = self.b, self.b.images["pull"]
@@ -179,6 +211,10 @@ def ratio(a, c):
     return None if a is None or c in (None, 0) else a / c
 
 
+def times(r):
+    return "n/a" if r is None else f"{r:.2f}x"
+
+
 def report(b, d):
     res = b.results.get("delivery", {})
 
@@ -201,7 +237,7 @@ def report(b, d):
         row = [label + (" (lower is better)" if better == "lower" else ""), unit, fmt(m(key, "berth"))]
         row += [fmt(m(key, p.id)) for p in peers]
         row += ["—" if key in ("pt_upstream_gets_4", "pt_warm_4_client_cpu") else
-                ("n/a" if paired(key, "berth", p.id) is None else f"{paired(key, 'berth', p.id):.2f}x") for p in peers]
+                times(paired(key, "berth", p.id)) for p in peers]
         lines.append("| " + " | ".join(row) + " |")
     client_ms = m("pt_warm_4_client_cpu", "berth")
     if client_ms:
@@ -212,6 +248,14 @@ def report(b, d):
                       f"{fmt(bound)} MiB/s, even with a server that costs nothing; so no server could reach more than "
                   + " or ".join(f"{bound / m('pt_warm_4', p.id):.2f}x {p.label}" for p in peers if m("pt_warm_4", p.id))
                   + " there."]
+    static = m("pt_warm_4", "nginx")
+    if static:
+        # The same warm pull from a server with no registry work to do.
+        lines += ["", f"nginx (sendfile on, no access log) serving the same image as static files at the same paths, "
+                      f"pulled the same way, reached {fmt(static)} MiB/s: "
+                  + ", ".join(f"{times(paired('pt_warm_4', 'nginx', p.id))} {p.label}" for p in peers)
+                  + ". It routes nothing, reads no links and checks no digests; Berth's warm pull was "
+                  + f"{times(paired('pt_warm_4', 'berth', 'nginx'))} of it."]
     lines += ["", "## Per round", "", "| Figure | Server | " + " | ".join(f"round {i + 1}" for i in range(b.args.rounds)) + " |",
               "|" + "---|" * (2 + b.args.rounds)]
     for key, _, _, _ in FIGURES:
@@ -219,8 +263,7 @@ def report(b, d):
             lines.append(f"| {key} | {who} | " + " | ".join(fmt(v) for v in vals) + " |")
     if b.notes:
         lines += ["", "## Notes", ""] + [f"- {n}" for n in b.notes]
-    os.makedirs(b.args.results, exist_ok=True)
-    path = os.path.join(b.args.results, f"{b.started:%Y-%m-%d}-pull-through.md")
+    path = new_results_path(b.args.results, f"{b.started:%Y-%m-%d}-pull-through")
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
     return path
@@ -238,6 +281,7 @@ def main():
     p.add_argument("--wrk", default="wrk")
     p.add_argument("--skopeo", default="skopeo")
     p.add_argument("--curl", default="curl")
+    p.add_argument("--nginx", default="/usr/sbin/nginx")
     p.add_argument("--no-private-blob-cache", dest="private_blob_cache", action="store_false")
     p.add_argument("--command-line", default="")
     args = p.parse_args()

@@ -197,6 +197,29 @@ def targets(b):
     return "\n".join(lines)
 
 
+def cold_fill_bound(b):
+    """What bounds the cold node cache figure on this machine: the CPU a fill
+    at the target may use, against the least a verified fill spends."""
+    res = b.results.get("nodecache", {})
+    key = next((r.key for r in b.regs.get("nodecache", []) if r.driver == "nodecache"), None)
+    direct = median(res.get("nodecache_cold_64m", {}).get("ceiling", []))
+    others = median(res.get("nodecache_cold_others_cpu", {}).get(key, []))
+    used = median(res.get("nodecache_cold_cpu", {}).get(key, []))
+    floor = median(b.fill_floor)
+    if None in (direct, others, used, floor):
+        return None
+    target = next(share for _, fig, bounds in TARGETS if fig == "nodecache_cold_64m" for _, share in bounds)
+    size = b.images["blobs"]["64MiB"]["size"] / (1 << 20)
+    at_target = size / (target * direct) * 1000
+    cores = os.cpu_count()
+    return (f"At {target:g}x MinIO's GET, a cold GET of the {size:.0f} MiB layer takes {at_target:.0f} ms: "
+            f"{cores * at_target:.0f} ms of CPU on these {cores} cores, if every core is busy all along. MinIO and curl "
+            f"used {others:.0f} ms per fill, which leaves Berth at most {cores * at_target - others:.0f} ms. Hashing "
+            f"the {size:.0f} MiB (sha256) while writing them to a file, the least a verified fill does, takes "
+            f"{floor:.0f} ms of CPU on this machine (Python's hashlib and os.write, no network, the least of 3 tries "
+            f"per round), before a relay's two socket copies; Berth used {used:.0f} ms per fill.")
+
+
 def server_label(b, driver, key):
     return next(r.label for r in b.regs[driver] if r.key == key)
 
@@ -213,20 +236,26 @@ def per_round(b):
     return "\n".join(lines)
 
 
-def write(b):
-    os.makedirs(b.args.results, exist_ok=True)
-    day = b.started.strftime("%Y-%m-%d")
-    path = os.path.join(b.args.results, f"{day}.md")
+def new_results_path(directory, stem):
+    """`directory/stem.md`, or the first of `stem-2.md`, `stem-3.md`, ...
+    that does not exist: a run never overwrites an earlier run's results."""
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, f"{stem}.md")
     n = 2
     while os.path.exists(path):
-        path = os.path.join(b.args.results, f"{day}-{n}.md")
+        path = os.path.join(directory, f"{stem}-{n}.md")
         n += 1
+    return path
+
+
+def write(b):
+    path = new_results_path(b.args.results, b.started.strftime("%Y-%m-%d"))
     img = b.images
     pull, push = img["pull"], img["push"]
     a = b.args
     load = sh(["cat", "/proc/loadavg"])
     doc = []
-    doc.append(f"# Benchmark: Berth vs CNCF Distribution and zot, {day}\n")
+    doc.append(f"# Benchmark: Berth vs CNCF Distribution and zot, {b.started:%Y-%m-%d}\n")
     doc.append(
         f"Run by `{a.command_line or 'bench/run.sh'}` from {b.started:%Y-%m-%d %H:%M} to {b.finished:%H:%M} "
         f"({(b.finished - b.started).seconds // 60} min): {a.rounds} interleaved round{'s' if a.rounds != 1 else ''}, "
@@ -252,6 +281,9 @@ def write(b):
         doc.append(f"## Results, {DRIVER_TITLES[driver]}\n")
         doc.append(table(b, driver))
         doc.append("")
+        bound = cold_fill_bound(b) if driver == "nodecache" else None
+        if bound:
+            doc.append(bound + "\n")
     doc.append("## Targets\n")
     doc.append("Each row gives the ratio of the medians (as in the tables) and the per-round ratios: their "
                "median and range. A target is judged on the median of the per-round ratios, which compares two "

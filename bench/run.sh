@@ -116,6 +116,7 @@ if [ "${BENCH_PULL_THROUGH:-1}" = 1 ] && [[ " $* " != *" --profile"* ]]; then
     --dist28 /usr/bin/docker-registry \
     --dist3 "$bin/registry-v3" \
     --skopeo "$(command -v skopeo)" \
+    --nginx /usr/sbin/nginx \
     --command-line "make bench, pull-through part (BENCH_ROUNDS=${BENCH_ROUNDS:-3} BENCH_DURATION=${BENCH_DURATION:-5})" \
     || status=$?
 fi
