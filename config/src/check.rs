@@ -432,7 +432,7 @@ fn s3_settings(s3: &S3, redirect: bool) -> Result<S3Settings, ConfigError> {
     let keys = match (&s3.accesskey, &s3.secretkey) {
         (Some(access), Some(secret)) => Some(S3Keys {
             access: access.clone(),
-            secret: Secret::new(secret.clone()),
+            secret: secret.clone(),
         }),
         _ => None,
     };
@@ -461,7 +461,12 @@ fn azure_settings(azure: &Azure, redirect: bool) -> Result<AzureSettings, Config
     if azure.container.is_empty() {
         return Err(invalid("storage.azure.container", "must not be empty"));
     }
-    let key = match azure.accountkey.as_deref().filter(|k| !k.is_empty()) {
+    let key = match azure
+        .accountkey
+        .as_ref()
+        .map(|k| k.expose().as_str())
+        .filter(|k| !k.is_empty())
+    {
         Some(k) => Some(Secret::new(
             base64::engine::general_purpose::STANDARD
                 .decode(k.trim())

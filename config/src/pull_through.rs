@@ -108,7 +108,7 @@ impl Config {
                     (None, None) => UpstreamCredentials::None,
                     (Some(username), Some(password)) => UpstreamCredentials::Fixed {
                         username: username.clone(),
-                        password: Secret::new(password.clone()),
+                        password: password.clone(),
                     },
                     _ => {
                         return Err(invalid(

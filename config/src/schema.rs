@@ -16,6 +16,7 @@ use serde_norway::Value;
 use crate::choices::{LogFormatter, LogLevel, TlsVersion};
 use crate::duration::GoDuration;
 use crate::headers::Headers;
+use crate::secret::Secret;
 
 /// The whole configuration.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -92,7 +93,7 @@ pub struct Http {
     pub host: Option<String>,
     /// Upload state secret; accepted for compatibility (upload state lives in storage).
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub secret: Option<String>,
+    pub secret: Option<Secret<String>>,
     /// Accepted for compatibility; Berth always answers relative URLs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub relativeurls: Option<bool>,
@@ -339,10 +340,10 @@ pub struct S3 {
     /// Secret key, with `accesskey`.
     #[serde(
         default,
-        deserialize_with = "optional_scalar_string",
+        deserialize_with = "optional_scalar_secret",
         skip_serializing_if = "Option::is_none"
     )]
-    pub secretkey: Option<String>,
+    pub secretkey: Option<Secret<String>>,
     /// Prefix of every key in the bucket.
     #[serde(
         default,
@@ -393,10 +394,10 @@ pub struct Azure {
     /// `AZURE_FEDERATED_TOKEN_FILE`) and cannot sign redirect URLs.
     #[serde(
         default,
-        deserialize_with = "optional_scalar_string",
+        deserialize_with = "optional_scalar_secret",
         skip_serializing_if = "Option::is_none"
     )]
-    pub accountkey: Option<String>,
+    pub accountkey: Option<Secret<String>>,
     /// The container.
     #[serde(deserialize_with = "scalar_string")]
     pub container: String,
@@ -459,10 +460,10 @@ pub struct AzureCredentials {
     /// As `clientid`.
     #[serde(
         default,
-        deserialize_with = "optional_scalar_string",
+        deserialize_with = "optional_scalar_secret",
         skip_serializing_if = "Option::is_none"
     )]
-    pub secret: Option<String>,
+    pub secret: Option<Secret<String>>,
 }
 
 /// `storage.gcs`: a Google Cloud Storage bucket (or fake-gcs-server).
@@ -479,7 +480,7 @@ pub struct Gcs {
     pub keyfile: Option<PathBuf>,
     /// The service account key inline, as the fields of the JSON key file.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub credentials: Option<BTreeMap<String, Value>>,
+    pub credentials: Option<Secret<BTreeMap<String, Value>>>,
     /// Prefix of every object name in the bucket.
     #[serde(
         default,
@@ -522,21 +523,34 @@ pub struct Redirect {
 
 /// Reads a string that YAML (or an environment override) may have typed as
 /// a number or boolean: a numeric access key is still a string.
-fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
-    match Value::deserialize(d)? {
+/// A scalar as the string Go's YAML decoder makes of it; anything else back.
+fn scalar(value: Value) -> Result<String, Value> {
+    match value {
         Value::String(s) => Ok(s),
         Value::Number(n) => Ok(n.to_string()),
         Value::Bool(b) => Ok(b.to_string()),
-        other => Err(serde::de::Error::custom(format!(
-            "expected a string, got {other:?}"
-        ))),
+        other => Err(other),
     }
+}
+
+fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    scalar(Value::deserialize(d)?)
+        .map_err(|other| serde::de::Error::custom(format!("expected a string, got {other:?}")))
 }
 
 fn optional_scalar_string<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<String>, D::Error> {
     scalar_string(d).map(Some)
+}
+
+fn optional_scalar_secret<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Secret<String>>, D::Error> {
+    // The error does not show what was given: it may be the secret.
+    scalar(Value::deserialize(d)?)
+        .map(|s| Some(Secret::new(s)))
+        .map_err(|_| serde::de::Error::custom("expected a string"))
 }
 
 /// A section with a single `enabled` switch.
@@ -815,7 +829,7 @@ pub struct Proxy {
     pub username: Option<String>,
     /// Password for the upstream.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub password: Option<String>,
+    pub password: Option<Secret<String>>,
     /// Cached content unused this long may be collected (default 168h).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl: Option<GoDuration>,
