@@ -100,7 +100,10 @@ mod tests {
         let schema: Config = serde_norway::from_str(&text).unwrap();
         let written = serde_norway::to_string(&schema).unwrap();
         assert!(written.contains("secretkey: '12345'"), "{written}");
-        assert!(written.contains("private_key: gcs-private-key-value"), "{written}");
+        assert!(
+            written.contains("private_key: gcs-private-key-value"),
+            "{written}"
+        );
         assert!(!format!("{schema:?}").contains("gcs-private-key-value"));
         assert_eq!(serde_norway::from_str::<Config>(&written).unwrap(), schema);
     }

@@ -32,7 +32,7 @@ use berth_tests::http::{Client as HttpClient, agent_with_timeout, agent_with_tls
 use berth_tests::images::{OciLayout, assert_same_image, single_image_layout};
 use berth_tests::minio::{self, Minio};
 use berth_tests::netns::OtherHost;
-use berth_tests::process::{ServerProcess, StartError, free_port};
+use berth_tests::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
@@ -402,8 +402,7 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
         ("https", None) => panic!("an HTTPS probe needs the CA"),
         _ => agent_with_timeout(Duration::from_secs(2)),
     };
-    let mut last_error = String::new();
-    for _ in 0..5 {
+    start_until_bound("berth-registry", Retry::FreshPort, || {
         let port = free_port();
         let addr = format!("127.0.0.1:{port}");
         let mut cmd = Command::new(berth_tests::registry::binary());
@@ -425,22 +424,19 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
                 .map_err(|e| e.to_string())
         };
         match process.wait_ready_with(&url, 200, probe) {
-            Ok(()) => {
-                return Served {
-                    process,
-                    addr,
-                    base,
-                    port,
-                };
-            }
-            Err(StartError::AddrInUse(msg)) => last_error = msg,
-            Err(StartError::Failed(msg)) => panic!(
-                "berth-registry does not serve with the operator's config: {msg}\n--- config as mounted ---\n{}",
+            Ok(()) => Ok(Served {
+                process,
+                addr,
+                base,
+                port,
+            }),
+            Err(StartError::Failed(msg)) => Err(StartError::Failed(format!(
+                "it does not serve with the operator's config: {msg}\n--- config as mounted ---\n{}",
                 node.config_text(args)
-            ),
+            ))),
+            Err(clash) => Err(clash),
         }
-    }
-    panic!("berth-registry could not bind a free port: {last_error}");
+    })
 }
 
 /// Pushes a two-layer image to `served` and pulls it back into a new layout,

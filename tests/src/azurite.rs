@@ -14,7 +14,7 @@ use tempfile::TempDir;
 
 use crate::curl::{self, Transfer};
 use crate::minio::ObjectInfo;
-use crate::process::{ServerProcess, StartError, free_port};
+use crate::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
 use crate::storage::{BadBlob, verify_listed_blobs};
 use crate::yaml::quoted;
 
@@ -93,16 +93,11 @@ impl Azurite {
             .prefix("azurite-")
             .tempdir()
             .expect("temporary directory");
-        let mut last_error = String::new();
-        for _ in 0..5 {
+        let (process, port) = start_until_bound("Azurite", Retry::FreshPort, || {
             let port = free_port();
-            match spawn_ready(dir.path(), port) {
-                Ok(process) => return Azurite { process, port, dir },
-                Err(StartError::AddrInUse(msg)) => last_error = msg,
-                Err(StartError::Failed(msg)) => panic!("Azurite did not start: {msg}"),
-            }
-        }
-        panic!("Azurite could not bind a free port: {last_error}");
+            spawn_ready(dir.path(), port).map(|process| (process, port))
+        });
+        Azurite { process, port, dir }
     }
 
     /// `http://127.0.0.1:PORT/devstoreaccount1`, the service URL.
@@ -123,21 +118,9 @@ impl Azurite {
     /// Start the server again on the same data and port.
     pub fn start_again(&mut self) {
         self.process.kill();
-        let mut last_error = String::new();
-        for _ in 0..20 {
-            match spawn_ready(self.dir.path(), self.port) {
-                Ok(process) => {
-                    self.process = process;
-                    return;
-                }
-                Err(StartError::AddrInUse(msg)) => {
-                    last_error = msg;
-                    thread::sleep(Duration::from_millis(300));
-                }
-                Err(StartError::Failed(msg)) => panic!("Azurite did not restart: {msg}"),
-            }
-        }
-        panic!("Azurite could not rebind port {}: {last_error}", self.port);
+        self.process = start_until_bound("Azurite", Retry::SamePort, || {
+            spawn_ready(self.dir.path(), self.port)
+        });
     }
 
     /// The container `name`, with the account key, at its root. Does not create it.

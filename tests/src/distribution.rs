@@ -12,7 +12,7 @@ use tempfile::TempDir;
 
 use crate::http::Client;
 use crate::minio::S3Bucket;
-use crate::process::{ServerProcess, StartError, free_port};
+use crate::process::{Retry, ServerProcess, free_port, start_until_bound};
 use crate::yaml::{YamlTree, quoted};
 
 /// A Distribution config: filesystem storage at `root`, deletes enabled, no
@@ -130,8 +130,7 @@ impl Distribution {
             .expect("temporary directory");
         let config = dir.path().join("config.yml");
         let log = dir.path().join("distribution.log");
-        let mut last_error = String::new();
-        for _ in 0..5 {
+        let (process, port) = start_until_bound("Distribution", Retry::FreshPort, || {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             fs::write(&config, render(&addr)).expect("write config");
@@ -144,21 +143,17 @@ impl Distribution {
                 .env("HOME", dir.path())
                 .envs(env.iter().map(|(k, v)| (k, v)));
             let mut process = ServerProcess::spawn(cmd, &log);
-            match process.wait_ready(&format!("http://{addr}/v2/"), 200) {
-                Ok(()) => {
-                    return Distribution {
-                        process,
-                        port,
-                        root: root.to_path_buf(),
-                        _dir: dir,
-                        _root_dir: None,
-                    };
-                }
-                Err(StartError::AddrInUse(msg)) => last_error = msg,
-                Err(StartError::Failed(msg)) => panic!("Distribution did not start: {msg}"),
-            }
+            process
+                .wait_ready(&format!("http://{addr}/v2/"), 200)
+                .map(|()| (process, port))
+        });
+        Distribution {
+            process,
+            port,
+            root: root.to_path_buf(),
+            _dir: dir,
+            _root_dir: None,
         }
-        panic!("Distribution could not bind a free port: {last_error}");
     }
 
     /// `127.0.0.1:PORT`.

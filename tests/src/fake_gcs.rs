@@ -7,14 +7,12 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::thread;
-use std::time::Duration;
 
 use tempfile::TempDir;
 
 use crate::curl::{self, Transfer};
 use crate::minio::{ObjectInfo, encode};
-use crate::process::{ServerProcess, StartError, free_port};
+use crate::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
 use crate::storage::{BadBlob, verify_listed_blobs};
 use crate::yaml::quoted;
 
@@ -120,16 +118,11 @@ impl FakeGcs {
             .prefix("fake-gcs-")
             .tempdir()
             .expect("temporary directory");
-        let mut last_error = String::new();
-        for _ in 0..5 {
+        let (process, port) = start_until_bound("fake-gcs-server", Retry::FreshPort, || {
             let port = free_port();
-            match spawn_ready(dir.path(), port) {
-                Ok(process) => return FakeGcs { process, port, dir },
-                Err(StartError::AddrInUse(msg)) => last_error = msg,
-                Err(StartError::Failed(msg)) => panic!("fake-gcs-server did not start: {msg}"),
-            }
-        }
-        panic!("fake-gcs-server could not bind a free port: {last_error}");
+            spawn_ready(dir.path(), port).map(|process| (process, port))
+        });
+        FakeGcs { process, port, dir }
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -150,24 +143,9 @@ impl FakeGcs {
     /// Start the server again on the same data and port.
     pub fn start_again(&mut self) {
         self.process.kill();
-        let mut last_error = String::new();
-        for _ in 0..20 {
-            match spawn_ready(self.dir.path(), self.port) {
-                Ok(process) => {
-                    self.process = process;
-                    return;
-                }
-                Err(StartError::AddrInUse(msg)) => {
-                    last_error = msg;
-                    thread::sleep(Duration::from_millis(300));
-                }
-                Err(StartError::Failed(msg)) => panic!("fake-gcs-server did not restart: {msg}"),
-            }
-        }
-        panic!(
-            "fake-gcs-server could not rebind port {}: {last_error}",
-            self.port
-        );
+        self.process = start_until_bound("fake-gcs-server", Retry::SamePort, || {
+            spawn_ready(self.dir.path(), self.port)
+        });
     }
 
     /// The bucket `name`, at its root, without a key. Does not create it.

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tempfile::TempDir;
 
 use crate::curl::{self, Transfer};
-use crate::process::{ServerProcess, StartError, free_port};
+use crate::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
 use crate::storage::{BadBlob, verify_listed_blobs};
 
 /// The root user MinIO runs with (its S3 access key).
@@ -103,28 +103,24 @@ impl Minio {
         let data = dir.path().join("data");
         fs::create_dir_all(&data).expect("create MinIO data directory");
         fs::create_dir_all(dir.path().join("home")).expect("create MinIO home");
-        let mut last_error = String::new();
-        for _ in 0..5 {
+        let (process, port, console_port) = start_until_bound("MinIO", Retry::FreshPort, || {
             let (port, console_port) = (free_port(), free_port());
             if port == console_port {
-                continue;
+                return Err(StartError::AddrInUse(format!(
+                    "port {port} handed out twice"
+                )));
             }
-            match spawn_ready(dir.path(), &data, host, port, console_port) {
-                Ok(process) => {
-                    return Minio {
-                        process,
-                        host: host.to_owned(),
-                        port,
-                        console_port,
-                        data,
-                        dir,
-                    };
-                }
-                Err(StartError::AddrInUse(msg)) => last_error = msg,
-                Err(StartError::Failed(msg)) => panic!("MinIO did not start: {msg}"),
-            }
+            spawn_ready(dir.path(), &data, host, port, console_port)
+                .map(|process| (process, port, console_port))
+        });
+        Minio {
+            process,
+            host: host.to_owned(),
+            port,
+            console_port,
+            data,
+            dir,
         }
-        panic!("MinIO could not bind free ports: {last_error}");
     }
 
     /// `http://HOST:PORT`, the S3 endpoint.
@@ -187,27 +183,15 @@ impl Minio {
     /// so a bind failure is retried.
     pub fn start_again(&mut self) {
         self.process.kill();
-        let mut last_error = String::new();
-        for _ in 0..20 {
-            match spawn_ready(
+        self.process = start_until_bound("MinIO", Retry::SamePort, || {
+            spawn_ready(
                 self.dir.path(),
                 &self.data,
                 &self.host,
                 self.port,
                 self.console_port,
-            ) {
-                Ok(process) => {
-                    self.process = process;
-                    return;
-                }
-                Err(StartError::AddrInUse(msg)) => {
-                    last_error = msg;
-                    thread::sleep(Duration::from_millis(300));
-                }
-                Err(StartError::Failed(msg)) => panic!("MinIO did not restart: {msg}"),
-            }
-        }
-        panic!("MinIO could not rebind port {}: {last_error}", self.port);
+            )
+        });
     }
 
     /// A SigV4-signed request with curl: `method` on `path_and_query`

@@ -30,6 +30,43 @@ pub enum StartError {
     Failed(String),
 }
 
+/// How [`start_until_bound`] retries a port clash.
+#[derive(Debug, Clone, Copy)]
+pub enum Retry {
+    /// A first start, on a fresh free port each try: 5 tries, at once.
+    FreshPort,
+    /// A restart on the old port, which the killed listener may hold a
+    /// moment longer: 20 tries, 300 ms apart.
+    SamePort,
+}
+
+/// Starts the server `what` with `spawn`, which spawns it (on a fresh free
+/// port, or on its old one, as `retry` says) and waits until it answers.
+/// A port clash is tried again; any other failure panics at once with the
+/// reason, as does a clash that outlasts the tries.
+pub fn start_until_bound<T>(
+    what: &str,
+    retry: Retry,
+    mut spawn: impl FnMut() -> Result<T, StartError>,
+) -> T {
+    let (tries, pause, verb) = match retry {
+        Retry::FreshPort => (5, Duration::ZERO, "start"),
+        Retry::SamePort => (20, Duration::from_millis(300), "restart"),
+    };
+    let mut last_error = String::new();
+    for _ in 0..tries {
+        match spawn() {
+            Ok(started) => return started,
+            Err(StartError::AddrInUse(msg)) => {
+                last_error = msg;
+                thread::sleep(pause);
+            }
+            Err(StartError::Failed(msg)) => panic!("{what} did not {verb}: {msg}"),
+        }
+    }
+    panic!("{what} did not {verb}: its port stayed taken: {last_error}");
+}
+
 /// A spawned child whose stdout and stderr are appended to a log file.
 /// Dropping it kills the process (SIGKILL) and reaps it.
 #[derive(Debug)]

@@ -8,14 +8,13 @@ use std::fs;
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Output};
-use std::thread;
 use std::time::Duration;
 
 use tempfile::TempDir;
 
 use crate::http::{Client, REQUEST_TIMEOUT, agent_with_tls};
 use crate::minio::S3Bucket;
-use crate::process::{ServerProcess, StartError, free_port};
+use crate::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
 use crate::yaml::{YamlTree, quoted};
 
 /// Environment variable that overrides where the server binary is found.
@@ -275,34 +274,29 @@ impl BerthRegistry {
             .unwrap_or_else(|| dir.path().join("root"));
         fs::create_dir_all(&root).expect("create storage root");
         let config = dir.path().join("config.yml");
-        let mut last_error = String::new();
-        for _ in 0..5 {
+        let (process, port) = start_until_bound("berth-registry", Retry::FreshPort, || {
             let port = free_port();
             let addr = format!("127.0.0.1:{port}");
             fs::write(&config, options.render(&addr, &root)).expect("write config");
             let log = dir.path().join("registry.log");
             let mut process = spawn(&config, &log, dir.path());
             match wait_ready(&mut process, port, options.tls.as_ref()) {
-                Ok(()) => {
-                    return BerthRegistry {
-                        process,
-                        port,
-                        root,
-                        config,
-                        tls: options.tls,
-                        dir,
-                    };
-                }
-                Err(StartError::AddrInUse(msg)) => last_error = msg,
-                Err(StartError::Failed(msg)) => {
-                    panic!(
-                        "berth-registry did not start: {msg}\n--- config ---\n{}",
-                        read(&config)
-                    )
-                }
+                Ok(()) => Ok((process, port)),
+                Err(StartError::Failed(msg)) => Err(StartError::Failed(format!(
+                    "{msg}\n--- config ---\n{}",
+                    read(&config)
+                ))),
+                Err(clash) => Err(clash),
             }
+        });
+        BerthRegistry {
+            process,
+            port,
+            root,
+            config,
+            tls: options.tls,
+            dir,
         }
-        panic!("berth-registry could not bind a free port: {last_error}");
     }
 
     /// `127.0.0.1:PORT`.
@@ -379,26 +373,10 @@ impl BerthRegistry {
     pub fn restart(&mut self) {
         self.process.kill();
         let log = self.process.log_path().to_path_buf();
-        let mut last_error = String::new();
-        for _ in 0..10 {
+        self.process = start_until_bound("berth-registry", Retry::SamePort, || {
             let mut process = spawn(&self.config, &log, self.dir.path());
-            match wait_ready(&mut process, self.port, self.tls.as_ref()) {
-                Ok(()) => {
-                    self.process = process;
-                    return;
-                }
-                // The old listener's port may linger for a moment; try again.
-                Err(StartError::AddrInUse(msg)) => {
-                    last_error = msg;
-                    thread::sleep(Duration::from_millis(300));
-                }
-                Err(StartError::Failed(msg)) => panic!("berth-registry did not restart: {msg}"),
-            }
-        }
-        panic!(
-            "berth-registry could not rebind {}: {last_error}",
-            self.addr()
-        );
+            wait_ready(&mut process, self.port, self.tls.as_ref()).map(|()| process)
+        });
     }
 }
 
