@@ -416,14 +416,7 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
         let mut process = ServerProcess::spawn(cmd, &node.path().join("registry.log"));
         let base = format!("{scheme}://{addr}");
         let url = format!("{base}{path}");
-        let probe = || {
-            agent
-                .get(&url)
-                .call()
-                .map(|r| r.status().as_u16())
-                .map_err(|e| e.to_string())
-        };
-        match process.wait_ready_with(&url, 200, probe) {
+        match process.wait_ready_via(&agent, &url, 200) {
             Ok(()) => Ok(Served {
                 process,
                 addr,

@@ -13,7 +13,9 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
+use crate::certs::TestCa;
 use crate::curl::{self, Transfer};
+use crate::http::agent_with_tls;
 use crate::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
 use crate::storage::{BadBlob, verify_listed_blobs};
 
@@ -80,6 +82,8 @@ pub struct Minio {
     port: u16,
     console_port: u16,
     data: PathBuf,
+    /// The CA certificate file to trust, when MinIO serves HTTPS.
+    ca: Option<PathBuf>,
     dir: TempDir,
 }
 
@@ -95,6 +99,16 @@ impl Minio {
     /// [`Minio::start`] on the address `host` (the test node's address, so
     /// that its pods reach MinIO through their network's gateway).
     pub fn start_on(host: &str) -> Minio {
+        Minio::start_with(host, None)
+    }
+
+    /// [`Minio::start`] serving HTTPS with a certificate for `127.0.0.1`
+    /// signed by `ca`.
+    pub fn start_tls(ca: &TestCa) -> Minio {
+        Minio::start_with("127.0.0.1", Some(ca))
+    }
+
+    fn start_with(host: &str, tls: Option<&TestCa>) -> Minio {
         crate::tools::require("minio");
         let dir = tempfile::Builder::new()
             .prefix("minio-")
@@ -103,6 +117,14 @@ impl Minio {
         let data = dir.path().join("data");
         fs::create_dir_all(&data).expect("create MinIO data directory");
         fs::create_dir_all(dir.path().join("home")).expect("create MinIO home");
+        // MinIO serves HTTPS when its certificate directory holds a key pair.
+        let ca = tls.map(|ca| {
+            let certs = dir.path().join("certs");
+            fs::create_dir_all(&certs).expect("create MinIO certificate directory");
+            ca.server_cert("minio")
+                .write(&certs.join("public.crt"), &certs.join("private.key"));
+            ca.write_cert(&dir.path().join("ca.pem"))
+        });
         let (process, port, console_port) = start_until_bound("MinIO", Retry::FreshPort, || {
             let (port, console_port) = (free_port(), free_port());
             if port == console_port {
@@ -110,7 +132,7 @@ impl Minio {
                     "port {port} handed out twice"
                 )));
             }
-            spawn_ready(dir.path(), &data, host, port, console_port)
+            spawn_ready(dir.path(), &data, host, port, console_port, ca.as_deref())
                 .map(|process| (process, port, console_port))
         });
         Minio {
@@ -119,13 +141,28 @@ impl Minio {
             port,
             console_port,
             data,
+            ca,
             dir,
         }
     }
 
-    /// `http://HOST:PORT`, the S3 endpoint.
+    /// `http://HOST:PORT` (`https://` with TLS), the S3 endpoint.
     pub fn endpoint(&self) -> String {
-        format!("http://{}:{}", self.host, self.port)
+        let scheme = if self.ca.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}:{}", self.host, self.port)
+    }
+
+    /// The CA certificate file its clients trust, when it serves HTTPS.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    /// curl's arguments to trust this server's certificate.
+    fn curl_tls_args(&self) -> Vec<String> {
+        match &self.ca {
+            Some(ca) => vec!["--cacert".into(), ca.display().to_string()],
+            None => Vec::new(),
+        }
     }
 
     /// The data directory (objects live in MinIO's own format below
@@ -190,6 +227,7 @@ impl Minio {
                 &self.host,
                 self.port,
                 self.console_port,
+                self.ca.as_deref(),
             )
         });
     }
@@ -213,6 +251,7 @@ impl Minio {
             "--user".into(),
             format!("{ACCESS_KEY}:{SECRET_KEY}"),
         ];
+        args.extend(self.curl_tls_args());
         if let Some(file) = upload {
             args.push("-T".into());
             args.push(file.display().to_string());
@@ -365,15 +404,20 @@ impl Minio {
 }
 
 /// Spawn MinIO over `data` on `port` (API) and `console_port`, logging to
-/// `<dir>/minio.log`, and wait until it is live.
+/// `<dir>/minio.log`, and wait until it is live. With `ca` (the CA's
+/// certificate file), it serves HTTPS with the key pair in `<dir>/certs`.
 fn spawn_ready(
     dir: &Path,
     data: &Path,
     host: &str,
     port: u16,
     console_port: u16,
+    ca: Option<&Path>,
 ) -> Result<ServerProcess, StartError> {
     let mut cmd = Command::new(crate::tools::require("minio"));
+    if ca.is_some() {
+        cmd.arg("--certs-dir").arg(dir.join("certs"));
+    }
     cmd.arg("server")
         .arg("--address")
         .arg(format!("{host}:{port}"))
@@ -389,7 +433,15 @@ fn spawn_ready(
         .env("MINIO_BROWSER", "off")
         .env("MINIO_UPDATE", "off");
     let mut process = ServerProcess::spawn(cmd, &dir.join("minio.log"));
-    process.wait_ready(&format!("http://{host}:{port}/minio/health/live"), 200)?;
+    match ca {
+        None => process.wait_ready(&format!("http://{host}:{port}/minio/health/live"), 200)?,
+        Some(ca) => {
+            let ca_pem = fs::read(ca).expect("read the CA certificate");
+            let agent = agent_with_tls(Duration::from_secs(2), &ca_pem, None);
+            let url = format!("https://{host}:{port}/minio/health/live");
+            process.wait_ready_via(&agent, &url, 200)?;
+        }
+    }
     Ok(process)
 }
 
@@ -422,6 +474,9 @@ pub struct TracedCall {
     pub function: String,
     /// The request path, `/bucket/key`.
     pub path: String,
+    /// The request's `X-Amz-Content-Sha256`: the payload's hex sha256 when
+    /// it is signed, `UNSIGNED-PAYLOAD` when not.
+    pub content_sha256: Option<String>,
 }
 
 /// MinIO's own trace of the S3 calls it answers (the admin API's
@@ -449,6 +504,7 @@ impl Minio {
             .arg(format!("{ACCESS_KEY}:{SECRET_KEY}"))
             .arg("-H")
             .arg(format!("x-amz-content-sha256: {EMPTY_SHA256}"))
+            .args(self.curl_tls_args())
             .arg(format!("{}/minio/admin/v3/trace?s3=true", self.endpoint()))
             .env_clear()
             .env("PATH", crate::tools::child_path())
@@ -524,6 +580,10 @@ impl S3Trace {
                 Some(TracedCall {
                     function: call.get("funcname")?.as_str()?.to_owned(),
                     path: call.get("path")?.as_str()?.to_owned(),
+                    content_sha256: call
+                        .pointer("/http/request/headers/X-Amz-Content-Sha256/0")
+                        .and_then(|v| v.as_str())
+                        .map(str::to_owned),
                 })
             })
             .collect()

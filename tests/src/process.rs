@@ -109,6 +109,17 @@ impl ServerProcess {
     /// [`START_TIMEOUT`] passes.
     pub fn wait_ready(&mut self, url: &str, expect_status: u16) -> Result<(), StartError> {
         let agent = crate::http::agent_with_timeout(Duration::from_secs(2));
+        self.wait_ready_via(&agent, url, expect_status)
+    }
+
+    /// [`wait_ready`](Self::wait_ready) with `agent`'s requests (one that
+    /// trusts a test CA, for an HTTPS server).
+    pub fn wait_ready_via(
+        &mut self,
+        agent: &ureq::Agent,
+        url: &str,
+        expect_status: u16,
+    ) -> Result<(), StartError> {
         self.wait_ready_with(url, expect_status, || {
             agent
                 .get(url)

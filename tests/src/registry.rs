@@ -141,6 +141,7 @@ pub struct RegistryOptions {
     storage: Storage,
     sections: Vec<(String, String)>,
     tls: Option<TlsOptions>,
+    env: Vec<(String, String)>,
 }
 
 impl RegistryOptions {
@@ -203,6 +204,13 @@ impl RegistryOptions {
         self
     }
 
+    /// Start the server with the environment variable `name` set to
+    /// `value` (it otherwise gets only `PATH` and `HOME`).
+    pub fn env(mut self, name: &str, value: &str) -> RegistryOptions {
+        self.env.push((name.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Serve HTTPS with the PEM files `certificate` and `key`
     /// (`http.tls`); clients of [`BerthRegistry::client`] trust only the CA
     /// certificate `ca_pem`, and the start waits for `/healthz` over HTTPS.
@@ -257,6 +265,7 @@ pub struct BerthRegistry {
     root: PathBuf,
     config: PathBuf,
     tls: Option<TlsOptions>,
+    env: Vec<(String, String)>,
     dir: TempDir,
 }
 
@@ -279,7 +288,7 @@ impl BerthRegistry {
             let addr = format!("127.0.0.1:{port}");
             fs::write(&config, options.render(&addr, &root)).expect("write config");
             let log = dir.path().join("registry.log");
-            let mut process = spawn(&config, &log, dir.path());
+            let mut process = spawn(&config, &log, dir.path(), &options.env);
             match wait_ready(&mut process, port, options.tls.as_ref()) {
                 Ok(()) => Ok((process, port)),
                 Err(StartError::Failed(msg)) => Err(StartError::Failed(format!(
@@ -295,6 +304,7 @@ impl BerthRegistry {
             root,
             config,
             tls: options.tls,
+            env: options.env,
             dir,
         }
     }
@@ -374,7 +384,7 @@ impl BerthRegistry {
         self.process.kill();
         let log = self.process.log_path().to_path_buf();
         self.process = start_until_bound("berth-registry", Retry::SamePort, || {
-            let mut process = spawn(&self.config, &log, self.dir.path());
+            let mut process = spawn(&self.config, &log, self.dir.path(), &self.env);
             wait_ready(&mut process, self.port, self.tls.as_ref()).map(|()| process)
         });
     }
@@ -393,13 +403,7 @@ fn wait_ready(
         Some(tls) if !tls.mutual => {
             let url = format!("https://127.0.0.1:{port}/healthz");
             let agent = agent_with_tls(Duration::from_secs(2), &tls.ca_pem, None);
-            process.wait_ready_with(&url, 200, || {
-                agent
-                    .get(&url)
-                    .call()
-                    .map(|r| r.status().as_u16())
-                    .map_err(|e| e.to_string())
-            })
+            process.wait_ready_via(&agent, &url, 200)
         }
         Some(_) => {
             let addr = format!("127.0.0.1:{port}");
@@ -412,7 +416,7 @@ fn wait_ready(
     }
 }
 
-fn spawn(config: &Path, log: &Path, home: &Path) -> ServerProcess {
+fn spawn(config: &Path, log: &Path, home: &Path, env: &[(String, String)]) -> ServerProcess {
     let mut cmd = Command::new(binary());
     cmd.arg("serve")
         .arg("--config")
@@ -421,7 +425,8 @@ fn spawn(config: &Path, log: &Path, home: &Path) -> ServerProcess {
         .env_clear()
         .env("PATH", crate::tools::child_path())
         .env("HOME", home)
-        .env("RUST_BACKTRACE", "1");
+        .env("RUST_BACKTRACE", "1")
+        .envs(env.iter().map(|(k, v)| (k, v)));
     ServerProcess::spawn(cmd, log)
 }
 

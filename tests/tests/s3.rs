@@ -10,6 +10,7 @@ use std::fs;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use berth_tests::certs::TestCa;
 use berth_tests::conformance;
 use berth_tests::curl;
 use berth_tests::http::{Client, assert_status};
@@ -19,7 +20,7 @@ use berth_tests::images::{
 use berth_tests::metrics;
 use berth_tests::minio::{Minio, S3Bucket};
 use berth_tests::object_store::alternate_chunks;
-use berth_tests::oci::{location_path, sha256_digest, start_upload, with_query};
+use berth_tests::oci::{location_path, push_blob, sha256_digest, start_upload, with_query};
 use berth_tests::registry::{BerthRegistry, RegistryOptions};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 
@@ -276,6 +277,64 @@ fn a_chunked_upload_alternates_between_two_instances() {
         assert!(reply.body == small, "the small blob from {name} differs");
     }
     assert_bucket_blobs_intact(&minio, &bucket);
+}
+
+/// Over plain HTTP the bytes Berth writes to S3 are signed, the signature
+/// being their only integrity check there; over HTTPS they go as
+/// `UNSIGNED-PAYLOAD`, which spares a second sha256 of every pushed byte.
+/// Each request is seen in MinIO's trace; either way the blob, pushed in
+/// several multipart parts, reads back whole.
+#[test]
+fn written_bytes_are_signed_over_http_and_not_over_https() {
+    let ca = TestCa::new("berth-tests-s3");
+    for tls in [false, true] {
+        let minio = if tls {
+            Minio::start_tls(&ca)
+        } else {
+            Minio::start()
+        };
+        let bucket = minio
+            .create_bucket("signing")
+            .with_root_directory("/registry");
+        let mut options = RegistryOptions::new()
+            .s3(&bucket, false)
+            .section("storage.s3", "chunksize: 5242880");
+        if let Some(ca) = minio.ca_file() {
+            // The SDK trusts the system's roots, or this file instead.
+            options = options.env("SSL_CERT_FILE", &ca.display().to_string());
+        }
+        let registry = BerthRegistry::start(options);
+        let client = registry.client();
+        let trace = minio.trace();
+        let content = random_bytes(12 * MIB + 5);
+        let digest = push_blob(&client, "signing/blob", &content);
+        let reply = client.get(&format!("/v2/signing/blob/blobs/{digest}"));
+        assert_status(&reply, 200, "GET the pushed blob");
+        assert!(reply.body == content, "the blob read back differs");
+
+        let calls = trace.calls(&minio);
+        let writes: Vec<_> = calls
+            .iter()
+            .filter(|c| c.path.starts_with("/signing/"))
+            .filter(|c| matches!(c.function.as_str(), "s3.PutObject" | "s3.PutObjectPart"))
+            .collect();
+        assert!(
+            writes.iter().any(|c| c.function == "s3.PutObjectPart"),
+            "no multipart part among the writes: {calls:#?}"
+        );
+        for call in writes {
+            let payload = call.content_sha256.as_deref().unwrap_or_default();
+            if tls {
+                assert_eq!(payload, "UNSIGNED-PAYLOAD", "over HTTPS: {call:?}");
+            } else {
+                assert!(
+                    payload.len() == 64 && payload.bytes().all(|b| b.is_ascii_hexdigit()),
+                    "over HTTP, a write without its payload's sha256: {call:?}"
+                );
+            }
+        }
+        assert_bucket_blobs_intact(&minio, &bucket);
+    }
 }
 
 /// Deleting an upload session aborts every open multipart upload of its
