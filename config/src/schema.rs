@@ -521,8 +521,6 @@ pub struct Redirect {
     pub disable: bool,
 }
 
-/// Reads a string that YAML (or an environment override) may have typed as
-/// a number or boolean: a numeric access key is still a string.
 /// A scalar as the string Go's YAML decoder makes of it; anything else back.
 fn scalar(value: Value) -> Result<String, Value> {
     match value {
@@ -533,6 +531,8 @@ fn scalar(value: Value) -> Result<String, Value> {
     }
 }
 
+/// Reads a string that YAML (or an environment override) may have typed as
+/// a number or boolean: a numeric access key is still a string.
 fn scalar_string<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     scalar(Value::deserialize(d)?)
         .map_err(|other| serde::de::Error::custom(format!("expected a string, got {other:?}")))
@@ -544,6 +544,7 @@ fn optional_scalar_string<'de, D: serde::Deserializer<'de>>(
     scalar_string(d).map(Some)
 }
 
+/// Reads a secret as [`scalar_string`] reads a string.
 fn optional_scalar_secret<'de, D: serde::Deserializer<'de>>(
     d: D,
 ) -> Result<Option<Secret<String>>, D::Error> {
