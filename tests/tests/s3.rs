@@ -3,8 +3,9 @@
 //! images and an index with a 200 MiB layer among them; two instances on
 //! one bucket, with a chunked upload whose PATCHes alternate between them;
 //! faults (MinIO stopped mid-push and restarted, wrong credentials, a
-//! missing bucket); and a measurement of push and pull throughput against
-//! direct PUT and GET.
+//! missing bucket); written bytes signed over HTTP and not over HTTPS (MinIO
+//! with a test CA's certificate); and a measurement of push and pull
+//! throughput against direct PUT and GET.
 
 use std::fs;
 use std::thread;
