@@ -1,7 +1,8 @@
 //! MinIO, a real S3 server: `minio server` on free loopback ports over a
 //! data directory of its own, with its environment cleared except for the
-//! root credentials. It can be stopped and started again on the same data
-//! and port (for fault tests), and is killed on drop. Objects are put,
+//! root credentials, over plain HTTP or over HTTPS with a test CA's
+//! certificate. It can be stopped and started again on the same data and
+//! port (for fault tests), and is killed on drop. Objects are put,
 //! fetched and listed directly with SigV4-signed curl requests, past any
 //! registry.
 
