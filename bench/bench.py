@@ -755,17 +755,21 @@ http {{
         # CPU seconds per kind of GET, to show what bounds the cold figure:
         # Berth's for its fills, MinIO's and curl's for both kinds.
         spent = {"fill": 0.0, "fill_others": 0.0, "direct_others": 0.0}
+
+        def others():
+            return self.minio.cpu_seconds() + children_cpu()
+
         for _ in range(COLD_GETS):
             cached.stop()
             shutil.rmtree(cached.cache_dir, ignore_errors=True)
             cached.start(cached.pull_location)
-            berth0, others0 = cached.proc.cpu_seconds(), self.minio.cpu_seconds() + children_cpu()
+            berth0, others0 = cached.proc.cpu_seconds(), others()
             cold.append(self.timed_get(f"nodecache_cold_64m {cached.key}", f"http://{cached.addr}{path}", blob["size"]))
             spent["fill"] += cached.proc.cpu_seconds() - berth0
-            spent["fill_others"] += self.minio.cpu_seconds() + children_cpu() - others0
-            others0 = self.minio.cpu_seconds() + children_cpu()
+            spent["fill_others"] += others() - others0
+            others0 = others()
             direct.append(self.timed_get("nodecache_cold_64m minio", self.presign("ceiling/blob-64MiB"), blob["size"]))
-            spent["direct_others"] += self.minio.cpu_seconds() + children_cpu() - others0
+            spent["direct_others"] += others() - others0
         self.put("nodecache", "nodecache_cold_64m", cached.key, rnd, median(cold))
         self.put("nodecache", "nodecache_cold_64m", "ceiling", rnd, median(direct))
         self.put("nodecache", "nodecache_cold_cpu", cached.key, rnd, spent["fill"] * 1000 / COLD_GETS)

@@ -23,7 +23,7 @@ import time
 
 import bench  # noqa: E402 - sibling module
 from bench import ACCEPT, MIB, PULL_REPO, RUNNING, WRK_DIR, Bench, Registry, children_cpu, fmt, free_port, log, median
-from report import new_results_path  # noqa: E402 - sibling module
+from report import fmt_ratio, new_results_path, ratio  # noqa: E402 - sibling module
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -164,8 +164,9 @@ class PullThrough:
         b = self.b
         warm = [curl_pull(b, b.nginx_addr, PULL_REPO, b.images["pull"], 4, "pt_warm_4 nginx")
                 for _ in range(WARM_PULLS)]
-        b.put("delivery", "pt_warm_4", "nginx", rnd, None if None in warm else median(warm))
-        log(f"  nginx: warm x4 {fmt(b.results['delivery']['pt_warm_4']['nginx'][rnd])} MiB/s")
+        rate = None if None in warm else median(warm)
+        b.put("delivery", "pt_warm_4", "nginx", rnd, rate)
+        log(f"  nginx: warm x4 {fmt(rate)} MiB/s")
 
     def pull_through(self, reg, rnd):
         b, image = self.b, self.b.images["pull"]
@@ -207,14 +208,6 @@ class PullThrough:
             reg.drop_location(location)
 
 
-def ratio(a, c):
-    return None if a is None or c in (None, 0) else a / c
-
-
-def times(r):
-    return "n/a" if r is None else f"{r:.2f}x"
-
-
 def report(b, d):
     res = b.results.get("delivery", {})
 
@@ -237,7 +230,7 @@ def report(b, d):
         row = [label + (" (lower is better)" if better == "lower" else ""), unit, fmt(m(key, "berth"))]
         row += [fmt(m(key, p.id)) for p in peers]
         row += ["—" if key in ("pt_upstream_gets_4", "pt_warm_4_client_cpu") else
-                times(paired(key, "berth", p.id)) for p in peers]
+                fmt_ratio(paired(key, "berth", p.id)) for p in peers]
         lines.append("| " + " | ".join(row) + " |")
     client_ms = m("pt_warm_4_client_cpu", "berth")
     if client_ms:
@@ -253,9 +246,9 @@ def report(b, d):
         # The same warm pull from a server with no registry work to do.
         lines += ["", f"nginx (sendfile on, no access log) serving the same image as static files at the same paths, "
                       f"pulled the same way, reached {fmt(static)} MiB/s: "
-                  + ", ".join(f"{times(paired('pt_warm_4', 'nginx', p.id))} {p.label}" for p in peers)
+                  + ", ".join(f"{fmt_ratio(paired('pt_warm_4', 'nginx', p.id))} {p.label}" for p in peers)
                   + ". It routes nothing, reads no links and checks no digests; Berth's warm pull was "
-                  + f"{times(paired('pt_warm_4', 'berth', 'nginx'))} of it."]
+                  + f"{fmt_ratio(paired('pt_warm_4', 'berth', 'nginx'))} of it."]
     lines += ["", "## Per round", "", "| Figure | Server | " + " | ".join(f"round {i + 1}" for i in range(b.args.rounds)) + " |",
               "|" + "---|" * (2 + b.args.rounds)]
     for key, _, _, _ in FIGURES:
