@@ -32,7 +32,7 @@ use berth_tests::http::{Client as HttpClient, agent_with_timeout, agent_with_tls
 use berth_tests::images::{OciLayout, assert_same_image, single_image_layout};
 use berth_tests::minio::{self, Minio};
 use berth_tests::netns::OtherHost;
-use berth_tests::process::{Retry, ServerProcess, StartError, free_port, start_until_bound};
+use berth_tests::process::{Retry, ServerProcess, free_port, start_until_bound};
 use berth_tests::skopeo::{Skopeo, docker_ref};
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::batch::v1::CronJob;
@@ -416,19 +416,22 @@ fn serve(node: &Node, resolved: &Resolved, args: &[String], ca: Option<&str>) ->
         let mut process = ServerProcess::spawn(cmd, &node.path().join("registry.log"));
         let base = format!("{scheme}://{addr}");
         let url = format!("{base}{path}");
-        match process.wait_ready_via(&agent, &url, 200) {
-            Ok(()) => Ok(Served {
+        process
+            .wait_ready_via(&agent, &url, 200)
+            .map(|()| Served {
                 process,
                 addr,
                 base,
                 port,
-            }),
-            Err(StartError::Failed(msg)) => Err(StartError::Failed(format!(
-                "it does not serve with the operator's config: {msg}\n--- config as mounted ---\n{}",
-                node.config_text(args)
-            ))),
-            Err(clash) => Err(clash),
-        }
+            })
+            .map_err(|e| {
+                e.with_context(|| {
+                    format!(
+                        "--- the operator's config, as mounted ---\n{}",
+                        node.config_text(args)
+                    )
+                })
+            })
     })
 }
 

@@ -30,6 +30,17 @@ pub enum StartError {
     Failed(String),
 }
 
+impl StartError {
+    /// This error with `context` (a config, say) after a failure's message;
+    /// a port clash stays as it is, to be retried.
+    pub fn with_context(self, context: impl FnOnce() -> String) -> StartError {
+        match self {
+            StartError::Failed(msg) => StartError::Failed(format!("{msg}\n{}", context())),
+            clash => clash,
+        }
+    }
+}
+
 /// How [`start_until_bound`] retries a port clash.
 #[derive(Debug, Clone, Copy)]
 pub enum Retry {

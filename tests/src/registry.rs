@@ -289,14 +289,9 @@ impl BerthRegistry {
             fs::write(&config, options.render(&addr, &root)).expect("write config");
             let log = dir.path().join("registry.log");
             let mut process = spawn(&config, &log, dir.path(), &options.env);
-            match wait_ready(&mut process, port, options.tls.as_ref()) {
-                Ok(()) => Ok((process, port)),
-                Err(StartError::Failed(msg)) => Err(StartError::Failed(format!(
-                    "{msg}\n--- config ---\n{}",
-                    read(&config)
-                ))),
-                Err(clash) => Err(clash),
-            }
+            wait_ready(&mut process, port, options.tls.as_ref())
+                .map(|()| (process, port))
+                .map_err(|e| e.with_context(|| format!("--- config ---\n{}", read(&config))))
         });
         BerthRegistry {
             process,
