@@ -61,6 +61,13 @@ pub struct RegistrySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<Auth>,
 
+    /// CA certificates the registry trusts for its own HTTPS connections,
+    /// beside the public roots of its image: a storage endpoint (`s3`,
+    /// `azure` or `gcs`), an upstream of `mirrors` or a webhook behind a
+    /// private CA. A change restarts the registry pods.
+    #[serde(default, rename = "trustedCA", skip_serializing_if = "Option::is_none")]
+    pub trusted_ca: Option<TrustedCa>,
+
     /// Without `auth`, where pushes and deletes may come from: `Loopback`
     /// (through `kubectl port-forward` to a registry pod or its Service, or
     /// from the node itself with `exposure.mode: HostNetwork`) or `Anywhere`
@@ -469,6 +476,16 @@ pub struct Tls {
     pub secret_name: String,
 }
 
+/// Private CA certificates to trust.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TrustedCa {
+    /// Name of a Secret in the Registry's namespace whose key `ca.crt` holds
+    /// one or more PEM certificates (as cert-manager writes it).
+    #[schemars(length(min = 1, max = 253))]
+    pub secret_name: String,
+}
+
 /// Client authentication.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -676,6 +693,9 @@ pub const MIRROR_USERNAME_KEY: &str = "username";
 /// The key of the password in a mirror's `kubernetes.io/basic-auth` Secret.
 pub const MIRROR_PASSWORD_KEY: &str = "password";
 
+/// The key of the PEM certificates in the `trustedCA` Secret.
+pub const TRUSTED_CA_KEY: &str = "ca.crt";
+
 /// The key of the Azure account key in the credentials Secret.
 pub const AZURE_ACCOUNT_KEY: &str = "accountKey";
 /// The key of the GCS service account key file in the credentials Secret.
@@ -755,6 +775,15 @@ impl RegistrySpec {
                 name,
                 keys: &[GCS_KEY_FILE],
                 // The driver reads the key file when it starts.
+                read_at_start: true,
+            });
+        }
+        if let Some(trusted) = &self.trusted_ca {
+            refs.push(SecretRef {
+                field: "spec.trustedCA.secretName",
+                name: &trusted.secret_name,
+                keys: &[TRUSTED_CA_KEY],
+                // Loaded into each HTTPS client when it is built.
                 read_at_start: true,
             });
         }

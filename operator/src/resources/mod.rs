@@ -53,6 +53,11 @@ pub const TLS_DIR: &str = "/etc/berth/tls";
 pub const AUTH_DIR: &str = "/etc/berth/auth";
 /// Where filesystem storage is mounted.
 pub const DATA_DIR: &str = "/var/lib/registry";
+/// Where the `trustedCA` Secret's `ca.crt` is mounted (`SSL_CERT_DIR`).
+pub const TRUSTED_CA_DIR: &str = "/etc/berth/trusted-ca";
+/// The public CA bundle in the registry image (`SSL_CERT_FILE` beside
+/// `TRUSTED_CA_DIR`), as scripts/images/rootfs.sh installs it.
+pub const IMAGE_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Where a GCS service account key file is mounted.
 pub const GCS_DIR: &str = "/etc/berth/gcs";
 /// Where the Secret of `spec.mirrors[i]` is mounted: `<MIRRORS_DIR>/<i>`.

@@ -6,12 +6,15 @@
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HostPathVolumeSource,
-    PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
+    KeyToPath, PersistentVolumeClaimVolumeSource, PodSecurityContext, PodSpec, SeccompProfile,
     SecretKeySelector, SecretVolumeSource, SecurityContext, Volume, VolumeMount,
 };
 
-use super::{AUTH_DIR, CONFIG_DIR, DATA_DIR, GCS_DIR, MIRRORS_DIR, TLS_DIR, object_name};
-use crate::crd::{AZURE_ACCOUNT_KEY, Registry, S3_ACCESS_KEY, S3_SECRET_KEY};
+use super::{
+    AUTH_DIR, CONFIG_DIR, DATA_DIR, GCS_DIR, IMAGE_CA_FILE, MIRRORS_DIR, TLS_DIR, TRUSTED_CA_DIR,
+    object_name,
+};
+use crate::crd::{AZURE_ACCOUNT_KEY, Registry, S3_ACCESS_KEY, S3_SECRET_KEY, TRUSTED_CA_KEY};
 
 /// The user and group the registry runs as (the image's nonroot user).
 pub const RUN_AS: i64 = 65532;
@@ -62,7 +65,8 @@ pub fn placed_on_nodes(registry: &Registry) -> PodSpec {
 }
 
 /// A berth-registry container named `name` running `args`: the Registry's
-/// image, S3 credentials, resources, restricted security context and mounts.
+/// image, storage credentials, trusted CAs, resources, restricted security
+/// context and mounts.
 pub fn registry_container(
     registry: &Registry,
     image: &str,
@@ -75,7 +79,7 @@ pub fn registry_container(
         image: Some(image.to_owned()),
         image_pull_policy: Some(spec.image_pull_policy.as_str().to_owned()),
         args: Some(args),
-        env: storage_env(registry),
+        env: environment(registry),
         resources: spec.resources.clone(),
         security_context: Some(restricted_security_context()),
         volume_mounts: Some(volume_mounts(registry)),
@@ -166,6 +170,32 @@ pub fn restricted_security_context() -> SecurityContext {
     }
 }
 
+/// The registry container's environment: [`storage_env`] and [`trust_env`].
+fn environment(registry: &Registry) -> Option<Vec<EnvVar>> {
+    let mut env = storage_env(registry).unwrap_or_default();
+    env.extend(trust_env(registry));
+    (!env.is_empty()).then_some(env)
+}
+
+/// With `trustedCA`, what makes every HTTPS client of the registry trust
+/// both the image's public roots and the mounted `ca.crt`: rustls loads
+/// the files of `SSL_CERT_FILE` and the directories of `SSL_CERT_DIR`
+/// instead of the system's store once either is set, so both are given.
+fn trust_env(registry: &Registry) -> Vec<EnvVar> {
+    if registry.spec.trusted_ca.is_none() {
+        return Vec::new();
+    }
+    let var = |name: &str, value: &str| EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
+    };
+    vec![
+        var("SSL_CERT_FILE", IMAGE_CA_FILE),
+        var("SSL_CERT_DIR", TRUSTED_CA_DIR),
+    ]
+}
+
 /// The storage keys the registry reads from the credentials Secret, as
 /// environment variables: `REGISTRY_STORAGE_S3_ACCESSKEY`/`SECRETKEY`, or
 /// `REGISTRY_STORAGE_AZURE_ACCOUNTKEY`.
@@ -221,7 +251,8 @@ pub fn mount(name: &str, path: &str, read_only: bool) -> VolumeMount {
     }
 }
 
-/// Mounts of the config, TLS and htpasswd files, storage and a scratch `/tmp`.
+/// Mounts of the config, TLS, htpasswd and trusted CA files, storage and a
+/// scratch `/tmp`.
 fn volume_mounts(registry: &Registry) -> Vec<VolumeMount> {
     let spec = &registry.spec;
     let mut mounts = vec![
@@ -233,6 +264,9 @@ fn volume_mounts(registry: &Registry) -> Vec<VolumeMount> {
     }
     if spec.auth.is_some() {
         mounts.push(mount("auth", AUTH_DIR, true));
+    }
+    if spec.trusted_ca.is_some() {
+        mounts.push(mount("trusted-ca", TRUSTED_CA_DIR, true));
     }
     if spec.storage.filesystem.is_some() {
         mounts.push(mount("data", DATA_DIR, false));
@@ -293,6 +327,18 @@ fn volumes(registry: &Registry, config_map: &str) -> Vec<Volume> {
     }
     if let Some(auth) = &spec.auth {
         volumes.push(secret("auth", &auth.htpasswd.secret_name));
+    }
+    if let Some(trusted) = &spec.trusted_ca {
+        // Only `ca.crt`: every file of `SSL_CERT_DIR` is read as PEM.
+        let mut volume = secret("trusted-ca", &trusted.secret_name);
+        if let Some(source) = volume.secret.as_mut() {
+            source.items = Some(vec![KeyToPath {
+                key: TRUSTED_CA_KEY.to_owned(),
+                path: TRUSTED_CA_KEY.to_owned(),
+                mode: None,
+            }]);
+        }
+        volumes.push(volume);
     }
     if let Some(fs) = &spec.storage.filesystem {
         let data = match (&fs.host_path, &fs.persistent_volume_claim) {
@@ -398,6 +444,52 @@ mod tests {
             && v.secret.as_ref().and_then(|s| s.secret_name.as_deref()) == Some("gcs-key")));
         let ambient = registry(serde_json::json!({"storage": {"gcs": {"bucket": "images"}}}));
         assert!(!volume_mounts(&ambient).iter().any(|m| m.name == "gcs-key"));
+    }
+
+    #[test]
+    fn trusted_ca_is_mounted_and_trusted_beside_the_images_roots() {
+        let registry = registry(serde_json::json!({
+            "storage": {"s3": {"bucket": "images", "endpoint": "https://s3.internal",
+                "credentialsSecret": "s3-keys"}},
+            "trustedCA": {"secretName": "internal-ca"}}));
+        let container = registry_container(&registry, IMAGE, "registry", vec![]);
+        let env: Vec<_> = container.env.as_ref().unwrap().iter().collect();
+        let value = |name: &str| {
+            env.iter()
+                .find(|v| v.name == name)
+                .and_then(|v| v.value.as_deref())
+        };
+        assert_eq!(
+            value("SSL_CERT_FILE"),
+            Some("/etc/ssl/certs/ca-certificates.crt")
+        );
+        assert_eq!(value("SSL_CERT_DIR"), Some("/etc/berth/trusted-ca"));
+        assert_eq!(env.len(), 4, "the S3 keys stay: {env:?}");
+        assert!(
+            volume_mounts(&registry)
+                .iter()
+                .any(|m| m.name == "trusted-ca" && m.mount_path == TRUSTED_CA_DIR)
+        );
+        let volumes = volumes(&registry, "c");
+        let source = volumes
+            .iter()
+            .find(|v| v.name == "trusted-ca")
+            .and_then(|v| v.secret.as_ref())
+            .unwrap();
+        assert_eq!(source.secret_name.as_deref(), Some("internal-ca"));
+        let items = source.items.as_ref().unwrap();
+        assert_eq!(
+            (items.len(), items[0].key.as_str(), items[0].path.as_str()),
+            (1, "ca.crt", "ca.crt")
+        );
+
+        let public = s3_registry();
+        let container = registry_container(&public, IMAGE, "registry", vec![]);
+        let names: Vec<_> = container.env.iter().flatten().map(|v| &v.name).collect();
+        assert!(
+            !names.iter().any(|n| n.starts_with("SSL_")),
+            "without trustedCA the system's store is used: {names:?}"
+        );
     }
 
     #[test]
