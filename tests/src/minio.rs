@@ -106,7 +106,13 @@ impl Minio {
     /// [`Minio::start`] serving HTTPS with a certificate for `127.0.0.1`
     /// signed by `ca`.
     pub fn start_tls(ca: &TestCa) -> Minio {
-        Minio::start_with("127.0.0.1", Some(ca))
+        Minio::start_tls_on("127.0.0.1", ca)
+    }
+
+    /// [`Minio::start_on`] `host` serving HTTPS with a certificate for
+    /// `host` signed by `ca`.
+    pub fn start_tls_on(host: &str, ca: &TestCa) -> Minio {
+        Minio::start_with(host, Some(ca))
     }
 
     fn start_with(host: &str, tls: Option<&TestCa>) -> Minio {
@@ -122,7 +128,7 @@ impl Minio {
         let ca = tls.map(|ca| {
             let certs = dir.path().join("certs");
             fs::create_dir_all(&certs).expect("create MinIO certificate directory");
-            ca.server_cert("minio")
+            ca.server_cert_for("minio", &[host, "localhost"])
                 .write(&certs.join("public.crt"), &certs.join("private.key"));
             ca.write_cert(&dir.path().join("ca.pem"))
         });

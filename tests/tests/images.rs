@@ -157,6 +157,12 @@ fn images_match_the_dockerfile_and_hold_only_the_runtime() {
             .collect();
         let binary = format!("usr/local/bin/{name}");
         assert!(files.contains(&binary.as_str()), "{name}: {files:?}");
+        // The public roots, which a Registry's `trustedCA` adds to (the
+        // operator's `IMAGE_CA_FILE`).
+        assert!(
+            files.contains(&"etc/ssl/certs/ca-certificates.crt"),
+            "{name} holds the CA bundle: {files:?}"
+        );
         for file in &files {
             let allowed = *file == binary
                 || file.starts_with("lib/")

@@ -54,8 +54,8 @@ const TESTS: &[Test] = &[
         s3_registry_serves_pods_and_its_gc_job_reports_to_status,
     ),
     (
-        "rotated_certificate_and_password_are_served_by_the_same_pod",
-        rotated_certificate_and_password_are_served_by_the_same_pod,
+        "private_ca_bucket_and_rotated_secrets_are_served_by_the_same_pod",
+        private_ca_bucket_and_rotated_secrets_are_served_by_the_same_pod,
     ),
     (
         "a_spec_change_rolls_the_pod_onto_a_new_config",
@@ -450,13 +450,13 @@ stringData:
     )
 }
 
-/// A Registry `name` in the namespace of the same name, on S3 (MinIO on
-/// the node's address, below its own root directory, blob downloads
-/// redirected to MinIO), on host port `port`, with a GC schedule, and with
-/// TLS and htpasswd when `secure`.
-fn s3_registry(cluster: &Cluster, name: &str, port: u16, secure: bool) -> String {
+/// A Registry `name` in the namespace of the same name, on S3 (the MinIO
+/// at `endpoint`, below its own root directory, blob downloads redirected
+/// to MinIO), on host port `port`, with a GC schedule, and with TLS,
+/// htpasswd and the `registry-ca` Secret's CA trusted when `secure`.
+fn s3_registry(endpoint: &str, name: &str, port: u16, secure: bool) -> String {
     let security = if secure {
-        "  tls:\n    secretName: registry-tls\n  auth:\n    htpasswd:\n      secretName: registry-htpasswd\n"
+        "  tls:\n    secretName: registry-tls\n  auth:\n    htpasswd:\n      secretName: registry-htpasswd\n  trustedCA:\n    secretName: registry-ca\n"
     } else {
         // Pushed to straight through the node's port.
         "  unauthenticatedWrites: Anywhere\n"
@@ -485,7 +485,6 @@ spec:
     deleteUntagged: true
 {security}"#,
         region = minio::REGION,
-        endpoint = cluster.minio.endpoint(),
     )
 }
 
@@ -581,7 +580,12 @@ fn run_pod(node: &Node, namespace: &str, name: &str, image: &str, message: &str)
 fn s3_registry_serves_pods_and_its_gc_job_reports_to_status(cluster: &Cluster) {
     let node = &cluster.node;
     node.apply(&s3_namespace("shared"));
-    node.apply(&s3_registry(cluster, "shared", SHARED_PORT, false));
+    node.apply(&s3_registry(
+        &cluster.minio.endpoint(),
+        "shared",
+        SHARED_PORT,
+        false,
+    ));
     let registry = wait_ready(node, "shared", "shared");
     assert_eq!(registry["status"]["storage"], "S3");
     assert_eq!(registry["status"]["gcMode"], "CronJob");
@@ -636,22 +640,28 @@ fn tls_secret(node: &Node, dir: &Path, pair: &CertifiedKey) -> String {
     ])
 }
 
-/// An htpasswd Secret's YAML for `user:password`.
-fn htpasswd_secret(node: &Node, dir: &Path, user: &str, password: &str) -> String {
-    let file = dir.join("htpasswd");
-    berth_tests::htpasswd::write(&file, &[(user, password)]);
+/// The YAML of the Secret `name` in the namespace `secure` whose key `key`
+/// holds the file `file`.
+fn file_secret(node: &Node, name: &str, key: &str, file: &Path) -> String {
     node.kubectl(&[
         "-n",
         "secure",
         "create",
         "secret",
         "generic",
-        "registry-htpasswd",
-        &format!("--from-file=htpasswd={}", file.display()),
+        name,
+        &format!("--from-file={key}={}", file.display()),
         "--dry-run=client",
         "-o",
         "yaml",
     ])
+}
+
+/// An htpasswd Secret's YAML for `user:password`.
+fn htpasswd_secret(node: &Node, dir: &Path, user: &str, password: &str) -> String {
+    let file = dir.join("htpasswd");
+    berth_tests::htpasswd::write(&file, &[(user, password)]);
+    file_secret(node, "registry-htpasswd", "htpasswd", &file)
 }
 
 /// The HTTP status of `GET /v2/` over TLS on `port`, trusting only `ca` and
@@ -673,10 +683,11 @@ fn v2_status(ca: &Path, pin: &str, port: u16, user: &str, password: &str) -> u16
     if transfer.ok() { transfer.status } else { 0 }
 }
 
-/// TLS and htpasswd Secrets rotated: the same pod (same UID, no restart)
-/// serves the new certificate and accepts the new password within the
-/// kubelet's Secret sync, and refuses the old password.
-fn rotated_certificate_and_password_are_served_by_the_same_pod(cluster: &Cluster) {
+/// A Registry on a bucket behind a private CA (`trustedCA`) becomes Ready;
+/// then its TLS and htpasswd Secrets are rotated: the same pod (same UID,
+/// no restart) serves the new certificate and accepts the new password
+/// within the kubelet's Secret sync, and refuses the old password.
+fn private_ca_bucket_and_rotated_secrets_are_served_by_the_same_pod(cluster: &Cluster) {
     let node = &cluster.node;
     let work = tempfile::tempdir().expect("temporary directory");
     let ca = TestCa::new("berth-node-registry-ca");
@@ -690,7 +701,17 @@ fn rotated_certificate_and_password_are_served_by_the_same_pod(cluster: &Cluster
         "alice",
         "first-password",
     ));
-    node.apply(&s3_registry(cluster, "secure", SECURE_PORT, true));
+    // Its bucket is behind a private CA, which only `trustedCA` makes the
+    // pod trust: the Registry is Ready only once `/readyz` reached it.
+    let private = Minio::start_tls_on(NODE_IP, &ca);
+    private.create_bucket(BUCKET);
+    node.apply(&file_secret(node, "registry-ca", "ca.crt", &ca_file));
+    node.apply(&s3_registry(
+        &private.endpoint(),
+        "secure",
+        SECURE_PORT,
+        true,
+    ));
     wait_ready(node, "secure", "secure");
     assert_eq!(
         v2_status(&ca_file, &first.pin, SECURE_PORT, "alice", "first-password"),
@@ -1024,7 +1045,7 @@ fn containerd_pulls_through_the_nodes_registry_and_deletion_restores_its_hosts_d
     );
 
     node.apply(&s3_namespace("hosts"));
-    let mut registry = s3_registry(cluster, "hosts", HOSTS_PORT, false);
+    let mut registry = s3_registry(&cluster.minio.endpoint(), "hosts", HOSTS_PORT, false);
     let cache_root = node.dir().join("nodecache");
     registry.push_str(&format!(
         "  mirrors:\n  - host: docker.io\n  - host: upstream.test\n    url: http://{NODE_IP}:{}\n    tagTTL: 1s\n  containerd:\n    hostsDir: {}\n    registryName: berth.local\n  nodeCache:\n    size: 64Mi\n    path: {}\n",
