@@ -1,8 +1,8 @@
 //! What every pod of a Registry shares, the DaemonSet's registry pods and
 //! the CronJob's GC pods alike: identity, security context, placement, the
-//! config, TLS, htpasswd and storage volumes, and the registry container's
-//! image, environment and mounts. Both run berth-registry against the same
-//! config file, so they are built here once.
+//! config, TLS, htpasswd, trusted CA and storage volumes, and the registry
+//! container's image, environment and mounts. Both run berth-registry
+//! against the same config file and storage, so they are built here once.
 
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, EnvVar, EnvVarSource, HostPathVolumeSource,
