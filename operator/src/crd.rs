@@ -714,6 +714,38 @@ pub struct SecretRef<'a> {
     /// variables), so that a new value needs new pods. Mounted files are
     /// re-read by the running registry.
     pub read_at_start: bool,
+    /// What the keys must hold.
+    pub content: KeyContent,
+}
+
+/// What a Secret's keys must hold, beyond being there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyContent {
+    /// Whatever the registry reads; it reports what it cannot use.
+    Any,
+    /// At least one PEM certificate. The registry would skip anything else
+    /// without a word and then fail every TLS handshake it was meant for.
+    PemCertificates,
+}
+
+impl KeyContent {
+    /// Why `value` does not hold what it must, if it does not.
+    pub fn problem(self, value: &[u8]) -> Option<&'static str> {
+        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
+        const END: &[u8] = b"-----END CERTIFICATE-----";
+        let position = |text: &[u8], marker: &[u8]| {
+            text.windows(marker.len())
+                .position(|window| window == marker)
+        };
+        match self {
+            KeyContent::Any => None,
+            KeyContent::PemCertificates => {
+                let holds = position(value, BEGIN)
+                    .is_some_and(|start| position(&value[start..], END).is_some());
+                (!holds).then_some("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
+            }
+        }
+    }
 }
 
 impl RegistrySpec {
@@ -726,6 +758,7 @@ impl RegistrySpec {
                 name: &tls.secret_name,
                 keys: &[TLS_CERT_KEY, TLS_KEY_KEY],
                 read_at_start: false,
+                content: KeyContent::Any,
             });
         }
         if let Some(auth) = &self.auth {
@@ -735,6 +768,7 @@ impl RegistrySpec {
                 name,
                 keys: &[HTPASSWD_KEY],
                 read_at_start: false,
+                content: KeyContent::Any,
             });
         }
         if let Some(name) = self
@@ -749,6 +783,7 @@ impl RegistrySpec {
                 name,
                 keys,
                 read_at_start: true,
+                content: KeyContent::Any,
             });
         }
         if let Some(name) = self
@@ -762,6 +797,7 @@ impl RegistrySpec {
                 name,
                 keys: &[AZURE_ACCOUNT_KEY],
                 read_at_start: true,
+                content: KeyContent::Any,
             });
         }
         if let Some(name) = self
@@ -776,6 +812,7 @@ impl RegistrySpec {
                 keys: &[GCS_KEY_FILE],
                 // The driver reads the key file when it starts.
                 read_at_start: true,
+                content: KeyContent::Any,
             });
         }
         if let Some(trusted) = &self.trusted_ca {
@@ -785,6 +822,7 @@ impl RegistrySpec {
                 keys: &[TRUSTED_CA_KEY],
                 // Loaded into each HTTPS client when it is built.
                 read_at_start: true,
+                content: KeyContent::PemCertificates,
             });
         }
         for name in self
@@ -798,6 +836,7 @@ impl RegistrySpec {
                 keys: &[MIRROR_USERNAME_KEY, MIRROR_PASSWORD_KEY],
                 // Mounted files, re-read when used.
                 read_at_start: false,
+                content: KeyContent::Any,
             });
         }
         refs
@@ -927,6 +966,44 @@ mod tests {
         assert_eq!(
             (secret.name, secret.keys, secret.read_at_start),
             ("hub", &["username", "password"][..], false)
+        );
+    }
+
+    #[test]
+    fn a_trusted_ca_must_hold_a_pem_certificate() {
+        let pem = b"# internal\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
+        assert_eq!(KeyContent::PemCertificates.problem(pem), None);
+        for bad in [
+            &b""[..],
+            b"\x30\x82\x01\x0a",
+            b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+            b"-----BEGIN CERTIFICATE-----\nMIIB",
+        ] {
+            assert!(
+                KeyContent::PemCertificates.problem(bad).is_some(),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(KeyContent::Any.problem(b""), None);
+        let spec: RegistrySpec = serde_json::from_value(serde_json::json!({
+            "storage": {"s3": {"bucket": "images"}},
+            "trustedCA": {"secretName": "internal-ca"},
+        }))
+        .unwrap();
+        let secret = spec.secret_refs()[0];
+        assert_eq!(
+            (
+                secret.name,
+                secret.keys,
+                secret.read_at_start,
+                secret.content
+            ),
+            (
+                "internal-ca",
+                &["ca.crt"][..],
+                true,
+                KeyContent::PemCertificates
+            )
         );
     }
 

@@ -287,7 +287,8 @@ fn validate(registry: &Registry) -> Result<(), Blocked> {
 
 /// Reads every referenced Secret and digests the keys the registry reads
 /// only at start (see [`resources::SECRETS_HASH_ANNOTATION`]); a missing
-/// Secret or key blocks the Registry with a message naming it.
+/// Secret or key, or a key that does not hold what it must, blocks the
+/// Registry with a message naming it.
 async fn secrets_hash(
     registry: &Registry,
     client: &Client,
@@ -323,6 +324,15 @@ async fn secrets_hash(
                     ),
                 }));
             };
+            if let Some(problem) = reference.content.problem(&value.0) {
+                return Ok(Err(Blocked {
+                    reason: "SecretKeyInvalid",
+                    message: format!(
+                        "Secret {namespace}/{} ({}): key {key:?} {problem}",
+                        reference.name, reference.field
+                    ),
+                }));
+            }
             if reference.read_at_start {
                 parts.push(format!("{}/{key}", reference.name).into_bytes());
                 parts.push(value.0.clone());
