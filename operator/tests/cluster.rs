@@ -48,6 +48,31 @@ async fn condition(
     Some((c.status, c.reason, c.message))
 }
 
+/// Creates the Registry `name` with `spec` in `namespace`, waits until it is
+/// blocked (`Ready=False` with `reason`), checks that nothing was applied
+/// for it, and returns the condition's message.
+async fn create_blocked(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    spec: serde_json::Value,
+    reason: &str,
+) -> String {
+    let registries: Api<Registry> = Api::namespaced(client.clone(), namespace);
+    registries
+        .create(&PostParams::default(), &registry(name, spec))
+        .await
+        .expect("create Registry");
+    let (status, message) = ready_with_reason(&registries, name, reason).await;
+    assert_eq!(status, "False", "{message}");
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), namespace);
+    assert!(
+        daemon_sets.get_opt(name).await.expect("get").is_none(),
+        "nothing is applied while {name} is blocked"
+    );
+    message
+}
+
 /// Waits until the Registry `name` has a `Ready` condition with `reason`,
 /// and returns its status and message.
 async fn ready_with_reason(api: &Api<Registry>, name: &str, reason: &str) -> (String, String) {
@@ -380,23 +405,13 @@ async fn missing_secret_blocks_until_it_appears() {
     let _operator = Operator::start(client.clone(), &ns);
     let registries: Api<Registry> = Api::namespaced(client.clone(), &ns);
     let spec = json!({"storage": {"filesystem": {"hostPath": "/var/lib/berth"}}, "tls": {"secretName": "later-tls"}});
-    registries
-        .create(&PostParams::default(), &registry("blocked", spec))
-        .await
-        .expect("create Registry");
-
-    let (status, message) = ready_with_reason(&registries, "blocked", "SecretNotFound").await;
-    assert_eq!(status, "False");
+    let message = create_blocked(&client, &ns, "blocked", spec, "SecretNotFound").await;
     assert!(
         message.contains(&format!("Secret {ns}/later-tls"))
             && message.contains("spec.tls.secretName"),
         "{message}"
     );
     let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
-    assert!(
-        daemon_sets.get_opt("blocked").await.expect("get").is_none(),
-        "nothing is applied while blocked"
-    );
     event_with_reason(&client, &ns, "SecretNotFound").await;
 
     // The Secret watch reconciles as soon as it exists: well within the 30 s retry.
@@ -421,6 +436,41 @@ async fn missing_secret_blocks_until_it_appears() {
         condition(&registries, "blocked", "Ready")
             .await
             .filter(|(_, reason, _)| reason != "SecretNotFound")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_trusted_ca_without_a_certificate_blocks_until_it_holds_one() {
+    let plane = ControlPlane::shared().await;
+    let client = plane.client().await;
+    let ns = plane.namespace("trusted").await;
+    let _operator = Operator::start(client.clone(), &ns);
+    // A private key where the certificate should be: the registry would
+    // skip it and fail every handshake with the endpoint.
+    let key = rcgen::KeyPair::generate().expect("key");
+    create_secret(
+        &client,
+        &ns,
+        "internal-ca",
+        &[("ca.crt", &key.serialize_pem())],
+    )
+    .await;
+    let spec = json!({"storage": {"s3": {"bucket": "images", "endpoint": "https://s3.internal"}},
+        "trustedCA": {"secretName": "internal-ca"}});
+    let message = create_blocked(&client, &ns, "private", spec, "SecretKeyInvalid").await;
+    assert!(
+        message.contains(&format!("Secret {ns}/internal-ca"))
+            && message.contains("spec.trustedCA.secretName")
+            && message.contains("\"ca.crt\" holds no PEM certificate"),
+        "{message}"
+    );
+    let daemon_sets: Api<DaemonSet> = Api::namespaced(client.clone(), &ns);
+
+    let ca = berth_tests::certs::TestCa::new("internal");
+    create_secret(&client, &ns, "internal-ca", &[("ca.crt", ca.cert_pem())]).await;
+    eventually("DaemonSet once the Secret holds a certificate", || async {
+        daemon_sets.get_opt("private").await.ok().flatten()
     })
     .await;
 }
