@@ -11,6 +11,8 @@ use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::CustomResource;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -731,17 +733,12 @@ pub enum KeyContent {
 impl KeyContent {
     /// Why `value` does not hold what it must, if it does not.
     pub fn problem(self, value: &[u8]) -> Option<&'static str> {
-        const BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
-        const END: &[u8] = b"-----END CERTIFICATE-----";
-        let position = |text: &[u8], marker: &[u8]| {
-            text.windows(marker.len())
-                .position(|window| window == marker)
-        };
         match self {
             KeyContent::Any => None,
             KeyContent::PemCertificates => {
-                let holds = position(value, BEGIN)
-                    .is_some_and(|start| position(&value[start..], END).is_some());
+                // Read as the registry's TLS clients read it
+                // (rustls-native-certs): every block that parses is trusted.
+                let holds = CertificateDer::pem_slice_iter(value).any(|cert| cert.is_ok());
                 (!holds).then_some("holds no PEM certificate (-----BEGIN CERTIFICATE-----)")
             }
         }
@@ -971,13 +968,19 @@ mod tests {
 
     #[test]
     fn a_trusted_ca_must_hold_a_pem_certificate() {
-        let pem = b"# internal\n-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n";
-        assert_eq!(KeyContent::PemCertificates.problem(pem), None);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(Vec::<String>::new())
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let bundle = format!("# internal\n{}", cert.pem());
+        assert_eq!(KeyContent::PemCertificates.problem(bundle.as_bytes()), None);
         for bad in [
             &b""[..],
-            b"\x30\x82\x01\x0a",
-            b"-----BEGIN PRIVATE KEY-----\nMIIB\n-----END PRIVATE KEY-----\n",
+            cert.der(),
+            key.serialize_pem().as_bytes(),
             b"-----BEGIN CERTIFICATE-----\nMIIB",
+            b"-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
         ] {
             assert!(
                 KeyContent::PemCertificates.problem(bad).is_some(),
